@@ -1,0 +1,107 @@
+"""Writes a bundle (docs/BUNDLE.md): model.onnx + bundle.json (+ model.opt.onnx, model.int8.onnx on request).
+
+The bundle is written into a temporary sibling folder and renamed into place, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from model.data import load_dataset
+from model.export import OPSET, OUTPUT_SPECS, export_onnx, input_specs, ort_predict, ort_session, parity
+from model.metrics import auc
+from model.train import load_run
+
+FORMAT_VERSION = 1
+PARITY_TOLERANCE = 1e-5
+
+
+def file_entry(path: Path) -> dict:
+    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+
+
+def model_name(config: dict) -> str:
+    cond = config["apg"]["condition"]
+    return config["model"] if cond == "none" else f"{config['model']}-apg-{cond}"
+
+
+def write_optimised(src: Path, dst: Path) -> None:
+    """onnxruntime's provider-independent (basic) graph optimisations, saved offline."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
+def write_quantised(src: Path, dst: Path, x, y) -> dict:
+    """Dynamic int8 quantisation of the weights and its test-AUC change."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    before, after = auc(y, ort_predict(ort_session(src), x)), auc(y, ort_predict(ort_session(dst), x))
+    return {"test_auc_fp32": before, "test_auc_int8": after, "auc_change": after - before}
+
+
+def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, quantise: bool = False) -> dict:
+    """Export a training run to a bundle; refuses (raises) if ONNX and PyTorch disagree by more than 1e-5."""
+    model, schema, metrics = load_run(run_dir)
+    train_cfg, model_cfg = metrics["config"]["train"], metrics["config"]["model"]
+    data = load_dataset(
+        train_cfg["data"], train_cfg["schema"], train_cfg["split"], train_cfg["seed"], train_cfg["limit"]
+    )
+    x_test, y_test = data.part("test")
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    onnx_path = export_onnx(model, schema, tmp / "model.onnx")
+    check = parity(model, ort_session(onnx_path), x_test)
+    if check["max_abs_diff"] > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX/PyTorch parity failed: max abs diff {check['max_abs_diff']:.3g} > {PARITY_TOLERANCE}")
+    extra = {}
+    if optimise:
+        write_optimised(onnx_path, tmp / "model.opt.onnx")
+    if quantise:
+        extra["int8"] = write_quantised(onnx_path, tmp / "model.int8.onnx", x_test, y_test)
+
+    files = {p.name: file_entry(p) for p in sorted(tmp.glob("*.onnx"))}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "name": model_name(metrics["config"]["model"]),
+            "version": f"{stamp}-{files['model.onnx']['sha256'][:8]}",
+        },
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+        "opset": OPSET,
+        "schema": schema.to_dict(),
+        "inputs": input_specs(schema),
+        "outputs": OUTPUT_SPECS,
+        "apg": {
+            "base_model": model_cfg["model"],
+            "hidden": model_cfg["hidden"],
+            "embed_dim": model_cfg["embed_dim"],
+            **model_cfg["apg"],
+        },
+        "metrics": {"valid": metrics["valid"], "test": metrics["test"], "params": metrics["params"]},
+        "parity": {**check, "tolerance": PARITY_TOLERANCE},
+        **extra,
+    }
+    (tmp / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {
+        "bundle": str(out),
+        "model": manifest["model"],
+        "parity": manifest["parity"],
+        "files": {k: v["bytes"] for k, v in files.items()},
+        **extra,
+    }

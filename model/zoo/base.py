@@ -1,0 +1,58 @@
+"""What every base model shares: typed config, field embeddings, the APG condition and the deep tower."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from model.apg import APGMLP, APGConfig, Condition
+from model.features import Schema
+from model.layers import MLP, FieldEmbedding
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = "deepfm"
+    embed_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128)  # the deep tower; APG replaces these layers
+    dropout: float = 0.0
+    cross_layers: int = 2  # DCN / DCNv2
+    att_layers: int = 2  # AutoInt
+    att_heads: int = 2
+    apg: APGConfig = field(default_factory=APGConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        apg = dict(d.pop("apg", {}))
+        apg["mix_fields"] = tuple(apg.get("mix_fields", APGConfig.mix_fields))
+        return cls(**{**d, "hidden": tuple(d.get("hidden", cls.hidden))}, apg=APGConfig(**apg))
+
+
+class CTRModel(nn.Module):
+    """Base: ``logit(x)`` is each model's own; ``forward(x)`` is the click probability (B,)."""
+
+    def __init__(self, schema: Schema, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.field_names = [f.name for f in schema.fields]
+        self.num_fields = len(schema.fields)
+        self.emb = FieldEmbedding(schema, cfg.embed_dim)
+        self.condition = Condition(cfg.apg, self.field_names, cfg.embed_dim)
+
+    def make_tower(self, in_dim: int) -> nn.Module:
+        """A static MLP, or an APG MLP when the config enables APG (variants are configuration, not copies)."""
+        if self.cfg.apg.enabled:
+            return APGMLP(in_dim, self.cfg.hidden, self.condition.dim, self.cfg.apg, self.cfg.dropout)
+        return MLP(in_dim, self.cfg.hidden, self.cfg.dropout)
+
+    def logit(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(self.logit(x))
