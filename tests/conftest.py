@@ -1,0 +1,42 @@
+"""Fixtures shared by both halves' tests. Real MovieLens-100K rows are fetched once into the git-ignored cache."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ml100k_small():
+    """The first 20,000 real ML-100K ratings, split and encoded (schema fitted on their training split)."""
+    pytest.importorskip("torch")
+    from model.data import load_dataset
+
+    return load_dataset("ml-100k", limit=20_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory):
+    """Small DeepFM runs on real ML-100K rows, one per APG condition (1 epoch each): condition -> run dir."""
+    pytest.importorskip("torch")
+    from model.apg import APGConfig
+    from model.train import TrainConfig, train_run
+    from model.zoo import ModelConfig
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(limit=20_000, epochs=1, batch_size=256)
+    runs = {}
+    for cond in ("none", "group", "mix", "self"):
+        mc = ModelConfig("deepfm", hidden=(64, 32), apg=APGConfig(cond, rank=8, overparam=16 if cond == "self" else 0))
+        train_run(mc, cfg, root / cond, progress=False)
+        runs[cond] = root / cond
+    return runs
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_runs, tmp_path_factory):
+    """A real bundle exported from the self-wise APG run (over-parameterised factors merged at export)."""
+    from model.bundle import write_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "deepfm-self"
+    write_bundle(trained_runs["self"], out)
+    return out

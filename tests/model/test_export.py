@@ -1,0 +1,93 @@
+"""ONNX export: parity with PyTorch, S_i generated in-graph per row, merge before export, bundle contents."""
+
+import json
+
+import numpy as np
+import pytest
+
+from model.export import export_onnx, ort_predict, ort_session, parity
+from model.train import load_run
+
+
+@pytest.mark.parametrize("condition", ["none", "group", "mix", "self"])
+def test_onnx_matches_pytorch_on_real_rows(trained_runs, ml100k_small, condition, tmp_path):
+    model, schema, _ = load_run(trained_runs[condition])
+    from model.data import encode_table
+
+    # encode real rows with this run's own fitted schema (its vocabularies)
+    x = encode_table(schema, {k: v[:1000] for k, v in ml100k_small.table.items()})
+    session = ort_session(export_onnx(model, schema, tmp_path / "m.onnx"))
+    check = parity(model, session, x, batch_sizes=(1, 7, 1000))
+    assert check["max_abs_diff"] <= 1e-5, check
+    assert set(check["by_batch_size"]) == {1, 7, 1000}
+
+
+def graph_s(run_dir, tmp_path, x):
+    model, schema, _ = load_run(run_dir)
+    sess = ort_session(export_onnx(model, schema, tmp_path / "s.onnx", expose_s=True))
+    return sess.run(["apg_s"], x)[0]
+
+
+@pytest.mark.parametrize(
+    ("condition", "changed"), [("group", "user_activity"), ("mix", "user_id"), ("self", "item_id")]
+)
+def test_rows_differing_only_in_condition_fields_get_different_s(
+    trained_runs, ml100k_small, tmp_path, condition, changed
+):
+    x, _ = ml100k_small.part("test")
+    row = {k: np.repeat(v[:1], 2, axis=0) for k, v in x.items()}
+    row[changed] = np.array([2, 3], dtype=np.int64)  # two different known values of one field
+    s = graph_s(trained_runs[condition], tmp_path, row)
+    assert s.shape[0] == 2 and np.abs(s[0] - s[1]).max() > 1e-7
+    same = {k: np.repeat(v[:1], 2, axis=0) for k, v in x.items()}
+    s_same = graph_s(trained_runs[condition], tmp_path, same)
+    assert np.array_equal(s_same[0], s_same[1])
+
+
+def test_exported_graph_has_only_merged_factors(trained_runs, tmp_path):
+    import onnx
+
+    model, schema, _ = load_run(trained_runs["self"])  # trained with over-parameterisation P=16
+    assert any("u_l" in n for n, _ in model.named_parameters())
+    graph = onnx.load(str(export_onnx(model, schema, tmp_path / "m.onnx"))).graph
+    names = [i.name for i in graph.initializer]
+    assert not any(part in n for n in names for part in ("u_l", "u_r", "v_l", "v_r"))
+    assert [i.name for i in graph.input] == [f.name for f in schema.fields]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+
+
+def test_bundle_manifest(bundle_dir):
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["model"]["name"] == "deepfm-apg-self"
+    assert manifest["parity"]["max_abs_diff"] <= 1e-5
+    assert set(manifest["files"]) == {"model.onnx", "model.opt.onnx"}
+    assert [i["name"] for i in manifest["inputs"]] == [f["name"] for f in manifest["schema"]["fields"]]
+    assert manifest["apg"]["condition"] == "self" and manifest["apg"]["rank"] == 8
+
+
+@pytest.mark.parametrize("condition", ["group", "self"])
+def test_low_rank_apg_graph_is_smaller_than_the_static_one(ml100k_small, tmp_path, condition):
+    from model.apg import APGConfig
+    from model.zoo import ModelConfig, build_model
+
+    sizes = {}
+    for name, apg in (("static", APGConfig()), ("apg", APGConfig(condition, rank=8))):
+        model = build_model(ml100k_small.schema, ModelConfig("deepfm", hidden=(256, 128), apg=apg))
+        sizes[name] = export_onnx(model, ml100k_small.schema, tmp_path / f"{name}.onnx").stat().st_size
+    print(f"DeepFM [256, 128] model.onnx bytes: {sizes}")
+    assert sizes["apg"] < sizes["static"]
+
+
+def test_quantised_variant_reports_auc_change(trained_runs, tmp_path):
+    from model.bundle import write_bundle
+
+    report = write_bundle(trained_runs["none"], tmp_path / "q", optimise=False, quantise=True)
+    assert set(report["files"]) == {"model.onnx", "model.int8.onnx"}
+    assert abs(report["int8"]["auc_change"]) < 0.05
+    x = {
+        i.name: np.zeros((3, 6) if i.name == "genres" else 3, dtype=np.int64)
+        for i in ort_session(tmp_path / "q" / "model.int8.onnx").get_inputs()
+    }
+    assert ort_predict(ort_session(tmp_path / "q" / "model.int8.onnx"), x).shape == (3,)
