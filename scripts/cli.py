@@ -77,6 +77,10 @@ def cmd_export(args) -> int:
     from model.bundle import write_bundle
 
     report = write_bundle(args.run, args.out, optimise=not args.no_optimise, quantise=args.quantise)
+    if args.triton:
+        from model.triton import write_triton_repo
+
+        report["triton"] = str(write_triton_repo(args.out, args.triton))
     print(json.dumps(report, indent=1))
     return 0
 
@@ -137,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="bundle directory")
     e.add_argument("--no-optimise", action="store_true", help="skip model.opt.onnx")
     e.add_argument("--quantise", action="store_true", help="also write model.int8.onnx and its test-AUC change")
+    e.add_argument("--triton", metavar="DIR", help="also write a Triton model repository (config.pbtxt + model.onnx)")
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")

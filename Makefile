@@ -1,0 +1,45 @@
+# The two commands of the quick start:
+#   make serve   set up, fetch MovieLens-100K, train + export the default model if no bundle exists, and serve it
+#   make test    set up and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+BUNDLE ?= bundles/default
+RUN    ?= runs/default
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# The default model: DeepFM with self-wise APG layers (about a minute on 2 cores).
+TRAIN_ARGS ?= --model deepfm --apg self --rank 16
+
+.PHONY: serve test setup setup-dev bundle lint
+serve: setup $(BUNDLE)/bundle.json
+	$(BIN)/apg serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+bundle: $(BUNDLE)/bundle.json
+
+$(BUNDLE)/bundle.json: | setup
+	$(BIN)/apg data
+	$(BIN)/apg train $(TRAIN_ARGS) --out $(RUN)
+	$(BIN)/apg export $(RUN) --out $(BUNDLE)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch is pinned to 2.13.0 (the CPU build on the machines' disk); serving alone needs only '.[serve]'.
+$(VENV)/.setup: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[serve,train]'
+	touch $@
+
+$(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
+	$(BIN)/python -m pip install -q -e '.[serve,train,dev]'
+	touch $@
+
+setup: $(VENV)/.setup
+setup-dev: $(VENV)/.setup-dev
+
+lint: setup-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
