@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-CONDITIONS = ("none", "group", "mix", "self")
+CONDITIONS = ("none", "group", "mix", "self", "static")  # static: a control, S learned but shared by all samples
 VARIANTS = ("shared", "lowrank", "basic")
 
 
 @dataclass(frozen=True)
 class APGConfig:
-    condition: str = "none"  # none | group | mix | self
+    condition: str = "none"  # none | group | mix | self | static (control: z_i = 1 for every sample)
     rank: int = 16  # K
     overparam: int = 0  # P (0 = off)
     variant: str = "shared"  # shared | lowrank | basic
@@ -173,10 +173,14 @@ class Condition(nn.Module):
             raise ValueError(f"APG condition fields {unknown} are not in the schema {field_names}")
         self.register_buffer("idx", torch.tensor([field_names.index(n) for n in names], dtype=torch.long), False)
         self.dim = 0 if self.mode in ("none", "self") else dim * (len(names) if self.agg == "concat" else 1)
+        if self.mode == "static":
+            self.dim = 1
 
     def forward(self, e: torch.Tensor) -> torch.Tensor | None:
         if self.mode in ("none", "self"):
             return None
+        if self.mode == "static":
+            return torch.ones(e.shape[0], 1, dtype=e.dtype, device=e.device)  # (B, 1): S = I + G(1) for all
         picked = e[:, self.idx]  # (B, n, d)
         if self.mode == "mix" and self.agg == "mean":
             return picked.mean(1)

@@ -52,17 +52,21 @@ def export_onnx(model: nn.Module, schema: Schema, path: str | Path, expose_s: bo
     module = GraphModule(merge_overparam(model).eval(), schema, expose_s)
     dummy = tuple(torch.zeros((2, f.width) if f.width else (2,), dtype=torch.long) for f in schema.fields)
     outputs = ["score", "apg_s"] if expose_s else ["score"]
-    axes = {name: {0: "batch"} for name in [f.name for f in schema.fields] + outputs}
+    return torch_to_onnx(module, dummy, path, [f.name for f in schema.fields], outputs)
+
+
+def torch_to_onnx(module: nn.Module, args: tuple, path: str | Path, inputs: list[str], outputs: list[str]) -> Path:
+    """ONNX (opset 17) with a dynamic batch axis on every input and output."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        # The TorchScript-based exporter: exact for these ops and 100x faster than the dynamo path on this model.
+        # The TorchScript-based exporter: exact for these ops and far faster than the dynamo path on this model.
         torch.onnx.export(
-            module,
-            dummy,
+            module.eval(),
+            args,
             str(path),
-            input_names=[f.name for f in schema.fields],
+            input_names=inputs,
             output_names=outputs,
-            dynamic_axes=axes,
+            dynamic_axes={name: {0: "batch"} for name in inputs + outputs},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -92,6 +92,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    """Hands the remaining arguments to the experiment drivers (scripts/experiments.py, complexity.py, report.py)."""
+    if args.what == "complexity":
+        from scripts.complexity import main as run
+    elif args.what == "report":
+        from scripts.report import main as run
+    else:
+        from scripts.experiments import main as run
+
+        return run([args.what, *args.rest])
+    return run(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apg",
@@ -118,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_args(t)
     t.add_argument("--model", default="deepfm", choices=["dnn", "wdl", "pnn", "deepfm", "dcn", "dcnv2", "autoint"])
-    t.add_argument("--apg", default="none", choices=["none", "group", "mix", "self"], help="APG condition strategy")
+    t.add_argument(
+        "--apg",
+        default="none",
+        choices=["none", "group", "mix", "self", "static"],
+        help="APG condition strategy (static = control: low-rank layer with one learned S for all samples)",
+    )
     t.add_argument("--rank", type=int, default=16, help="APG rank K")
     t.add_argument("--overparam", type=int, default=0, help="over-parameterisation width P (0 = off; merged at export)")
     t.add_argument("--variant", default="shared", choices=["shared", "lowrank", "basic"], help="APG layer variant")
@@ -143,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantise", action="store_true", help="also write model.int8.onnx and its test-AUC change")
     e.add_argument("--triton", metavar="DIR", help="also write a Triton model repository (config.pbtxt + model.onnx)")
     e.set_defaults(func=cmd_export)
+
+    x = sub.add_parser(
+        "experiment",
+        help="reproduce the paper's claims: select|auc|conditions|controls|ablation|coldstart|all, complexity, report",
+        description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md by "
+        "`apg experiment report`. Options after the name go to the driver (e.g. `apg experiment auc --seeds 5`, "
+        "`apg experiment all --quick`, `apg experiment complexity --runs runs/deepfm runs/deepfm-self`).",
+    )
+    x.add_argument(
+        "what",
+        choices=["select", "auc", "conditions", "controls", "ablation", "coldstart", "all", "complexity", "report"],
+    )
+    x.add_argument("rest", nargs=argparse.REMAINDER, help="options for the driver (see its --help)")
+    x.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")
     s.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")
