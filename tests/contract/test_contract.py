@@ -1,0 +1,121 @@
+"""Both halves against one real bundle: no train/serve skew, score parity, refusal of bad bundles, the boundary."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from model.data import encode_table
+from model.features import Schema
+from model.train import load_run, predict
+from service.bundle import BundleError, load_bundle
+
+
+def typed_rows(table: dict[str, list], schema: Schema, rows: range) -> list[dict]:
+    """Raw table rows as a client would send them: numbers for numeric sources, strings for the rest."""
+    numeric = {f.source for f in schema.fields if f.kind == "numeric"}
+    return [{s: (int(table[s][i]) if s in numeric else table[s][i]) for s in schema.sources} for i in rows]
+
+
+@pytest.fixture(scope="module")
+def real_rows(bundle_dir, ml100k_small):
+    schema = Schema.from_dict(json.loads((bundle_dir / "bundle.json").read_text())["schema"])
+    rows = typed_rows(ml100k_small.table, schema, range(0, 20_000, 40))  # 500 real rows, train and test alike
+    rows += [
+        {
+            "user_id": "99999",
+            "item_id": 424242,
+            "age": 31,
+            "gender": "X",
+            "occupation": "astronaut",
+            "zip_code": "T8H1N",
+            "release_year": 2031,
+            "genres": "Sci-Fi|Unknown-Genre",
+        },  # unseen everything
+        {"user_id": 196.0, "item_id": "242"},  # only the required features; an integral float id
+        {
+            "user_id": "1",
+            "item_id": "1",
+            "genres": ["Animation", "Children's", "Comedy", "Drama", "War", "Crime", "Horror"],
+        },  # a list, longer than max_len
+        {"user_id": "1", "item_id": "1", "genres": "", "zip_code": "", "age": None},  # empty/None values
+    ]
+    return schema, rows
+
+
+def columns_of(rows: list[dict], sources: tuple[str, ...]) -> dict[str, list]:
+    return {s: [r.get(s) for r in rows] for s in sources}
+
+
+def test_training_and_serving_encoders_agree(bundle_dir, real_rows):
+    schema, rows = real_rows
+    offline = encode_table(schema, columns_of(rows, schema.sources))
+    online = load_bundle(bundle_dir).encoder.encode_rows(rows)
+    assert set(offline) == set(online)
+    for name in offline:
+        assert online[name].dtype == np.int64 and online[name].shape == offline[name].shape, name
+        assert np.array_equal(offline[name], online[name]), name
+    assert (
+        online["item_id"][-4] == 1 and online["zip_prefix"][-4] == 1 and online["user_activity"][-4] == 2
+    )  # OOV item; cold bucket "0"
+    assert online["age"][-1] == 0 and not online["genres"][-1].any()  # missing → 0
+
+
+def test_offline_and_online_scores_agree(bundle_dir, trained_runs, real_rows):
+    schema, rows = real_rows
+    model, run_schema, _ = load_run(trained_runs["self"])
+    assert run_schema == schema
+    torch_scores = predict(model, encode_table(schema, columns_of(rows, schema.sources)))
+    bundle = load_bundle(bundle_dir)
+    session = ort.InferenceSession(str(bundle.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_scores = session.run(["score"], bundle.encoder.encode_rows(rows))[0]
+    assert np.max(np.abs(torch_scores - onnx_scores)) <= 1e-5
+    cols = bundle.encoder.encode_columns(columns_of(rows[:500], schema.sources))
+    assert np.array_equal(session.run(["score"], cols)[0], onnx_scores[:500])
+
+
+def copy_bundle(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_graph_is_refused(bundle_dir, tmp_path):
+    bad = copy_bundle(bundle_dir, tmp_path / "b")
+    data = bytearray((bad / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bad)
+
+
+def test_unknown_format_version_is_refused(bundle_dir, tmp_path):
+    bad = copy_bundle(bundle_dir, tmp_path / "b")
+    manifest = json.loads((bad / "bundle.json").read_text())
+    manifest["format_version"] = 99
+    (bad / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format_version"):
+        load_bundle(bad)
+
+
+def modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_the_boundary_between_the_halves():
+    serving = modules_after(
+        "import service.app, service.server, service.features, scripts.cli; "
+        "scripts.cli.build_parser().parse_args(['serve'])"
+    )
+    assert "torch" not in serving and not any(m == "model" or m.startswith("model.") for m in serving)
+    training = modules_after("import model.train, model.export, model.bundle")
+    assert not {"fastapi", "uvicorn", "service"} & training
