@@ -32,7 +32,7 @@ def real_rows(bundle_dir, ml100k_small):
             "age": 31,
             "gender": "X",
             "occupation": "astronaut",
-            "zip_code": "T8H1N",
+            "zip_code": "Z9-999",
             "release_year": 2031,
             "genres": "Sci-Fi|Unknown-Genre",
         },  # unseen everything
