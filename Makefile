@@ -31,11 +31,11 @@ $(BIN)/python:
 
 # torch is pinned to 2.13.0 (the CPU build on the machines' disk); serving alone needs only '.[serve]'.
 $(VENV)/.setup: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[serve,train]'
+	$(BIN)/python -m pip install -q -e '.[serve,train,loadtest]'
 	touch $@
 
 $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
-	$(BIN)/python -m pip install -q -e '.[serve,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[serve,train,loadtest,dev]'
 	touch $@
 
 setup: $(VENV)/.setup

@@ -176,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("rest", nargs=argparse.REMAINDER, help="options for the driver (see its --help)")
     x.set_defaults(func=cmd_experiment)
 
+    lt = sub.add_parser(
+        "loadtest",
+        help="open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from scripts import loadtest  # no torch: httpx, numpy, orjson (matplotlib only when plotting)
+
+    loadtest.add_arguments(lt)
+    lt.set_defaults(func=loadtest.run_from_args)
+
     s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")
     s.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")
     s.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,119 @@
+"""The generator against a fake slow server on 127.0.0.1: open-loop accounting and the files it writes.
+
+Timing bounds are generous (shared, noisy machines): they check the shape of the result, not its speed."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+
+import numpy as np
+import orjson
+import pytest
+
+from scripts import loadtest
+from scripts.loadtest import LoadConfig, build_schedule, run_load, summarise
+
+
+def run(url: str, rate: float, duration: float, concurrency: int = 1, drain: float = 1.0):
+    cfg = LoadConfig(url=url, rate=rate, duration=duration, arrivals="constant", concurrency=concurrency, drain=drain)
+    rec = asyncio.run(run_load(cfg, [b'{"instances": [{}]}'], build_schedule(rate, duration, "constant")))
+    return rec, summarise(rec, cfg)
+
+
+def test_queueing_behind_a_slow_server_counts_in_the_latency(slow_server):
+    delay = 0.05  # a serial server: capacity 20 requests/s
+    server = slow_server(delay)
+    rec, s = run(server.url, rate=50, duration=2.0, drain=0.5)
+    ok = np.array([e is None for e in rec.error])
+    latency, service = (rec.done - rec.scheduled)[ok], (rec.done - rec.sent)[ok]
+    # service time from the actual send stays near the server's delay ...
+    assert delay * 0.9 <= np.median(service) <= delay * 3
+    assert s["service_ms"]["p50"] == pytest.approx(1000 * np.median(service), abs=0.01)
+    # ... but latency from the scheduled send grows with the backlog (2.5 requests offered per one served)
+    assert s["latency_ms"]["p50"] > 5 * 1000 * delay
+    assert s["latency_ms"]["max"] > 15 * 1000 * delay
+    third = len(latency) // 3
+    assert latency[-third:].mean() > 3 * latency[:third].mean()
+    # honest accounting: the achieved rate is the server's capacity, well below the target
+    assert 0.5 * 20 <= s["achieved_rate"] <= 1.2 * 20 and s["achieved_rate"] < 0.6 * s["target_rate"]
+    assert s["errors"].get("unsent", 0) > 0 and s["error_fraction"] > 0.3  # the backlog left at the drain deadline
+    assert s["requests"] == 100 and len(server.served) < 100
+
+
+def test_below_capacity_latency_is_the_service_time(slow_server):
+    delay = 0.02  # capacity 50/s, offered 10/s
+    server = slow_server(delay)
+    _, s = run(server.url, rate=10, duration=1.5, concurrency=4)
+    assert s["errors"] == {} and s["ok"] == 15
+    assert s["achieved_rate"] == pytest.approx(10, abs=1.5)
+    assert s["latency_ms"]["p50"] == pytest.approx(s["service_ms"]["p50"], abs=10)
+    assert s["latency_ms"]["p99"] < 10 * 1000 * delay
+
+
+def test_http_errors_and_connection_errors_are_counted_by_kind(slow_server):
+    _, s = run(slow_server(0.0, status=503).url, rate=20, duration=0.5)
+    assert s["errors"] == {"http_503": 10} and s["ok"] == 0 and s["latency_ms"]["p50"] is None
+    _, s = run("http://127.0.0.1:9", rate=20, duration=0.5)  # nothing listens on port 9 (discard)
+    assert set(s["errors"]) == {"connect"} and s["error_fraction"] == 1.0
+
+
+def test_a_run_writes_json_csv_png(slow_server, bundle_json, tmp_path, capsys):
+    server = slow_server(0.002)
+    out = tmp_path / "out"
+    argv = ["--url", server.url, "--bundle", str(bundle_json), "--rate", "40", "--duration", "1", "--warmup", "0.25",
+            "--rows", "3", "--arrivals", "constant", "--format", "v2", "--token", "s3cret",
+            "--out", str(out)]  # fmt: skip
+    assert loadtest.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "p99.9" in printed and "achieved" in printed
+    doc = orjson.loads((out / "summary.json").read_bytes())
+    (s,) = doc["runs"]
+    assert doc["path"] == "/v2/models/tiny/infer" and doc["sweep"] is False
+    assert s["target_rate"] == 40 and s["requests"] == 40 and s["errors"] == {}
+    assert s["achieved_rate"] == pytest.approx(40, rel=0.2) and s["rows_per_s"] == pytest.approx(3 * s["achieved_rate"])
+    assert set(s["latency_ms"]) == {"p50", "p90", "p95", "p99", "p99.9", "mean", "max"}
+    assert 0 < s["service_ms"]["p50"] <= s["latency_ms"]["p50"] + 1e-3
+    with (out / "requests.csv").open() as fh:
+        lines = list(csv.DictReader(fh))
+    assert len(lines) == 50 and {line["status"] for line in lines} == {"200"}
+    assert all(float(line["done_s"]) >= float(line["sent_s"]) >= float(line["scheduled_s"]) for line in lines)
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert {r[1] for r in posts} == {"/v2/models/tiny/infer"}
+    assert all(r[2]["authorization"] == "Bearer s3cret" for r in posts)
+    body = orjson.loads(posts[0][3])
+    assert {t["name"] for t in body["inputs"]} == {"user_id", "item_id", "age", "score_hint", "zip_code", "genres"}
+
+
+def test_a_sweep_finds_the_knee_and_stops_past_it(slow_server, bundle_json, tmp_path, capsys):
+    server = slow_server(0.04)  # capacity 25/s: 10/s meets a 150 ms p99, 80/s cannot
+    out = tmp_path / "sweep"
+    argv = ["--url", server.url, "--bundle", str(bundle_json), "--sweep", "5,10,80,160", "--duration", "1",
+            "--warmup", "0", "--slo-ms", "150", "--concurrency", "2", "--drain", "0.3", "--out", str(out)]  # fmt: skip
+    assert loadtest.main(argv) == 0
+    assert "knee: 10 req/s" in capsys.readouterr().out
+    doc = orjson.loads((out / "summary.json").read_bytes())
+    assert doc["knee_rate"] == 10 and doc["sweep"] is True
+    assert [s["target_rate"] for s in doc["runs"]] == [5, 10, 80]  # 160 skipped: 80 already missed the SLO
+    assert doc["runs"][2]["achieved_rate"] < 40
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert all("instances" in orjson.loads(r[3]) for r in posts) and {r[1] for r in posts} == {"/score"}
+    with (out / "requests.csv").open() as fh:
+        assert {line["target_rate"] for line in csv.DictReader(fh)} == {"5.0", "10.0", "80.0"}
+    assert (out / "latency.png").stat().st_size > 1000
+
+
+def test_no_server_is_a_clear_error(bundle_json, tmp_path, capsys):
+    argv = [
+        "--url",
+        "http://127.0.0.1:9",
+        "--bundle",
+        str(bundle_json),
+        "--ready-timeout",
+        "0.3",
+        "--out",
+        str(tmp_path),
+    ]
+    assert loadtest.main(argv) == 2
+    assert "/readyz not ready" in capsys.readouterr().err
