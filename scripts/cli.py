@@ -86,9 +86,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from service.errors import ServiceError
     from service.server import serve
 
-    serve(args.bundle, args.host, args.port, args.workers, args.log_level)
+    try:
+        serve(args.bundle, args.host, args.port, args.workers, args.log_level)
+    except ServiceError as exc:  # a bad bundle or configuration: say what, no traceback
+        print(f"apg serve: error: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 

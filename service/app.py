@@ -1,0 +1,117 @@
+"""The application factory.
+
+    app = create_app(Settings(bundle="bundles/default"))   # or create_app() to read APG_* variables
+    uvicorn.run("service.app:create_app", factory=True)     # what service.server.serve does
+
+Nothing happens at import. create_app wires the objects; the lifespan does the work: load + validate +
+warm the bundle (readiness turns on), start the micro-batcher, and on shutdown turn readiness off,
+drain in-flight inferences and stop the batcher. SIGHUP reloads the configured bundle in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+
+from service.batching import MicroBatcher
+from service.errors import install_error_handlers
+from service.metrics import Metrics, multiprocess_dir
+from service.middleware import RequestMiddleware, configure_logging
+from service.routes import health, score, v2
+from service.runtime import Runtime
+from service.scorer import Scorer
+from service.settings import Settings
+
+log = logging.getLogger("apg.app")
+
+DESCRIPTION = """Click-through-rate scoring with an APG (Adaptive Parameter Generation) model on onnxruntime.
+
+`POST /score` takes raw feature values (rows, columns, or one context against candidates) and returns one
+click probability per row. The KServe v2 routes under `/v2` speak the Open Inference Protocol
+(`tritonclient.http` works unchanged). Errors are JSON: `{"error": {"code", "message", "field", "row"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the app. `settings` default to the APG_* environment; `registry` to a fresh one."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics(registry)
+    runtime = Runtime(settings, metrics)
+    batcher = None
+    if settings.batching:
+        pending = max(1, settings.max_queue) * settings.batch_max_rows
+        batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000, pending)
+
+    app = FastAPI(title="APG CTR scoring", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = runtime
+    app.state.batcher = batcher
+    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher)
+    for module in (score, v2, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime: Runtime = app.state.runtime
+    await runtime.start()  # raises (and uvicorn exits) when the configured bundle is unusable
+    if app.state.batcher is not None:
+        app.state.batcher.start()
+    hangup = _on_sighup(runtime)
+    try:
+        yield
+    finally:
+        if hangup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await runtime.drain()
+        if app.state.batcher is not None:
+            await app.state.batcher.stop()
+        if multiprocess_dir():  # drop this worker's live gauges from the aggregate
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def _on_sighup(runtime: Runtime) -> bool:
+    """SIGHUP → reload the configured bundle. Only possible on the main thread's loop (not in tests' threads)."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        task = loop.create_task(runtime.reload())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by reload(); keep it quiet
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with /score's request body generated from the served model (cached per version)."""
+    model = app.state.runtime.model
+    key = model.version if model is not None else None
+    if app.openapi_schema is not None and getattr(app.state, "openapi_key", "") == key:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    if model is not None:
+        body = score.request_body_doc(model.encoder, app.state.settings.max_rows)
+        schema["paths"]["/score"]["post"]["requestBody"] = body
+        v2.document_model(schema, model)
+    app.openapi_schema, app.state.openapi_key = schema, key
+    return schema

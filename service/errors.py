@@ -1,0 +1,204 @@
+"""Typed errors that carry their HTTP status, and the one place that turns them into responses.
+
+Every error body has one shape, whatever raised it (our code, FastAPI's validation, Starlette's routing):
+
+    {"error": {"code": "unknown_feature", "message": "...", "field": "agee", "row": 3}}
+
+`field` and `row` are null when they do not apply. Under /v2 (KServe v2 / Open Inference Protocol) the
+protocol wants `error` to be the message string, so there the same details sit beside it:
+{"error": "...", "code": "unknown_feature", "field": "agee", "row": 3}. Scoring code raises these classes and never an
+`HTTPException`; bad input must end here as a 4xx, and only a bug in our code may produce the 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("apg.errors")
+
+
+class ServiceError(Exception):
+    """Base class: `status` is the HTTP status, `code` a stable machine-readable name."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        row: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.row = row
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field, "row": self.row}}
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidShape(BadRequest):
+    """The JSON parsed, but its top-level structure is not one the route accepts."""
+
+    code = "invalid_shape"
+
+
+class FeatureError(BadRequest):
+    """A feature value could not be encoded; `field` names the feature and `row` the row."""
+
+    code = "invalid_feature"
+
+
+class UnknownFeature(FeatureError):
+    code = "unknown_feature"
+
+
+class MissingFeature(FeatureError):
+    code = "missing_feature"
+
+
+class InvalidType(FeatureError):
+    code = "invalid_type"
+
+
+class NonFinite(FeatureError):
+    code = "non_finite"
+
+
+class RaggedColumns(FeatureError):
+    code = "ragged_columns"
+
+
+class EmptyBatch(FeatureError):
+    code = "empty_batch"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid bearer token") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyRows(PayloadTooLarge):
+    code = "too_many_rows"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class BundleError(ServiceError):
+    """A bundle that cannot be served (docs/BUNDLE.md, loading rules). 422 when an admin asked for it."""
+
+    status, code = 422, "invalid_bundle"
+
+
+class ConfigError(ServiceError):
+    """Settings the process cannot honour (e.g. `providers=cuda` without CUDA)."""
+
+    code = "config"
+
+
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"
+
+    def __init__(self, message: str = "model not loaded yet (or draining)") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class Overloaded(ServiceError):
+    status, code = 503, "overloaded"
+
+    def __init__(self, message: str = "too many requests waiting for inference") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+def json_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def render(request: Request, exc: ServiceError) -> Response:
+    """The error body. KServe v2 routes put the message in a string `error` (the protocol, and what
+    tritonclient reads) with the same details beside it: {"error": msg, "code": ..., "field": ..., "row": ...}."""
+    body = exc.body()
+    if request.url.path.startswith("/v2/"):
+        body = {**body["error"], "error": exc.message}
+        del body["message"]
+    return json_response(exc.status, body, exc.headers)
+
+
+def _loc_to_field(loc: tuple) -> tuple[str | None, int | None]:
+    # FastAPI locations look like ("body", "bundle") or ("path", "name"); keep the names and any index.
+    names = [str(p) for p in loc[1:] if not isinstance(p, int)]
+    rows = [p for p in loc if isinstance(p, int)]
+    return (".".join(names) or None), (rows[0] if rows else None)
+
+
+class RequestInvalid(ServiceError):
+    status, code = 422, "validation_error"
+
+
+class HTTPError(ServiceError):
+    """Starlette's own errors (unknown route 404, wrong method 405) in our shape."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+
+
+async def _service_error(request: Request, exc: ServiceError) -> Response:
+    return render(request, exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+    field, row = _loc_to_field(tuple(first.get("loc", ())))
+    error_class = InvalidJSON if first.get("type") == "json_invalid" else RequestInvalid
+    return render(request, error_class(str(first.get("msg")), field=field, row=row))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    return render(request, HTTPError(exc.status_code, str(exc.detail), getattr(exc, "headers", None)))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every typed error to its JSON response. Unexpected exceptions are the middleware's (500)."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def internal_error_body(path: str) -> bytes:
+    """The 500 body (written by the middleware, outside the exception handlers), shaped as `render` does."""
+    error = {"code": "internal", "message": "internal server error", "field": None, "row": None}
+    if path.startswith("/v2/"):
+        return orjson.dumps({"error": error.pop("message"), **error})
+    return orjson.dumps({"error": error})

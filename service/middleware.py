@@ -1,0 +1,131 @@
+"""The outermost layer of every HTTP request: request id, in-flight gauge, latency metrics, JSON access log.
+
+A plain ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and cost a task per request).
+It also turns any exception that escaped the routes into a 500 JSON error, so that response carries the
+request id too; a 500 is a bug in our code, never the answer to bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import internal_error_body
+from service.metrics import Metrics
+
+log = logging.getLogger("apg.access")
+QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status, started = 500, False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:  # the client went away first: nginx's 499, not a server error
+            status = status if started else 499
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"request_id": request_id, "path": scope.get("path")}})
+            if not started:
+                headers = [(b"content-type", b"application/json")]
+                await send_with_id({"type": "http.response.start", "status": 500, "headers": headers})
+                body = internal_error_body(scope.get("path", ""))
+                await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            self.metrics.inflight.dec()
+            elapsed = time.perf_counter() - start
+            route = _route(scope)
+            self.metrics.request_duration.labels(route).observe(elapsed)
+            self.metrics.requests.labels(route, str(status)).inc()
+            _access_log(scope, state, route, status, elapsed)
+
+
+def _route(scope: Scope) -> str:
+    # The path template (FastAPI sets scope["route"]); plain Starlette routes here (/docs, /openapi.json) are
+    # static, so their path is their template. Anything unrouted is one label: no cardinality from URL scans.
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return template
+    return scope.get("path", "unmatched") if "endpoint" in scope else "unmatched"
+
+
+def _request_id(scope: Scope) -> str:
+    # Echo a sane client id (≤ 128 visible ASCII characters); otherwise make one.
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            if 0 < len(value) <= 128 and all(33 <= b <= 126 for b in value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+def _access_log(scope: Scope, state: dict[str, Any], route: str, status: int, elapsed: float) -> None:
+    level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    fields = {
+        "request_id": state.get("request_id"),
+        "method": scope.get("method"),
+        "route": route,
+        "status": status,
+        "rows": state.get("rows"),
+        "duration_s": round(elapsed, 6),
+    }
+    if "features" in state:  # only with APG_LOG_FEATURES=true
+        fields["features"] = state["features"]
+    log.log(level, "request", extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for the `apg` loggers (idempotent: one handler however many apps are built)."""
+    logger = logging.getLogger("apg")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_apg", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        handler._apg = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False

@@ -1,0 +1,93 @@
+"""What every route shares: the app's objects, the bearer-token check, bounded body reading, JSON parsing."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import BadRequest, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+
+_bearer = HTTPBearer(auto_error=False, description="Needed only when APG_AUTH_TOKEN is set.")
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+                "row": {"type": ["integer", "null"]},
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can answer."""
+    text = {
+        400: "Malformed JSON or an invalid feature value (the error names the field and row).",
+        401: "Missing or wrong bearer token.",
+        404: "Unknown model.",
+        413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
+        415: "Compressed bodies are not supported.",
+        422: "Request validation failed.",
+        503: "Not ready, draining, or overloaded (see Retry-After).",
+    }
+    return {s: {"description": text[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses}
+
+
+def state(request: Request) -> Any:
+    """app.state: settings, metrics, runtime, scorer (set by create_app)."""
+    return request.app.state
+
+
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>`."""
+    token = state(request).settings.token()
+    if token is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send an uncompressed body")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"body of {declared} bytes; the limit is {limit} (APG_MAX_BODY_BYTES)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes (APG_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson.loads with errors as 400 invalid_json (NaN/Infinity literals, bad UTF-8, too deep, empty...)."""
+    if not body:
+        raise InvalidJSON("empty body: expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        hint = " (NaN and Infinity are not JSON numbers)" if b"NaN" in body or b"Infinity" in body else ""
+        raise InvalidJSON(f"malformed JSON{hint}: {exc}") from None

@@ -1,0 +1,237 @@
+"""KServe v2 / Open Inference Protocol over HTTP, as spoken by the stock `tritonclient.http` client.
+
+Inputs are one tensor per RAW feature (not per graph input): BYTES for string-like features, FP64 (or any
+numeric datatype) for numeric ones; shape [B] (or [B, 1]); a multi-valued feature may also be [B, K].
+The output is `score`, FP32 [B]. JSON `data` may be flat or nested. The binary tensor extension is
+supported both ways: `Inference-Header-Content-Length` splits the body into a JSON header and the
+concatenated raw tensors (BYTES elements are 4-byte little-endian length + UTF-8), and outputs come back
+binary when asked via `parameters.binary_data` (per output) or `binary_data_output` (per request).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from service.errors import BadRequest, InvalidShape, NotFound, json_response
+from service.routes.common import error_responses, parse_json, read_body, require_token, state
+from service.tensors import decode_inputs
+
+router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+
+HEADER = "Inference-Header-Content-Length"
+
+
+def _model(request: Request, name: str, version: str | None = None):
+    model = state(request).runtime.current
+    if name != model.name or (version is not None and version != model.version):
+        wanted = f"{name!r}" + (f" version {version!r}" if version is not None else "")
+        raise NotFound(f"unknown model {wanted}; serving {model.name!r} version {model.version!r}", field="name")
+    return model
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> Response:
+    try:
+        version = metadata.version("apg-ctr")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return json_response(200, {"name": "apg-ctr", "version": version, "extensions": ["binary_tensor_data"]})
+
+
+@router.get("/health/live", summary="Liveness")
+async def live() -> Response:
+    return json_response(200, {"live": True})
+
+
+@router.get("/health/ready", summary="Readiness", responses=error_responses(503))
+async def ready(request: Request) -> Response:
+    _ = state(request).runtime.current  # NotReady → 503
+    return json_response(200, {"ready": True})
+
+
+@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503))
+async def model_metadata(request: Request, name: str) -> Response:
+    return _metadata(_model(request, name))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata", responses=error_responses(404, 503))
+async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+    return _metadata(_model(request, name, version))
+
+
+@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503))
+async def model_ready(request: Request, name: str) -> Response:
+    return json_response(200, {"name": _model(request, name).name, "ready": True})
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness", responses=error_responses(404, 503))
+async def model_version_ready(request: Request, name: str, version: str) -> Response:
+    return json_response(200, {"name": _model(request, name, version).name, "ready": True})
+
+
+def _metadata(model: Any) -> Response:
+    inputs = [
+        {"name": f.name, "datatype": "FP64" if f.numeric else "BYTES", "shape": [-1, -1] if f.multi else [-1]}
+        for f in model.encoder.describe().values()
+    ]
+    body = {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
+    }
+    return json_response(200, body)
+
+
+INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "datatype": {"type": "string"},
+                                    "data": {"type": "array"},
+                                    "parameters": {"type": "object"},
+                                },
+                                "required": ["name", "shape", "datatype"],
+                            },
+                        },
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                    "required": ["inputs"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+INFER_ROUTE = {
+    "summary": "Infer (JSON or binary tensors)",
+    "dependencies": [Depends(require_token)],
+    "openapi_extra": INFER_DOC,
+    "responses": error_responses(400, 401, 404, 413, 415, 503),
+}
+
+
+@router.post("/models/{name}/infer", **INFER_ROUTE)
+async def infer(request: Request, name: str) -> Response:
+    _model(request, name)  # 404 before reading the body; the answer names the model that scored
+    return await _infer(request)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **INFER_ROUTE)
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    _model(request, name, version)
+    return await _infer(request)
+
+
+async def _infer(request: Request) -> Response:
+    app = state(request)
+    body = await read_body(request, app.settings.max_body_bytes)
+    t0 = time.perf_counter()
+    header, blobs = _split(body, request.headers.get(HEADER))
+    columns, rows = decode_inputs(header, blobs)
+    binary = _binary_output(header)
+    app.metrics.stage("parse", time.perf_counter() - t0)
+    scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows)
+    t1 = time.perf_counter()
+    response = _response(header, scored, binary)
+    app.metrics.stage("serialise", time.perf_counter() - t1)
+    request.state.rows = rows
+    return response
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+    """(JSON header, binary tail) — the tail is empty without the binary extension."""
+    if header_length is None:
+        return parse_json(body), b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise BadRequest(f"{HEADER} {header_length!r} does not fit a body of {len(body)} bytes")
+    n = int(header_length)
+    return parse_json(body[:n]), body[n:]
+
+
+def _binary_output(header: dict) -> bool:
+    """Whether `score` goes back as binary: outputs[].parameters.binary_data, else parameters.binary_data_output."""
+    binary = _flag(header.get("parameters"), "binary_data_output", False, "parameters")
+    outputs = header.get("outputs")
+    if outputs is None:
+        return binary
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise InvalidShape("'outputs' must be a list of objects", field="outputs")
+    for o in outputs:
+        if o.get("name") != "score":
+            raise BadRequest(f"unknown output {o.get('name')!r}; this model has one output: 'score'", field="outputs")
+        binary = _flag(o.get("parameters"), "binary_data", binary, "outputs")
+        if "classification" in (o.get("parameters") or {}):
+            raise BadRequest("the classification extension is not supported", field="outputs")
+    return binary
+
+
+def _flag(params: Any, key: str, default: bool, field: str) -> bool:
+    if params is None:
+        return default
+    if not isinstance(params, dict) or not isinstance(params.get(key, default), bool):
+        raise InvalidShape(f"'parameters' must be an object and {key!r} a boolean", field=field)
+    return params.get(key, default)
+
+
+def _response(header: dict, scored: Any, binary: bool) -> Response:
+    out: dict[str, Any] = {"name": "score", "datatype": "FP32", "shape": [len(scored.scores)]}
+    body: dict[str, Any] = {"model_name": scored.name, "model_version": scored.version, "outputs": [out]}
+    if isinstance(header.get("id"), str):
+        body["id"] = header["id"]
+    if not binary:
+        out["data"] = scored.scores
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    raw = scored.scores.astype("<f4").tobytes()
+    out["parameters"] = {"binary_data_size": len(raw)}
+    head = orjson.dumps(body)
+    return Response(head + raw, media_type="application/octet-stream", headers={HEADER: str(len(head))})
+
+
+def document_model(schema: dict[str, Any], model: Any) -> None:
+    """OpenAPI for the served model: `name`/`version` path parameters are its name and version (the only ones
+    that exist; others answer 404), and the infer request gets an example with one tensor per raw feature."""
+    allowed = {"name": model.name, "version": model.version}
+    for path, item in schema["paths"].items():
+        if not path.startswith("/v2/models/"):
+            continue
+        for operation in item.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") in allowed:
+                    param["schema"] = {"type": "string", "enum": [allowed[param["name"]]]}
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is not None:
+                content["example"] = _infer_example(model.encoder)
+
+
+def _infer_example(encoder: Any) -> dict[str, Any]:
+    rows = encoder.example_rows(2)
+    inputs = []
+    for name, info in encoder.describe().items():
+        values = [r[name] for r in rows]
+        data = [float(v) for v in values] if info.numeric else [str(v) for v in values]
+        inputs.append(
+            {"name": name, "shape": [len(rows)], "datatype": "FP64" if info.numeric else "BYTES", "data": data}
+        )
+    return {"inputs": inputs, "outputs": [{"name": "score"}]}

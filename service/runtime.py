@@ -1,0 +1,220 @@
+"""The onnxruntime side: one session per process, execution providers, warm-up, bounded inference, hot reload.
+
+    runtime = Runtime(settings, metrics)
+    await runtime.start()                          # load + validate + warm the configured bundle
+    model = runtime.current                        # one reference per request: reloads never change it mid-way
+    out = await runtime.infer(model, feeds, rows)  # Inference(scores (B,) float32, queue_s, inference_s)
+    await runtime.reload("bundles/v2")             # load beside the old one, warm, then swap the reference
+
+Sessions are created in the app lifespan (after uvicorn forks workers), never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import Bundle, check_signature, load_bundle
+from service.errors import BundleError, ConfigError, NotReady, Overloaded, ServiceError
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("apg.runtime")
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded, validated and warmed bundle. Immutable: a reload builds a new one."""
+
+    bundle: Bundle
+    session: ort.InferenceSession
+    provider: str  # the execution provider onnxruntime actually chose
+    graph: Path
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def encoder(self):  # service.features.Encoder
+        return self.bundle.encoder
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Blocking onnxruntime call: {input: int64 array} → scores (B,) float32."""
+        (scores,) = self.session.run(["score"], feeds)
+        return np.ascontiguousarray(scores, dtype=np.float32).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Inference:
+    scores: np.ndarray  # (B,) float32
+    queue_s: float  # waiting for a slot (and, when batching, for the batch to close)
+    inference_s: float  # the onnxruntime call
+
+
+def resolve_providers(choice: str) -> list[str]:
+    """cpu → CPU; cuda → CUDA (ConfigError when onnxruntime lacks it); auto → CUDA when offered, else CPU."""
+    available = ort.get_available_providers()
+    if choice == "cpu":
+        return [CPU]
+    if choice == "cuda" and CUDA not in available:
+        raise ConfigError(f"APG_PROVIDERS=cuda, but this onnxruntime offers only {available} (install onnxruntime-gpu)")
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def load_model(path: str | Path, settings: Settings) -> Model:
+    """Blocking: read + verify the bundle, open a session, check its signature, warm it up. BundleError if unusable."""
+    bundle = load_bundle(path)
+    providers = resolve_providers(settings.providers)
+    # model.opt.onnx was optimised for the CPU provider; a CUDA session gets the portable graph.
+    graph = bundle.graph_path(optimised=providers == [CPU])
+    try:
+        session = _session(graph, providers, settings)
+    except Exception as exc:  # onnxruntime raises its own exception types for broken graphs
+        if graph.name == "model.onnx":
+            raise BundleError(f"onnxruntime cannot load {graph}: {exc}") from None
+        log.warning("cannot load %s (%s); falling back to model.onnx", graph, exc)
+        graph = bundle.graph_path(optimised=False)
+        session = _session(graph, providers, settings)
+    check_signature(bundle, session)
+    model = Model(bundle, session, session.get_providers()[0], graph)
+    warm_up(model, settings.warmup_batch_sizes)
+    return model
+
+
+def _session(graph: Path, providers: list[str], settings: Settings) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+
+
+def warm_up(model: Model, batch_sizes: list[int]) -> None:
+    """Run real-looking rows at each batch size (allocations, kernels), then every field's index range
+    (0, 1 and the largest index the schema can produce): a graph whose tables are smaller fails here, not
+    on the first unlucky request. Wrong outputs are refused too."""
+    batches = [model.encoder.encode_rows(model.encoder.example_rows(size)) for size in batch_sizes]
+    for feeds in [*batches, _index_range_feeds(model.encoder)]:
+        size = len(next(iter(feeds.values())))
+        try:
+            scores = model.run(feeds)
+        except Exception as exc:
+            raise BundleError(f"warm-up at batch {size} failed: {exc}") from None
+        if scores.shape != (size,) or not np.isfinite(scores).all() or ((scores < 0) | (scores > 1)).any():
+            raise BundleError(f"warm-up at batch {size}: 'score' must be {size} probabilities, got {scores[:5]}")
+
+
+def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
+    # 3 rows per input: all missing (0), all out-of-vocabulary (1), the largest index (vocab/buckets + 1)
+    feeds = {}
+    for f in encoder.fields:
+        top = len(f.edges) + 1 if f.kind == "numeric" else len(f.vocab) + 1
+        column = np.array([0, 1, top], dtype=np.int64)
+        feeds[f.name] = np.repeat(column[:, None], f.max_len, axis=1) if f.kind == "multi" else column
+    return feeds
+
+
+class Runtime:
+    """Holds the current Model; bounds concurrent inferences and the queue in front of them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.model: Model | None = None
+        self.ready = False
+        self._waiting = 0
+        self._active = 0
+        # Created in start(): asyncio primitives belong to the serving loop, threads to the serving process.
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._reload_lock: asyncio.Lock | None = None
+
+    @property
+    def current(self) -> Model:
+        model = self.model
+        if model is None or not self.ready:
+            raise NotReady()
+        return model
+
+    async def start(self) -> None:
+        n = self.settings.max_concurrency
+        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="apg-infer")
+        self._slots, self._reload_lock = asyncio.Semaphore(n), asyncio.Lock()
+        model = await asyncio.to_thread(load_model, self.settings.bundle, self.settings)
+        self._install(model)
+        self.ready = True
+
+    async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
+        """Run `model` on feeds in the thread pool; at most max_concurrency at once, max_queue waiting."""
+        t0 = time.perf_counter()
+        if self._slots.locked() and self._waiting >= self.settings.max_queue:
+            raise Overloaded(f"{self._waiting} requests already wait for inference (APG_MAX_QUEUE)")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self._active += 1
+        try:
+            t1 = time.perf_counter()
+            scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
+            t2 = time.perf_counter()
+        finally:
+            self._active -= 1
+            self._slots.release()
+        self.metrics.batch_rows.observe(rows)
+        return Inference(scores, t1 - t0, t2 - t1)
+
+    async def reload(self, path: str | Path | None = None) -> Model:
+        """Load, validate and warm `path` (default: the configured bundle) beside the current model, then swap.
+
+        In-flight requests keep the Model they started with; on any error the current model keeps serving.
+        """
+        async with self._reload_lock:
+            target = Path(path) if path is not None else self.settings.bundle
+            try:
+                model = await asyncio.to_thread(load_model, target, self.settings)
+            except Exception as exc:
+                self.metrics.reloads.labels("error").inc()
+                log.error("reload of %s refused: %s", target, exc)
+                if isinstance(exc, ServiceError):
+                    raise
+                raise BundleError(f"cannot load {target}: {exc}") from None
+            old = self.model
+            self._install(model)  # the swap: one reference assignment
+            self.metrics.reloads.labels("ok").inc()
+            log.info("reloaded %s %s → %s", model.name, old.version if old else None, model.version)
+            return model
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Stop reporting ready, then wait (bounded) for in-flight inferences to finish."""
+        self.ready = False
+        deadline = time.monotonic() + timeout_s
+        while (self._active or self._waiting) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def _install(self, model: Model) -> None:
+        self.model = model
+        self.metrics.set_model(model.name, model.version, model.bundle.checksum, model.provider)
+        log.info(
+            "serving %s version %s on %s (%s)",
+            model.name, model.version, model.provider, model.graph.name,
+        )  # fmt: skip

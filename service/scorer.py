@@ -1,0 +1,83 @@
+"""The protocol-agnostic scoring path: every route (/score, /v2/.../infer) ends here.
+
+    scored = await scorer.score_payload({"instances": [...]})            # /score bodies
+    scored = await scorer.score(lambda enc: enc.encode_columns(cols), rows)  # any other shape
+
+encode (preprocess) → batcher or direct inference (queue, inference) → Scored(scores, name, version).
+The model reference is taken once per request, so a hot reload never mixes two models in one answer.
+Routes time their own parse and serialise stages; this records the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batching import MicroBatcher
+from service.errors import InvalidShape, TooManyRows
+from service.features import Encoder
+from service.metrics import Metrics
+from service.runtime import Runtime
+
+SHAPES = (
+    '{"instances": [{feature: value, ...}, ...]}, {"inputs": {feature: [value, ...], ...}} '
+    'or {"context": {feature: value, ...}, "candidates": [{feature: value, ...}, ...]}'
+)
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: np.ndarray  # (B,) float32
+    name: str
+    version: str
+
+
+class Scorer:
+    def __init__(self, runtime: Runtime, metrics: Metrics, max_rows: int, batcher: MicroBatcher | None = None) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.batcher = batcher
+
+    async def score(self, encode: Callable[[Encoder], dict[str, np.ndarray]], rows: int) -> Scored:
+        """Encode with the current model's encoder and score. `rows` (a cheap pre-count) is checked first."""
+        if rows > self.max_rows:
+            raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows} (APG_MAX_ROWS)")
+        model = self.runtime.current  # (NotReady while loading or draining)
+        t0 = time.perf_counter()
+        feeds = encode(model.encoder)
+        self.metrics.stage("preprocess", time.perf_counter() - t0)
+        rows = len(next(iter(feeds.values())))
+        run = self.batcher.submit if self.batcher is not None else self.runtime.infer
+        result = await run(model, feeds, rows)
+        self.metrics.stage("queue", result.queue_s)
+        self.metrics.stage("inference", result.inference_s)
+        self.metrics.observe_scores(result.scores)
+        return Scored(result.scores, model.name, model.version)
+
+    async def score_payload(self, payload: Any) -> Scored:
+        """A parsed /score body: rows, columns, or one context against candidates."""
+        if not isinstance(payload, dict):
+            raise InvalidShape(f"the body must be a JSON object: {SHAPES}")
+        keys = set(payload)
+        if keys == {"instances"}:
+            rows = payload["instances"]
+            return await self.score(lambda enc: enc.encode_rows(rows), _length(rows))
+        if keys == {"inputs"}:
+            cols = payload["inputs"]
+            first = next(iter(cols.values()), ()) if isinstance(cols, dict) else ()
+            return await self.score(lambda enc: enc.encode_columns(cols), _length(first))
+        if keys == {"context", "candidates"}:
+            context, candidates = payload["context"], payload["candidates"]
+            return await self.score(lambda enc: enc.encode_ranking(context, candidates), _length(candidates))
+        extra = sorted(keys - {"instances", "inputs", "context", "candidates"})
+        field = extra[0] if extra else None
+        raise InvalidShape(f"expected exactly one of {SHAPES}; got keys {sorted(keys)}", field=field)
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list | tuple) else 0

@@ -1,0 +1,105 @@
+"""Run the service under uvicorn: what `apg serve` and `python -m service` call.
+
+    serve("bundles/default", host="0.0.0.0", port=8000, workers=4)
+
+Each worker is a separate process with its own onnxruntime session (created in its lifespan, after the
+fork/spawn). With several workers the Prometheus samples of all of them go to one PROMETHEUS_MULTIPROC_DIR:
+a fresh temporary directory unless the variable is already set, removed again on exit. SIGTERM/SIGINT shut
+down gracefully (in-flight requests finish, readiness turns off, the batcher stops) and `serve` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from service.bundle import load_bundle
+from service.settings import Settings
+
+
+def serve(
+    bundle: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str | None = None,
+) -> None:
+    """Serve `bundle` (default: APG_BUNDLE) until SIGINT/SIGTERM; raises BundleError before starting if unusable."""
+    import uvicorn
+
+    if bundle is not None:
+        os.environ["APG_BUNDLE"] = str(Path(bundle).resolve())
+    if log_level is not None:
+        os.environ["APG_LOG_LEVEL"] = log_level
+    settings = Settings()  # validates every APG_* variable once, before any worker starts
+    load_bundle(settings.bundle)  # fail fast with the bundle's own message, not from inside a worker
+    with _multiprocess_dir(workers), _stop_on_signals():
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers if workers > 1 else None,
+            loop="auto",  # uvloop when installed
+            http="auto",  # httptools when installed
+            log_level=settings.log_level,
+            access_log=False,  # the app writes its own JSON access log
+            timeout_graceful_shutdown=30,
+        )
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Return normally after a SIGINT/SIGTERM shutdown.
+
+    uvicorn shuts down gracefully, restores the previous handlers and re-raises the signal; with the default
+    handlers the process would die right there, skipping our clean-up (and exiting 143 / printing a
+    KeyboardInterrupt). These handlers turn that re-raise into a plain return.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _multiprocess_dir(workers: int) -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for several workers: a user's directory is emptied, ours is created and removed."""
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):  # samples of an earlier run would be summed in
+            stale.unlink()
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="apg-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Service configuration: one typed object, read from `APG_*` environment variables.
+
+| variable | default | meaning |
+|---|---|---|
+| `APG_BUNDLE` | `bundles/default` | bundle directory to serve |
+| `APG_PROVIDERS` | `auto` | `cpu`, `cuda`, or `auto` (CUDA when onnxruntime offers it, else CPU) |
+| `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
+| `APG_MAX_ROWS` | `4096` | rows per request; above → 413 |
+| `APG_MAX_BODY_BYTES` | `8388608` | request body size; above → 413 |
+| `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once |
+| `APG_MAX_QUEUE` | `64` | requests waiting for a slot; beyond → 503 + Retry-After |
+| `APG_BATCHING` | `false` | coalesce concurrent requests into one onnxruntime call |
+| `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
+| `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
+| `APG_AUTH_TOKEN` | unset | bearer token for /score, /v2/models/*/infer and /admin/*; health and metrics stay open |
+| `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
+| `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
+| `APG_WARMUP_BATCH_SIZES` | `1,8,64,256` | batch sizes run once before the service reports ready (comma list or JSON) |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APG_", extra="ignore")
+
+    bundle: Path = Path("bundles/default")
+    providers: Literal["cpu", "cuda", "auto"] = "auto"
+    intra_op_threads: int = Field(1, ge=0)
+    max_rows: int = Field(4096, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_concurrency: int = Field(4, ge=1)
+    max_queue: int = Field(64, ge=0)
+    batching: bool = False
+    batch_max_rows: int = Field(256, ge=1)
+    batch_max_delay_ms: float = Field(2.0, ge=0.0)
+    auth_token: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_features: bool = False
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = [1, 8, 64, 256]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("warmup_batch_sizes", mode="before")
+    @classmethod
+    def _int_list(cls, value: object) -> object:
+        # "1,8,64" or "[1, 8, 64]" from the environment; a list from Python.
+        if isinstance(value, str):
+            return [int(v) for v in value.strip("[] ").split(",") if v.strip()]
+        return value
+
+    @field_validator("warmup_batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("warm-up batch sizes must be >= 1")
+        return value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def token(self) -> str | None:
+        return self.auth_token.get_secret_value() if self.auth_token else None

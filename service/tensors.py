@@ -1,0 +1,133 @@
+"""KServe v2 input tensors (JSON `data` or the binary extension) → raw feature columns for the Encoder.
+
+    columns, rows = decode_inputs(header, blobs)   # {"user_id": ["196", ...], "age": [49.0, ...]}, B
+
+Shape [B] or [B, 1] → one value per row; [B, K] → a list of K values per row (multi-valued features).
+Values are checked by the Encoder afterwards; this only checks that each tensor is well formed.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from service.errors import BadRequest, InvalidShape, InvalidType, RaggedColumns
+
+# v2 datatype → little-endian numpy dtype of its binary form
+NUMPY = {
+    "BOOL": "?",
+    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BF16": "<u2",
+}  # fmt: skip
+
+
+def decode_inputs(header: Any, blobs: bytes) -> tuple[dict[str, list], int]:
+    """(columns keyed by input name, batch size B). Binary tensors are read from `blobs` in input order."""
+    inputs = header.get("inputs") if isinstance(header, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidShape("'inputs' must be a non-empty list of tensors", field="inputs")
+    columns: dict[str, list] = {}
+    offset, batch = 0, None
+    for i, tensor in enumerate(inputs):
+        name, shape, datatype = _tensor_header(tensor, i)
+        if name in columns:
+            raise InvalidShape(f"input {name!r} is given twice", field=name)
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(blobs):
+                raise BadRequest(f"input {name!r}: binary_data_size {size!r} exceeds the binary data", field=name)
+            flat = _from_binary(blobs[offset : offset + size], datatype, name)
+            offset += size
+        elif "data" in tensor:
+            flat = _flatten(tensor["data"], name)
+        else:
+            raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size", field=name)
+        if len(flat) != math.prod(shape):
+            raise InvalidShape(
+                f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(flat)}", field=name
+            )
+        if batch is not None and shape[0] != batch:
+            raise RaggedColumns(f"input {name!r} has batch {shape[0]}, others have {batch}", field=name)
+        batch = shape[0]
+        columns[name] = _column(flat, shape)
+    if offset != len(blobs):
+        raise BadRequest(f"{len(blobs) - offset} bytes of binary data are not claimed by any input")
+    return columns, batch or 0
+
+
+def _tensor_header(tensor: Any, i: int) -> tuple[str, list[int], str]:
+    if not isinstance(tensor, dict):
+        raise InvalidShape(f"inputs[{i}] must be an object with name, shape, datatype", field="inputs", row=i)
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(name, str):
+        raise InvalidShape(f"inputs[{i}] needs a string 'name'", field="inputs", row=i)
+    ok = isinstance(shape, list) and 1 <= len(shape) <= 2
+    if not ok or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidShape(
+            f"input {name!r}: shape must be [B] or [B, K] of non-negative integers, got {shape!r}", field=name
+        )
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in NUMPY):
+        raise BadRequest(f"input {name!r}: unsupported datatype {datatype!r}", field=name)
+    return name, shape, datatype
+
+
+def _flatten(data: Any, name: str) -> list:
+    """Row-major flattening of nested JSON lists (v2 allows flat or nested `data`)."""
+    if not isinstance(data, list):
+        raise InvalidShape(f"input {name!r}: 'data' must be a list", field=name)
+    if not any(isinstance(x, list) for x in data):
+        return data
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, list):
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return out
+
+
+def _from_binary(raw: bytes, datatype: str, name: str) -> list:
+    if datatype == "BYTES":
+        return _bytes_elements(raw, name)
+    dtype = np.dtype(NUMPY[datatype])
+    if len(raw) % dtype.itemsize:
+        raise InvalidShape(f"input {name!r}: {len(raw)} bytes is not a whole number of {datatype}", field=name)
+    values = np.frombuffer(raw, dtype=dtype)
+    if datatype == "BF16":  # the upper half of a float32
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    return values.tolist()
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[str]:
+    # Each element: uint32 little-endian length, then that many bytes (UTF-8 text for our features).
+    out, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise InvalidShape(f"input {name!r}: truncated BYTES element length", field=name, row=len(out))
+        (n,) = struct.unpack_from("<I", raw, pos)
+        if pos + 4 + n > len(raw):
+            raise InvalidShape(f"input {name!r}: BYTES element {len(out)} overruns the data", field=name, row=len(out))
+        try:
+            out.append(raw[pos + 4 : pos + 4 + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidType(
+                f"input {name!r}: element {len(out)} is not UTF-8 text", field=name, row=len(out)
+            ) from None
+        pos += 4 + n
+    return out
+
+
+def _column(flat: list, shape: list[int]) -> list:
+    if len(shape) == 1 or shape[1] == 1:
+        return flat
+    k = shape[1]
+    return [flat[r * k : (r + 1) * k] for r in range(shape[0])]

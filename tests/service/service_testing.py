@@ -1,0 +1,44 @@
+"""Helpers for the service tests (imported by name: `conftest` is ambiguous when tests/ has one too)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.settings import Settings
+
+with warnings.catch_warnings():  # starlette's TestClient nags about httpx vs httpx2; both work here
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+__all__ = ["TestClient", "make_app", "make_settings", "run", "serving"]
+
+
+def make_settings(bundle_path: Path, **overrides) -> Settings:
+    values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
+    return Settings(**(values | overrides))
+
+
+def make_app(bundle_path: Path, **overrides) -> FastAPI:
+    return create_app(make_settings(bundle_path, **overrides), registry=CollectorRegistry())
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan plus an in-process async client (for tests that need real concurrency)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://apg.test", timeout=30) as c:
+            yield c
+
+
+def run(coro):
+    return asyncio.run(coro)

@@ -1,0 +1,133 @@
+"""A real uvicorn server on 127.0.0.1 (in a thread): the stock tritonclient.http client and a schemathesis run."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import hypothesis
+import numpy as np
+import pytest
+import schemathesis
+import tritonclient.http as triton
+import uvicorn
+from service_testing import make_app
+from synthetic_bundle import ROWS, reference_scores
+
+from service.bundle import load_bundle
+
+MODEL = "synthetic-apg"
+FEATURES = ["user_id", "item_id", "age", "gender", "zip_code", "genres"]
+ROWS_V2 = [r for r in ROWS if r.get("age") is not None]
+
+
+@pytest.fixture(scope="module")
+def live(bundle):
+    """host:port of a running server; the socket is bound before uvicorn starts (no port race)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(make_app(bundle.path), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(15)
+    sock.close()
+
+
+def as_v2(name, value):
+    if name == "age":
+        return float(value)
+    return "|".join(value) if isinstance(value, list) else ("" if value is None else str(value))
+
+
+def triton_inputs(rows, binary: bool) -> list[triton.InferInput]:
+    inputs = []
+    for f in FEATURES:
+        values = [as_v2(f, r.get(f)) for r in rows]
+        array = np.array(values, dtype=np.float64 if f == "age" else np.object_)
+        if f != "age":
+            array = np.array([v.encode() for v in values], dtype=np.object_)
+        tensor = triton.InferInput(f, [len(rows)], "FP64" if f == "age" else "BYTES")
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    return inputs
+
+
+def expected(bundle, rows):
+    v2_rows = [{f: as_v2(f, r.get(f)) for f in FEATURES} for r in rows]
+    return reference_scores(bundle, load_bundle(bundle.path).encoder.encode_rows(v2_rows))
+
+
+def test_tritonclient_health_and_metadata(live):
+    client = triton.InferenceServerClient(url=live)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and not client.is_model_ready("other")
+    meta = client.get_model_metadata(MODEL)
+    assert meta["name"] == MODEL and meta["versions"] == ["v1"]
+    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    with pytest.raises(triton.InferenceServerException):
+        client.get_model_metadata("other")
+
+
+def test_tritonclient_infer_json(live, bundle):
+    client = triton.InferenceServerClient(url=live)
+    outputs = [triton.InferRequestedOutput("score", binary_data=False)]
+    result = client.infer(MODEL, triton_inputs(ROWS_V2, binary=False), outputs=outputs, request_id="t-1")
+    scores = result.as_numpy("score")
+    assert scores.dtype == np.float32 and scores.shape == (len(ROWS_V2),)
+    np.testing.assert_allclose(scores, expected(bundle, ROWS_V2), atol=1e-6)
+    assert result.get_response()["id"] == "t-1"
+
+
+def test_tritonclient_infer_binary(live, bundle):
+    client = triton.InferenceServerClient(url=live)
+    result = client.infer(MODEL, triton_inputs(ROWS_V2, binary=True))  # no outputs: binary_data_output
+    np.testing.assert_allclose(result.as_numpy("score"), expected(bundle, ROWS_V2), atol=1e-6)
+    outputs = [triton.InferRequestedOutput("score", binary_data=True)]
+    result = client.infer(MODEL, triton_inputs(ROWS_V2, binary=False), outputs=outputs, model_version="v1")
+    np.testing.assert_allclose(result.as_numpy("score"), expected(bundle, ROWS_V2), atol=1e-6)
+
+
+def test_tritonclient_errors_are_exceptions(live):
+    client = triton.InferenceServerClient(url=live)
+    bad = triton_inputs(ROWS_V2, binary=False)[1:]  # no user_id
+    with pytest.raises(triton.InferenceServerException) as info:
+        client.infer(MODEL, bad)
+    assert info.value.status() == "400" and "user_id" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+def test_schemathesis_finds_no_server_error(live, mode):
+    """Bounded: a dozen generated requests per operation and mode, against the documented schema."""
+    schema = schemathesis.openapi.from_url(f"http://{live}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    seen = []
+    for operation in operations:
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(
+            max_examples=12,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        )
+        def check(case):
+            response = case.call(base_url=f"http://{live}", timeout=30)
+            seen.append(response.status_code)
+            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
+
+        try:
+            check()
+        except hypothesis.errors.Unsatisfiable:  # nothing to make negative (e.g. GET /livez has no inputs)
+            assert mode is schemathesis.GenerationMode.NEGATIVE
+    assert seen and max(seen) < 500

@@ -1,0 +1,84 @@
+"""service/metrics.py with a fresh registry per app: names, labels, buckets, and values that move."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from synthetic_bundle import ROWS
+
+from service.metrics import LATENCY_BUCKETS, STAGES, Metrics, observe_many
+
+
+def value(client, name, labels=None):
+    return client.app.state.metrics.registry.get_sample_value(name, labels or {})
+
+
+def test_counters_and_histograms_move(client):
+    for _ in range(3):
+        assert client.post("/score", json={"instances": ROWS}).status_code == 200
+    assert client.post("/score", content=b"{").status_code == 400
+    client.get("/definitely/not/here")
+
+    assert value(client, "apg_requests_total", {"route": "/score", "code": "200"}) == 3
+    assert value(client, "apg_requests_total", {"route": "/score", "code": "400"}) == 1
+    assert value(client, "apg_requests_total", {"route": "unmatched", "code": "404"}) == 1
+    assert value(client, "apg_rows_scored_total") == 3 * len(ROWS)
+    assert value(client, "apg_request_rows_count") == 3
+    assert value(client, "apg_request_rows_sum") == 3 * len(ROWS)
+    assert value(client, "apg_inference_batch_rows_count") == 3
+    assert value(client, "apg_score_count") == 3 * len(ROWS)
+    assert value(client, "apg_request_duration_seconds_count", {"route": "/score"}) == 4
+    for stage in STAGES:
+        assert value(client, "apg_stage_duration_seconds_count", {"stage": stage}) >= 3, stage
+    assert value(client, "apg_inflight_requests") == 0
+
+
+def test_score_histogram_matches_the_scores(client):
+    scores = np.array(client.post("/score", json={"instances": ROWS}).json()["scores"])
+    assert value(client, "apg_score_sum") == pytest.approx(scores.sum(), abs=1e-5)
+    for le in (0.05, 0.5, 0.75, 1.0):
+        assert value(client, "apg_score_bucket", {"le": str(le)}) == (scores <= le).sum()
+
+
+def test_sub_millisecond_buckets_are_exported(client):
+    client.post("/score", json={"instances": ROWS})
+    text = client.get("/metrics").text
+    sub_ms = [b for b in LATENCY_BUCKETS if b < 0.001]
+    assert len(sub_ms) >= 4 and LATENCY_BUCKETS[0] == 0.0001 and LATENCY_BUCKETS[-1] == 10
+    for le in ("0.0001", "0.00025", "0.0005", "0.00075"):
+        assert f'apg_request_duration_seconds_bucket{{le="{le}",route="/score"}}' in text
+        assert f'apg_stage_duration_seconds_bucket{{le="{le}",stage="inference"}}' in text
+    for name in ("apg_requests_total", "apg_rows_scored_total", "apg_inflight_requests", "apg_model_info"):
+        assert f"# TYPE {name.removesuffix('_total')}" in text
+
+
+def test_model_info(client, make_bundle):
+    labels = {"name": "synthetic-apg", "version": "v1", "provider": "CPUExecutionProvider"}
+    labels["checksum"] = client.get("/readyz").json()["model"]["checksum"]
+    assert value(client, "apg_model_info", labels) == 1
+    v2 = make_bundle("v2")
+    new = client.post("/admin/reload", json={"bundle": str(v2.path)}).json()["model"]
+    assert value(client, "apg_model_info", labels) is None  # the old series is gone
+    assert value(client, "apg_model_info", {**labels, "version": "v2", "checksum": new["checksum"]}) == 1
+
+
+def test_observe_many_equals_observe():
+    values = np.random.default_rng(0).random(1000) ** 3
+    bulk, loop = CollectorRegistry(), CollectorRegistry()
+    h_bulk = Histogram("h", "h", buckets=(0.05, 0.1, 0.5, 1.0), registry=bulk)
+    h_loop = Histogram("h", "h", buckets=(0.05, 0.1, 0.5, 1.0), registry=loop)
+    observe_many(h_bulk, values)
+    for v in values:
+        h_loop.observe(float(v))
+    for le in ("0.05", "0.1", "0.5", "1.0", "+Inf"):
+        assert bulk.get_sample_value("h_bucket", {"le": le}) == loop.get_sample_value("h_bucket", {"le": le})
+    assert bulk.get_sample_value("h_sum") == pytest.approx(loop.get_sample_value("h_sum"))
+
+
+def test_two_apps_two_registries(bundle):
+    # Metrics are built on the registry given (or a fresh one): two apps in one process never collide.
+    Metrics(CollectorRegistry())
+    Metrics(CollectorRegistry())
+    Metrics()
+    Metrics()

@@ -1,0 +1,130 @@
+"""The service as processes: `python -m service` (help, errors, SIGHUP reload, SIGTERM), several workers,
+and the import boundary (no torch, no model/ in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from synthetic_bundle import ROWS, build_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0, proc: subprocess.Popen | None = None):
+    """Poll `predicate` until it returns a truthy value (bounded); fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} while waiting for {what}: {proc.stderr.read()[-2000:]}")
+        try:
+            result = predicate()
+            if result:
+                return result
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_help():
+    out = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "--bundle" in out.stdout and "--workers" in out.stdout
+
+
+def test_bad_bundle_fails_fast(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "--bundle", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_import_boundary():
+    code = "import sys, service.app, service.server, service.__main__; print(sorted(m for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    modules = set(json.loads(out.stdout.replace("'", '"')))
+    assert not {m for m in modules if m == "torch" or m.startswith("torch.")}
+    assert not {m for m in modules if m == "model" or m.startswith("model.")}
+    assert "onnxruntime" in modules  # (sanity: the probe did import the service)
+
+
+@pytest.mark.slow
+def test_serve_sighup_reload_and_graceful_stop(tmp_path):
+    bundle = build_bundle(tmp_path / "bundle", version="v1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], {"APG_WARMUP_BATCH_SIZES": "1"})
+    try:
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
+        scored = httpx.post(f"{url}/score", json={"instances": ROWS}).json()
+        assert scored["model"]["version"] == "v1"
+        build_bundle(bundle.path, version="v2", seed=9)  # new files in place, then SIGHUP
+        proc.send_signal(signal.SIGHUP)
+        version = lambda: httpx.get(f"{url}/readyz").json()["model"]["version"] == "v2"  # noqa: E731
+        wait_for(version, "the SIGHUP reload", proc=proc)
+        assert httpx.post(f"{url}/score", json={"instances": ROWS}).json()["model"]["version"] == "v2"
+    finally:
+        code = stop(proc)
+    assert code == 0
+
+
+@pytest.mark.slow
+def test_two_workers_share_metrics(tmp_path, bundle):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    code = f"from service.server import serve; serve({str(bundle.path)!r}, '127.0.0.1', {port}, 2)"
+    proc = start(["-c", code], {"TMPDIR": str(tmp), "APG_WARMUP_BATCH_SIZES": "1"})
+    try:
+
+        def both_workers_serving():
+            text = httpx.get(f"{url}/metrics").text
+            return any(line.startswith("apg_model_info{") and line.endswith(" 2.0") for line in text.splitlines())
+
+        wait_for(both_workers_serving, "two workers in apg_model_info", proc=proc)
+        assert list(tmp.glob("apg-prometheus-*")), "serve() should create its multiprocess directory"
+        for _ in range(10):
+            assert httpx.post(f"{url}/score", json={"instances": ROWS}).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+        assert 'apg_requests_total{code="200",route="/score"} 10.0' in text
+        assert f"apg_rows_scored_total {10.0 * len(ROWS)}" in text
+        assert 'apg_request_duration_seconds_bucket{le="0.00025",route="/score"}' in text
+    finally:
+        code = stop(proc)
+    assert code == 0
+    assert not list(tmp.glob("apg-prometheus-*")), "the multiprocess directory should be removed on exit"
