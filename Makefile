@@ -16,6 +16,7 @@ serve: setup $(BUNDLE)/bundle.json
 	$(BIN)/apg serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
 test: setup-dev
+	bash scripts/install_prometheus.sh
 	$(BIN)/python -m pytest -q
 
 bundle: $(BUNDLE)/bundle.json

@@ -8,7 +8,7 @@
 | `apg_rows_scored_total` | counter | – | rows that received a score |
 | `apg_request_rows` | histogram | – | rows per scoring request |
 | `apg_inference_batch_rows` | histogram | – | rows per onnxruntime call (> rows per request when micro-batching) |
-| `apg_inflight_requests` | gauge | – | HTTP requests being served now (summed over live workers) |
+| `apg_inflight_requests` | gauge | – | HTTP requests being served now, probes and scrapes excluded (summed over live workers) |
 | `apg_model_info` | gauge | `name`, `version`, `checksum`, `provider` | workers serving that model (1 per worker) |
 | `apg_score` | histogram | – | predicted click probabilities (drift monitoring) |
 | `apg_model_reloads_total` | counter | `result` | hot reloads: `ok` or `error` (the old model keeps serving) |
@@ -88,6 +88,8 @@ class Metrics:
         )  # fmt: skip
         self.scores = Histogram("apg_score", "Predicted click probabilities.", buckets=SCORE_BUCKETS, registry=r)
         self.reloads = Counter("apg_model_reloads", "Hot reloads by result.", ["result"], registry=r)
+        for result in ("ok", "error"):  # exported at 0 from the start, so the first failure shows in a rate()
+            self.reloads.labels(result)
         # every stage exported from the start (dashboards see zeros, not gaps); children cached for the hot path
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._model_labels: tuple[str, ...] | None = None

@@ -45,7 +45,9 @@ class RequestMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        self.metrics.inflight.inc()
+        counted = scope.get("path") not in QUIET_PATHS  # a scrape must not count itself in flight
+        if counted:
+            self.metrics.inflight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:  # the client went away first: nginx's 499, not a server error
@@ -59,12 +61,16 @@ class RequestMiddleware:
                 body = internal_error_body(scope.get("path", ""))
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            self.metrics.inflight.dec()
+            if counted:
+                self.metrics.inflight.dec()
             elapsed = time.perf_counter() - start
             route = _route(scope)
             self.metrics.request_duration.labels(route).observe(elapsed)
             self.metrics.requests.labels(route, str(status)).inc()
             _access_log(scope, state, route, status, elapsed)
+
+
+QUIET_PATHS = frozenset({"/metrics", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
 def _route(scope: Scope) -> str:

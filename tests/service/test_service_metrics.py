@@ -34,6 +34,11 @@ def test_counters_and_histograms_move(client):
     assert value(client, "apg_inflight_requests") == 0
 
 
+def test_reload_counters_exist_before_any_reload(client):
+    for result in ("ok", "error"):
+        assert value(client, "apg_model_reloads_total", {"result": result}) == 0
+
+
 def test_score_histogram_matches_the_scores(client):
     scores = np.array(client.post("/score", json={"instances": ROWS}).json()["scores"])
     assert value(client, "apg_score_sum") == pytest.approx(scores.sum(), abs=1e-5)
