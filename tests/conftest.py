@@ -40,3 +40,15 @@ def bundle_dir(trained_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "deepfm-self"
     write_bundle(trained_runs["self"], out)
     return out
+
+
+@pytest.fixture(scope="session")
+def apg_server(bundle_dir, tmp_path_factory):
+    """A real `apg serve` subprocess of the real bundle on a free 127.0.0.1 port (torch-free), shared by live tests."""
+    from live_server import start_apg, stop
+
+    server = start_apg(bundle_dir, tmp_path_factory.mktemp("apg-serve") / "serve.log")
+    try:
+        yield server
+    finally:
+        stop(server.process)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from deploy_files import REPO, dashboard_targets, promql_metric_names
-from deploy_live import http
+from live_server import http
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 from deploy_files import REPO, dockerignore_patterns, dockerignored, parse_dockerfile, parse_healthcheck
-from deploy_live import stop
+from live_server import stop
 from packaging.specifiers import SpecifierSet
 
 SERVING = ("serve", "serve-gpu")

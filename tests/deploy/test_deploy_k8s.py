@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from deploy_files import REPO, parse_dockerfile
-from deploy_live import http
+from live_server import http
 
 from service.app import create_app
 from service.settings import Settings

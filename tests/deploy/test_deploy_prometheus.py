@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from deploy_files import REPO, dashboard_targets, promql_metric_names
-from deploy_live import free_port, http, log_tail, stop, wait_for
+from live_server import free_port, http, log_tail, stop, wait_for
 
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 pytestmark = pytest.mark.skipif(

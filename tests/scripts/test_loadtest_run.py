@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from scripts import loadtest
-from scripts.loadtest import LoadConfig, build_schedule, run_load, summarise
+from scripts.loadtest import LoadConfig, run_load
+from scripts.loadtest_plan import build_schedule
+from scripts.loadtest_report import summarise
 
 
 def run(url: str, rate: float, duration: float, concurrency: int = 1, drain: float = 1.0):

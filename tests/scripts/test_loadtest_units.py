@@ -8,8 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from scripts import loadtest
-from scripts.loadtest import LoadConfig, Records, RowSampler, build_schedule, check_target, encode_body
+from scripts import loadtest, loadtest_plan, loadtest_report
+from scripts.loadtest import LoadConfig, Records
+from scripts.loadtest_plan import RowSampler, build_schedule, check_target, encode_body
 
 
 # ------------------------------------------------------------------ schedules
@@ -100,21 +101,21 @@ def test_v2_multi_values_without_separator_are_padded_to_b_by_k():
 
 
 def test_body_pool_and_endpoints(schema):
-    bodies = loadtest.build_bodies(RowSampler(schema), "columns", rows=8, pool=5)
+    bodies = loadtest_plan.build_bodies(RowSampler(schema), "columns", rows=8, pool=5)
     assert len(bodies) == 5 and len(set(bodies)) == 5 and all(isinstance(b, bytes) for b in bodies)
-    assert loadtest.endpoint("rows", None) == "/score"
-    assert loadtest.endpoint("v2", "m") == "/v2/models/m/infer"
+    assert loadtest_plan.endpoint("rows", None) == "/score"
+    assert loadtest_plan.endpoint("v2", "m") == "/v2/models/m/infer"
     with pytest.raises(ValueError, match="model name"):
-        loadtest.endpoint("v2", None)
+        loadtest_plan.endpoint("v2", None)
 
 
 def test_load_schema_reads_a_bundle_dir_or_a_schema_file(bundle_json, schema, tmp_path):
-    assert loadtest.load_schema(bundle_json) == (schema, "tiny")
+    assert loadtest_plan.load_schema(bundle_json) == (schema, "tiny")
     bare = tmp_path / "schema.json"
     bare.write_bytes(orjson.dumps(schema))
-    assert loadtest.load_schema(bare) == (schema, None)
+    assert loadtest_plan.load_schema(bare) == (schema, None)
     with pytest.raises(FileNotFoundError):
-        loadtest.load_schema(tmp_path / "nowhere")
+        loadtest_plan.load_schema(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------ safety
@@ -158,7 +159,7 @@ def test_summary_counts_latency_from_the_schedule_and_errors_by_kind():
     rec.done[:] = [0.01, 0.52, 0.70, 0.75, 0.81, np.nan]
     rec.status[:] = [200, 200, 200, 503, 0, 0]
     rec.error[:] = [None, None, None, "http_503", "timeout", "unsent"]
-    s = loadtest.summarise(rec, cfg)
+    s = loadtest_report.summarise(rec, cfg)
     assert (s["requests"], s["ok"]) == (5, 2)
     assert s["errors"] == {"http_503": 1, "timeout": 1, "unsent": 1} and s["error_fraction"] == pytest.approx(0.6)
     assert s["latency_ms"]["max"] == pytest.approx(100.0)  # 0.70 - 0.60: includes the 50 ms wait before sending
@@ -168,13 +169,13 @@ def test_summary_counts_latency_from_the_schedule_and_errors_by_kind():
 
 def test_sweep_rates_and_knee():
     ns = argparse.Namespace(sweep=None, sweep_start=50.0, sweep_factor=2.0, sweep_max=400.0)
-    assert loadtest.sweep_rates(ns) == [50, 100, 200, 400]
-    assert loadtest.sweep_rates(argparse.Namespace(sweep="10, 20,40", sweep_start=None)) == [10, 20, 40]
-    assert loadtest.sweep_rates(argparse.Namespace(sweep=None, sweep_start=None)) == []
+    assert loadtest_plan.sweep_rates(ns) == [50, 100, 200, 400]
+    assert loadtest_plan.sweep_rates(argparse.Namespace(sweep="10, 20,40", sweep_start=None)) == [10, 20, 40]
+    assert loadtest_plan.sweep_rates(argparse.Namespace(sweep=None, sweep_start=None)) == []
 
     def summary(rate, p99, err):
         return {"target_rate": rate, "latency_ms": {"p99": p99}, "error_fraction": err}
 
     runs = [summary(10, 5, 0), summary(20, 8, 0), summary(40, 9, 0.5), summary(80, 200, 0)]
-    assert loadtest.find_knee(runs, slo_ms=10, max_errors=0.01) == 20
-    assert loadtest.find_knee(runs, slo_ms=1, max_errors=0.01) is None
+    assert loadtest_report.find_knee(runs, slo_ms=10, max_errors=0.01) == 20
+    assert loadtest_report.find_knee(runs, slo_ms=1, max_errors=0.01) is None

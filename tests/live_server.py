@@ -1,4 +1,4 @@
-"""Live helpers for the deployment tests: free ports, HTTP, bounded waits, and a real `apg serve` subprocess.
+"""Live-server helpers shared by the test suites: free ports, HTTP, bounded waits, a real `apg serve` subprocess.
 
 Everything runs on 127.0.0.1, every wait is bounded, and `stop` ends what `start_apg` started.
 """
@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy_files import REPO
-
+REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 90.0
 
 
@@ -55,8 +54,8 @@ def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.25
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 15 s: never leave a server behind."""
+def stop(process: subprocess.Popen) -> int:
+    """SIGTERM, then SIGKILL after 15 s: never leave a server behind. Returns the exit code."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -64,6 +63,7 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+    return process.returncode
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
