@@ -110,6 +110,11 @@ def cmd_experiment(args) -> int:
     return run(args.rest)
 
 
+def _missing_extra(extra: str, exc: ImportError) -> int:
+    print(f"apg: this command needs the '{extra}' extra ({exc}): pip install 'apg-ctr[{extra}]'", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apg",
@@ -186,10 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from scripts import loadtest  # no torch: httpx, numpy, orjson (matplotlib only when plotting)
-
-    loadtest.add_arguments(lt)
-    lt.set_defaults(func=loadtest.run_from_args)
+    try:  # httpx, numpy, orjson; no torch. A serve-only install (the container image) lacks httpx.
+        from scripts import loadtest
+    except ImportError as exc:
+        lt.set_defaults(func=lambda _a, e=exc: _missing_extra("loadtest", e))
+    else:
+        loadtest.add_arguments(lt)
+        lt.set_defaults(func=loadtest.run_from_args)
 
     s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")
     s.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")

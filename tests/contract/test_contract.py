@@ -117,5 +117,10 @@ def test_the_boundary_between_the_halves():
         "scripts.cli.build_parser().parse_args(['serve'])"
     )
     assert "torch" not in serving and not any(m == "model" or m.startswith("model.") for m in serving)
+    # a serve-only install (the container image) has no httpx: `apg serve` must still work there
+    serve_only = modules_after(
+        "import sys; sys.modules['httpx'] = None; import scripts.cli; scripts.cli.build_parser().parse_args(['serve'])"
+    )
+    assert "scripts.cli" in serve_only and "torch" not in serve_only
     training = modules_after("import model.train, model.export, model.bundle")
     assert not {"fastapi", "uvicorn", "service"} & training
