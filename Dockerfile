@@ -68,6 +68,24 @@ FROM ${BUSYBOX_IMAGE} AS bundle-image
 COPY --from=bundle / /bundle/
 USER 10001:10001
 
+# ------------------------------------------------------------------------------------------------- loadtest
+# `apg loadtest`, the open-loop load generator (compose profile `loadtest`): httpx, orjson, numpy, matplotlib.
+# No onnxruntime, no torch. Rows are sampled from the mounted bundle's vocabularies.
+FROM ${PYTHON_IMAGE} AS loadtest
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+COPY deploy/constraints.txt /tmp/constraints.txt
+COPY --from=build /wheels /wheels
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -q -c /tmp/constraints.txt pip \
+ && /opt/venv/bin/pip install -q -c /tmp/constraints.txt "$(echo /wheels/apg_ctr-*.whl)[loadtest]" \
+ && rm -rf /wheels /tmp/constraints.txt
+RUN groupadd --system --gid 10001 apg \
+ && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp
+USER 10001:10001
+WORKDIR /results
+ENTRYPOINT ["apg", "loadtest"]
+
 # ------------------------------------------------------------------------------------------------ serve-gpu
 FROM ${CUDA_IMAGE} AS serve-gpu
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

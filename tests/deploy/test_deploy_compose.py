@@ -117,3 +117,14 @@ def test_gpu_override_targets_the_gpu_stage_with_an_nvidia_reservation():
     assert apg["environment"]["APG_PROVIDERS"] == "cuda"
     (device,) = apg["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_loadtest_profile_drives_the_apg_service(services):
+    lt = services["loadtest"]
+    assert lt["profiles"] == ["loadtest"] and lt["build"]["target"] == "loadtest"
+    args = lt["command"]
+    assert args[args.index("--url") + 1] == f"http://apg:{container_port(services['apg'])}"
+    assert "--allow-remote" in args, "apg:8000 is not loopback; the generator refuses it without the flag"
+    bundle = next(m for m in bind_mounts(lt) if m["target"] == args[args.index("--bundle") + 1])
+    assert bundle["read_only"] is True
+    assert lt["depends_on"]["apg"]["condition"] == "service_healthy"

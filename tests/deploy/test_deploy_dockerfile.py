@@ -37,7 +37,7 @@ def pip_installs(stage) -> list[str]:
 
 
 def test_parser_reads_stages_in_order(dockerfile):
-    assert dockerfile.names() == ["build", "train", "bundle", "bundle-image", "serve-gpu", "serve"]
+    assert dockerfile.names() == ["build", "train", "bundle", "bundle-image", "loadtest", "serve-gpu", "serve"]
     assert dockerfile.stages[-1].name == "serve", "the default target (last stage) must be the CPU serving image"
 
 
@@ -251,3 +251,11 @@ def _split_requirement(requirement: str) -> tuple[str, str]:
 
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_loadtest_stage_has_the_generator_but_no_model_runtime(dockerfile):
+    stage = dockerfile.stage("loadtest")
+    installs = " ".join(pip_installs(stage))
+    assert "[loadtest]" in installs and "onnxruntime" not in installs and "torch" not in installs
+    assert stage.last("ENTRYPOINT").exec_form == ["apg", "loadtest"]
+    assert stage.last("USER").args.split(":")[0] == "10001"
