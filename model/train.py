@@ -34,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     patience: int = 2  # epochs without a better validation AUC before stopping
     threads: int = 2
+    missing_rate: float = 0.0  # chance that an optional feature is blanked per training row (learns "missing")
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -55,8 +56,26 @@ def predict(model: CTRModel, x: dict[str, np.ndarray], batch_size: int = 8192) -
     return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
 
 
-def evaluate_split(model: CTRModel, data: Dataset, split: str) -> dict[str, float]:
+def optional_fields(schema: Schema) -> list[str]:
+    """Fields a request may leave out: those whose raw source is not required (derived ids stay)."""
+    required = {f.source for f in schema.fields if f.required}
+    return [f.name for f in schema.fields if f.source not in required]
+
+
+def blank(x: dict[str, np.ndarray], names: list[str], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A copy of ``x`` with the named fields set to the missing index (0) in ``rows`` (all rows if None)."""
+    out = dict(x)
+    for name in names:
+        out[name] = x[name].copy()
+        out[name][slice(None) if rows is None else rows] = 0
+    return out
+
+
+def evaluate_split(model: CTRModel, data: Dataset, split: str, ids_only: bool = False) -> dict[str, float]:
+    """Metrics on a split; ``ids_only`` scores it as if requests carried only the required features."""
     x, y = data.part(split)
+    if ids_only:
+        x = blank(x, optional_fields(data.schema))
     return evaluate(y, predict(model, x), data.users[data.splits[split]])
 
 
@@ -66,6 +85,7 @@ def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     x, y = data.part("train")
     n, gen = len(y), np.random.default_rng(cfg.seed)
+    droppable = optional_fields(data.schema) if cfg.missing_rate > 0 else []
     best, best_state, history, bad = -1.0, None, [], 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -74,7 +94,10 @@ def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True)
         bar = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for i in bar:
             rows = order[i : i + cfg.batch_size]
-            xb, yb = to_tensors({k: v[rows] for k, v in x.items()}), torch.from_numpy(y[rows])
+            xb = {k: v[rows] for k, v in x.items()}
+            for name in droppable:  # feature dropout: the model learns what a missing feature means
+                xb = blank(xb, [name], gen.random(len(rows)) < cfg.missing_rate)
+            xb, yb = to_tensors(xb), torch.from_numpy(y[rows])
             loss = loss_fn(model.logit(xb), yb)
             opt.zero_grad()
             loss.backward()
@@ -113,6 +136,7 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
         "apg": model_cfg.apg.condition,
         "valid": evaluate_split(model, data, "valid"),
         "test": evaluate_split(model, data, "test"),
+        "test_ids_only": evaluate_split(model, data, "test", ids_only=True),
         "params": count_params(model),
         "train_seconds": round(time.perf_counter() - start, 2),
         "best_epoch": result["best_epoch"],

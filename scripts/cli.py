@@ -63,6 +63,7 @@ def cmd_train(args) -> int:
         lr=args.lr,
         patience=args.patience,
         threads=args.threads,
+        missing_rate=args.missing_rate,
     )
     m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet)
     t = m["test"]
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--patience", type=int, default=2, help="early stopping on validation AUC")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument(
+        "--missing-rate",
+        type=float,
+        default=0.0,
+        help="feature dropout: chance an optional feature is blanked per training row, so that requests "
+        "that leave optional features out get sensible scores",
+    )
     t.add_argument("--limit", type=int, help="use only the first N rows (smoke runs)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", required=True, help="run directory")

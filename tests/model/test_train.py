@@ -29,3 +29,19 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 
     x, _ = load_dataset(limit=3000, seed=3).part("test")
     assert (predict(load_run(tmp_path / "a")[0], x) == predict(load_run(tmp_path / "b")[0], x)).all()
+
+
+def test_optional_fields_and_feature_dropout(ml100k_small, tmp_path):
+    import numpy as np
+
+    from model.train import blank, optional_fields
+
+    names = optional_fields(ml100k_small.schema)
+    assert names == ["age", "gender", "occupation", "zip_prefix", "release_year", "genres"]  # user_activity stays
+    x, _ = ml100k_small.part("test")
+    b = blank(x, ["genres", "age"], np.array([0, 2]))
+    assert not b["genres"][[0, 2]].any() and (b["age"][[0, 2]] == 0).all()
+    assert np.array_equal(b["genres"][1], x["genres"][1]) and x["genres"][0].any()  # the original is untouched
+    cfg = TrainConfig(limit=3000, epochs=1, batch_size=128, missing_rate=0.2)
+    m = train_run(ModelConfig("dnn", hidden=(16,)), cfg, tmp_path, progress=False)
+    assert 0 < m["test_ids_only"]["auc"] < 1 and m["config"]["train"]["missing_rate"] == 0.2
