@@ -41,7 +41,7 @@ RUN python -m pip wheel -q --no-deps --no-build-isolation -w /wheels . \
 # PyPI's torch wheel for Linux is a multi-GB CUDA build; the CPU wheel index is enough to train this model.
 FROM ${PYTHON_IMAGE} AS train
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG TRAIN_ARGS="--model deepfm --apg self --rank 16"
+ARG TRAIN_ARGS="--model deepfm --apg self --rank 16 --missing-rate 0.1"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
     PATH=/opt/venv/bin:$PATH APG_DATA_DIR=/data
 WORKDIR /src
