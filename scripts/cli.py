@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -116,6 +117,18 @@ def _missing_extra(extra: str, exc: ImportError) -> int:
     return 2
 
 
+def add_driver(sub, name: str, help: str) -> None:
+    """A subcommand whose module (scripts/<name>.py) defines ``add_arguments`` and ``run_from_args``."""
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    try:
+        module = importlib.import_module(f"scripts.{name}")
+    except ImportError as exc:
+        p.set_defaults(func=lambda _a, e=exc: _missing_extra("loadtest", e))
+        return
+    module.add_arguments(p)
+    p.set_defaults(func=module.run_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apg",
@@ -194,18 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("rest", nargs=argparse.REMAINDER, help="options for the driver (see its --help)")
     x.set_defaults(func=cmd_experiment)
 
-    lt = sub.add_parser(
-        "loadtest",
-        help="open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    try:  # httpx, numpy, orjson; no torch. A serve-only install (the container image) lacks httpx.
-        from scripts import loadtest
-    except ImportError as exc:
-        lt.set_defaults(func=lambda _a, e=exc: _missing_extra("loadtest", e))
-    else:
-        loadtest.add_arguments(lt)
-        lt.set_defaults(func=loadtest.run_from_args)
+    # httpx, numpy, orjson; no torch. A serve-only install (the container image) lacks httpx: say which extra.
+    add_driver(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)")
+    add_driver(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch")
 
     s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")
     s.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")

@@ -1,0 +1,284 @@
+"""`apg bench`: the service's throughput and latency as ratios to in-process onnxruntime (the floor), in one run,
+on one bundle and one thread budget.
+
+    apg bench                                         # full run on bundles/default, results in runs/bench
+    apg bench --run runs/deepfm-self --markdown docs/PERFORMANCE.md
+    apg bench --quick                                 # batch 1 and 64, a few calls each: under a minute (CI)
+
+(a) floor: `session.run` on pre-encoded rows per batch size, the service's own loader and session options;
+(b) the same rows through a real `apg serve` (1 worker) started here on a free 127.0.0.1 port: POST /score
+    (rows and columns bodies), v2 infer (JSON and binary tensors), and (b') a bare FastAPI + orjson route on the
+    same session (scripts/bench_thin.py); closed loop, one keep-alive client, so p50/p99 are per request;
+(c) batch-1 open-loop load (scripts/loadtest.py) with micro-batching off and on: the knee of a rate sweep;
+(d) torch eager on the same model, with --run (torch is imported only then);
+and the stage breakdown (parse/preprocess/queue/inference/serialise) from the service's own /metrics.
+Rows are sampled from the bundle's vocabularies (the load generator's sampler). Writes OUT/bench.json and
+PNG plots; --markdown PATH also writes a report with the tables, the plots and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import orjson
+
+from scripts import bench_report
+from scripts.bench_http import PATHS, Servers, request_bytes, service_command, thin_command
+from scripts.bench_measure import (
+    Budget,
+    floor_call,
+    floor_model,
+    measure_path,
+    measure_torch,
+    stats,
+    sweep_batching,
+    timed,
+)
+from scripts.loadtest_plan import RowSampler
+
+FULL = {
+    "batch_sizes": (1, 8, 64, 256, 1024, 4096),
+    "duration": 2.0,
+    "iterations": 20_000,
+    "rates": (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0),
+    "sweep_duration": 3.0,
+}
+QUICK = {"batch_sizes": (1, 64), "duration": 0.25, "iterations": 200, "rates": (50.0, 100.0), "sweep_duration": 0.5}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    bundle: Path
+    out: Path
+    threads: int
+    batch_sizes: tuple[int, ...]
+    budget: Budget  # per (path, batch size) cell
+    rates: tuple[float, ...]  # the batch-1 open-loop sweep
+    sweep_duration: float
+    slo_ms: float
+    max_errors: float
+    run: Path | None
+    markdown: Path | None
+    pin: bool
+    quick: bool
+    command: str
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Every measurement; the document that becomes bench.json (ratios added by bench_report.add_ratios)."""
+    from service.bundle import load_bundle
+
+    bundle = load_bundle(cfg.bundle)
+    schema = bundle.manifest["schema"]
+    sampler = RowSampler(schema, seed=0)
+    samples = {b: [sampler.rows(b) for _ in range(_pool(b))] for b in cfg.batch_sizes}
+    requests = {
+        (p.name, b): [request_bytes(p, rows, sampler.numeric, bundle.name) for rows in samples[b]]
+        for p in PATHS
+        for b in cfg.batch_sizes
+    }
+    doc = bench_report.header(cfg, bundle)
+    env = _server_env(cfg, max(len(r) for rs in requests.values() for r in rs))
+    doc["server_env"] = {k: v for k, v in env.items() if k.startswith("APG_")}
+    with Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
+        servers.start("service", partial(service_command, cfg.bundle), env)
+        servers.start("thin", partial(thin_command, cfg.bundle), env)
+        servers.start("service-batching", partial(service_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
+        servers.wait_ready()
+        print(f"servers ready: {', '.join(f'{s.name} :{s.port}' for s in servers.servers.values())}")
+        model = floor_model(cfg.bundle, cfg.threads)
+        floor, doc["bundle"]["graph"] = floor_call(model), model.graph.name
+        feeds = {b: [bundle.encoder.encode_rows(rows) for rows in samples[b]] for b in cfg.batch_sizes}
+        doc["floor"], doc["http"], doc["stages"] = {}, {p.name: {} for p in PATHS}, {}
+        for b in cfg.batch_sizes:
+            _pin(cfg, 0)
+            doc["floor"][str(b)] = stats(*timed(floor, feeds[b], cfg.budget), b)
+            _pin(cfg, 1)
+            for p in PATHS:
+                server = servers.servers[p.server]
+                route = p.template if p.server == "service" else None
+                cell, stages = measure_path(server.port, requests[(p.name, b)], b, cfg.budget, route)
+                doc["http"][p.name][str(b)] = cell
+                if stages:
+                    doc["stages"].setdefault(p.name, {})[str(b)] = stages
+            print(bench_report.progress_line(doc, b))
+        ports = {"off": servers.servers["service"].port, "on": servers.servers["service-batching"].port}
+        sweep = (cfg.rates, cfg.sweep_duration, cfg.slo_ms, cfg.max_errors)
+        doc["batching"] = sweep_batching(ports, schema, *sweep, say=_say_sweep)
+    _pin(cfg, 0)
+    doc["torch"] = _torch(cfg, schema, feeds, floor)
+    doc["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return bench_report.add_ratios(doc)
+
+
+def _say_sweep(mode: str, summary: dict) -> None:
+    print(f"micro-batching {mode}: {bench_report.sweep_line(summary)}")
+
+
+def _pool(batch: int) -> int:
+    """Distinct request bodies per batch size, cycled through: 16 for small batches, 8192 rows at most."""
+    return max(2, min(16, 8192 // batch))
+
+
+def _server_env(cfg: BenchConfig, largest_body: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")}
+    env.update(
+        APG_INTRA_OP_THREADS=str(cfg.threads),
+        APG_PROVIDERS="cpu",
+        APG_BATCHING="false",
+        APG_AUTH_TOKEN="",
+        APG_MAX_ROWS=str(max(4096, *cfg.batch_sizes)),
+        APG_MAX_BODY_BYTES=str(max(8 << 20, 2 * largest_body)),
+    )
+    return env
+
+
+def _pin(cfg: BenchConfig, cpu: int) -> None:
+    """--pin: servers and in-process runs on CPU 0, the HTTP client on CPU 1."""
+    if cfg.pin:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _torch(cfg: BenchConfig, schema: dict, feeds: dict, floor) -> dict:
+    if cfg.run is None:
+        print("torch eager vs onnxruntime: skipped (pass --run RUN_DIR, the training run of this bundle)")
+        return {"skipped": "no --run given"}
+    out = measure_torch(cfg.run, schema, cfg.threads, feeds, floor, cfg.budget)
+    return {"run": str(cfg.run), "by_batch": {str(b): v for b, v in out.items()}}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rates, got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be > 0, got {text!r}")
+    return tuple(sorted(rates))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `apg bench` (also `python -m scripts.bench`)."""
+    p.add_argument("--bundle", default="bundles/default", help="bundle directory to benchmark")
+    p.add_argument("--out", default="runs/bench", help="directory for bench.json, the PNG plots and server logs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="onnxruntime intra-op threads (floor, service, thin app) and torch threads",
+    )
+    p.add_argument("--batch-sizes", type=_sizes, default=FULL["batch_sizes"], help="rows per call, e.g. 1,64,1024")
+    p.add_argument("--duration", type=float, default=FULL["duration"], help="measured seconds per (path, batch)")
+    p.add_argument("--iterations", type=int, default=FULL["iterations"], help="calls per (path, batch) at most")
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        default=FULL["rates"],
+        help="offered requests/s of the batch-1 sweep (micro-batching off vs on), e.g. 100,200,400",
+    )
+    p.add_argument("--sweep-duration", type=float, default=FULL["sweep_duration"], help="measured s per sweep rate")
+    p.add_argument("--slo-ms", type=float, default=10.0, help="p99 objective that defines the knee")
+    p.add_argument("--max-errors", type=float, default=0.01, help="error fraction objective of the knee")
+    p.add_argument("--run", help="training run of the bundle: also time torch eager (imports torch)")
+    p.add_argument("--markdown", help="also write a markdown report here (its figures go to ./figures beside it)")
+    p.add_argument("--pin", action="store_true", help="servers and in-process runs on CPU 0, the client on CPU 1")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="batch 1 and 64, few calls, short sweep: well under a minute "
+        "(replaces the defaults of the five options above, not values given)",
+    )
+
+
+def config_from_args(args, command: str) -> BenchConfig:
+    q = {k: getattr(args, k) for k in FULL}
+    if args.quick:  # --quick replaces the defaults, not options given explicitly
+        q = {k: QUICK[k] if v == FULL[k] else v for k, v in q.items()}
+    if q["duration"] <= 0 or q["iterations"] < 1 or q["sweep_duration"] <= 0 or args.threads < 1:
+        raise ValueError("--duration, --sweep-duration, --iterations and --threads must be positive")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        raise ValueError("--pin needs two CPUs")
+    bundle = Path(args.bundle).resolve()
+    if not (bundle / "bundle.json").is_file():
+        raise FileNotFoundError(f"no bundle at {args.bundle} (build one with `apg export`, see docs/BUNDLE.md)")
+    budget = Budget(q["duration"], q["iterations"], warmup=min(0.5, q["duration"] / 4))
+    return BenchConfig(
+        bundle=bundle,
+        out=Path(args.out),
+        threads=args.threads,
+        batch_sizes=q["batch_sizes"],
+        budget=budget,
+        rates=q["rates"],
+        sweep_duration=q["sweep_duration"],
+        slo_ms=args.slo_ms,
+        max_errors=args.max_errors,
+        run=Path(args.run) if args.run else None,
+        markdown=Path(args.markdown) if args.markdown else None,
+        pin=args.pin,
+        quick=args.quick,
+        command=command,
+    )
+
+
+def run_from_args(args) -> int:
+    """`apg bench`: measure, print the tables, write OUT/bench.json, the plots and (--markdown) the report.
+    Raises ValueError, FileNotFoundError or RuntimeError with a message for the user."""
+    command = getattr(args, "command_line", None) or "apg " + shlex.join(sys.argv[1:])
+    cfg = config_from_args(args, command)
+    t0 = time.monotonic()
+    doc = run_bench(cfg)
+    doc["wall_s"] = round(time.monotonic() - t0, 1)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    files = bench_report.write_plots(doc, cfg.out)
+    doc["files"] = {k: str(v) for k, v in files.items()}
+    (cfg.out / "bench.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(bench_report.text_report(doc))
+    if cfg.markdown is not None:
+        bench_report.write_markdown(doc, files, cfg.markdown)
+        print(f"wrote {cfg.markdown}")
+    print(f"wrote {cfg.out / 'bench.json'}, " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(p)
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    args.command_line = "python -m scripts.bench " + shlex.join(argv)
+    try:
+        return run_from_args(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
