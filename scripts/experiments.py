@@ -58,7 +58,14 @@ class Run:
 
 
 def key(run: Run, budget: Budget) -> str:
-    return json.dumps({**asdict(run), "budget": asdict(budget)}, sort_keys=True)
+    """What identifies a finished run: its configuration and the training budget (not how many seeds a plan wants)."""
+    training = {k: v for k, v in asdict(budget).items() if k not in ("seeds", "models")}
+    return json.dumps({**asdict(run), "budget": training}, sort_keys=True)
+
+
+def record_key(record: dict) -> str:
+    run = Run(**{f: record[f] for f in Run.__dataclass_fields__})
+    return key(run, Budget(**{k: v for k, v in record["budget"].items() if k not in ("seeds", "models")}))
 
 
 class Store:
@@ -68,13 +75,13 @@ class Store:
         self.path = root / "runs.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
-        self.rows = {r["key"]: r for r in rows}
+        self.rows = {record_key(r): r for r in rows}  # re-derived, so older files keep working
 
     def get(self, run: Run, budget: Budget) -> dict | None:
         return self.rows.get(key(run, budget))
 
     def put(self, record: dict) -> None:
-        self.rows[record["key"]] = record
+        self.rows[record_key(record)] = record
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -18,6 +18,10 @@ def test_experiment_drivers_and_report_end_to_end(tmp_path):
     before = (results / "runs.jsonl").read_text()
     assert main(["experiment", "all", "--quick", "--results", str(results)]) == 0
     assert (results / "runs.jsonl").read_text() == before
+    # more seeds later: only the new seed trains (the seed count is not part of a run's identity)
+    assert main(["experiment", "auc", "--quick", "--seeds", "2", "--results", str(results)]) == 0
+    added = (results / "runs.jsonl").read_text().splitlines()[len(before.splitlines()) :]
+    assert len(added) == 4 and {json.loads(line)["seed"] for line in added} == {1}
 
     assert main(["experiment", "complexity", "--quick", "--out", str(results / "complexity.json")]) == 0
     cx = json.loads((results / "complexity.json").read_text())
