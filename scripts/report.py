@@ -10,14 +10,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from scripts.experiments import Budget, Store, choose, plan  # noqa: E402
+from scripts import report_plots as plots
+from scripts.experiments import Budget, Store, choose, plan
 
 MAX_SEEDS = 20
 NAMES = {
@@ -82,15 +79,16 @@ def auc_section(store: Store, budget: Budget, figs: Path) -> list[str]:
             f"| {len(b)}/{len(a)} |"
         )
     if lifts:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
         names = list(lifts)
-        ax.bar([NAMES[n] for n in names], [lifts[n][0] for n in names], yerr=[lifts[n][1] for n in names], capsize=4)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_ylabel("test AUC lift, points")
-        ax.set_title("APG (chosen condition) minus base, mean over seeds (± std of paired differences)")
-        fig.tight_layout()
-        fig.savefig(figs / "auc_lift.png", dpi=110)
-        plt.close(fig)
+        plots.bars(
+            figs / "auc_lift.png",
+            [NAMES[n] for n in names],
+            [lifts[n][0] for n in names],
+            [lifts[n][1] for n in names],
+            "test AUC lift, points",
+            "APG (chosen condition) minus base, mean over seeds (± std of paired differences)",
+            zero_line=True,
+        )
         mean_lift = np.mean([v[0] for v in lifts.values()])
         lines += [
             "",
@@ -101,22 +99,29 @@ def auc_section(store: Store, budget: Budget, figs: Path) -> list[str]:
     return lines
 
 
-def table(recs: list[dict | None], rows: list[tuple[str, dict]], extra: str = "") -> list[str]:
+def table(recs: list[dict | None], rows: list[tuple[str, dict]], figure: Path | None = None) -> list[str]:
+    """A markdown table of runs grouped by ``rows`` (label, match), and a bar chart of test AUC when asked."""
     lines = [
         "| configuration | valid AUC | test AUC | test gAUC | test logloss | params | s / run | seeds |",
         "|" + "---|" * 8,
     ]
+    bars = []
     for label, match in rows:
         rs = group(recs, **match)
         if not rs:
             lines.append(f"| {label} | not run | | | | | | |")
             continue
+        auc = metric(rs, "test", "auc")
+        bars.append((label, 100 * np.mean(auc), 100 * np.std(auc, ddof=1) if len(auc) > 1 else 0.0))
         lines.append(
-            f"| {label} | {ms(metric(rs, 'valid', 'auc'))} | {ms(metric(rs, 'test', 'auc'))} | "
+            f"| {label} | {ms(metric(rs, 'valid', 'auc'))} | {ms(auc)} | "
             f"{ms(metric(rs, 'test', 'gauc'))} | {ms(metric(rs, 'test', 'logloss'), 1, 4)} | "
             f"{rs[0]['params']:,} | {np.mean([r['seconds'] for r in rs]):.0f} | {len(rs)} |"
         )
-    return lines + ([extra] if extra else [])
+    if figure is not None and bars:
+        plots.bars(figure, *map(list, zip(*bars, strict=True)), "test AUC, points", "test AUC, mean ± std over seeds")
+        lines += ["", f"![{figure.stem}](figures/{figure.name})"]
+    return lines
 
 
 def coldstart_section(store: Store, budget: Budget, figs: Path) -> list[str]:
@@ -137,7 +142,7 @@ def coldstart_section(store: Store, budget: Budget, figs: Path) -> list[str]:
         "| model | " + " | ".join(f"bucket {b}" for b in range(7)) + " |",
         "|" + "---|" * 8,
     ]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    series = {}
     for m in ("dnn", "deepfm"):
         base, apg = group(recs, model=m, condition="none"), group(recs, model=m, condition="self")
         if not base or not apg:
@@ -155,15 +160,8 @@ def coldstart_section(store: Store, budget: Budget, figs: Path) -> list[str]:
             else:
                 cells.append("–")
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
-        ax.plot(xs, ys, "o-", label=NAMES[m])
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel("user-activity bucket (0 = coldest)")
-    ax.set_ylabel("test AUC lift, points")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(figs / "coldstart.png", dpi=110)
-    plt.close(fig)
+        series[NAMES[m]] = (xs, ys)
+    plots.lines(figs / "coldstart.png", series, "user-activity bucket (0 = coldest)", "test AUC lift, points")
     return lines + ["", "![cold start](figures/coldstart.png)"]
 
 
@@ -195,6 +193,19 @@ def complexity_section(path: Path, figs: Path) -> list[str]:
                 f"{b1024} | {ratio(r, ref, 'latency_b1024')} |"
             )
         lines.append("")
+        name = "complexity_mlp.png" if title.startswith("MLP") else "complexity_trained.png"
+        plots.ratios(
+            figs / name,
+            rows,
+            {
+                "params_deployed": "parameters",
+                "onnx_bytes": "ONNX bytes",
+                "latency_b1": "latency, batch 1",
+                "latency_b1024": "latency, batch 1024",
+            },
+            title,
+        )
+        lines += [f"![{title}](figures/{name})", ""]
     return lines
 
 
@@ -242,6 +253,7 @@ def render(store: Store, budget: Budget, results: Path, figs: Path) -> list[str]
         *table(
             rec["conditions"],
             [(f"{n} {c}", {"model": m, "condition": c}) for m, n in two for c in ("none", "group", "mix", "self")],
+            figs / "conditions.png",
         ),
         "",
         "## 3. Controls: is the lift APG's?",
@@ -261,6 +273,7 @@ def render(store: Store, budget: Budget, results: Path, figs: Path) -> list[str]
                     ("matched MLP (control b)", "none"),
                 )
             ],
+            figs / "controls.png",
         ),
         "",
         "## 4. Ablation (DNN, self-wise)",
@@ -278,6 +291,7 @@ def render(store: Store, budget: Budget, results: Path, figs: Path) -> list[str]
                 ("+ over-parameterisation P=32", {"overparam": 32}),
                 ("no APG", {"condition": "none"}),
             ],
+            figs / "ablation.png",
         ),
         "",
         "## 5. Complexity",
