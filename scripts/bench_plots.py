@@ -44,38 +44,26 @@ def _series(doc: dict) -> list[tuple[str, dict, dict]]:
     return out
 
 
-def _throughput(fig, doc: dict) -> None:
+def _per_batch(fig, doc: dict, key: str, ylabel: str, title: str) -> None:
+    """One line per path (floor, HTTP paths, torch) of ``cells[batch][key]`` against the batch size."""
     ax = fig.subplots()
     sizes = doc["batch_sizes"]
     for label, cells, style in _series(doc):
-        ax.plot(sizes, [cells[str(b)]["rows_per_s"] for b in sizes], label=label, **style)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size (rows per call)",
-        ylabel="rows/s",
-        title=f"Throughput per path vs the floor ({doc['threads']} onnxruntime thread(s), 1 worker)",
-    )
+        ax.plot(sizes, [cells[str(b)][key] for b in sizes], label=label, **style)
+    ax.set(xscale="log", yscale="log", xlabel="batch size (rows per call)", ylabel=ylabel, title=title)
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _throughput(fig, doc: dict) -> None:
+    title = f"Throughput per path vs the floor ({doc['threads']} onnxruntime thread(s), 1 worker)"
+    _per_batch(fig, doc, "rows_per_s", "rows/s", title)
 
 
 def _latency(fig, doc: dict) -> None:
-    ax = fig.subplots()
-    sizes = doc["batch_sizes"]
-    for label, cells, style in _series(doc):
-        ax.plot(sizes, [cells[str(b)]["p50_ms"] for b in sizes], label=label, **style)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size (rows per call)",
-        ylabel="p50 latency per call (ms)",
-        title="Latency per request, p50 (closed loop, one keep-alive client)",
-    )
-    ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    title = "Latency per request, p50 (closed loop, one keep-alive client)"
+    _per_batch(fig, doc, "p50_ms", "p50 latency per call (ms)", title)
 
 
 def _stages(fig, doc: dict) -> None:
