@@ -128,7 +128,10 @@ def table_length(table: dict[str, list]) -> int:
 def _values(f: Field, raw) -> list[str]:
     """Normalised values of one cell (a list for multi fields, empty when missing)."""
     if f.kind == "multi":
-        items = raw if isinstance(raw, list | tuple) else ([] if raw is None else str(raw).split(f.sep))
+        if isinstance(raw, list | tuple):
+            items = raw
+        else:  # no separator: the whole string is one value (as the service does)
+            items = [] if raw is None else (str(raw).split(f.sep) if f.sep else [raw])
         return [v for v in map(normalise, items) if v is not None][: f.max_len]
     v = normalise(raw)
     if v is None:
@@ -158,6 +161,8 @@ def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema
 
 
 def _number(raw) -> float | None:
+    if isinstance(raw, bool):  # the service refuses booleans for numeric features; training treats them as missing
+        return None
     try:
         x = float(raw)
     except (TypeError, ValueError):

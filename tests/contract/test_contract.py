@@ -124,3 +124,31 @@ def test_the_boundary_between_the_halves():
     assert "scripts.cli" in serve_only and "torch" not in serve_only
     training = modules_after("import model.train, model.export, model.bundle")
     assert not {"fastapi", "uvicorn", "service"} & training
+
+
+def test_encoders_agree_on_a_synthetic_schema_and_odd_values():
+    """Schema features ML-100K lacks: a multi field without separator, mapping without default, float ids."""
+    from service.features import Encoder
+
+    schema = Schema.from_dict(
+        {
+            "name": "odd",
+            "fields": [
+                {"name": "id", "kind": "categorical", "required": True, "vocab": ["7", "2.5", "true"]},
+                {"name": "tags", "kind": "multi", "max_len": 3, "vocab": ["a b", "c"]},
+                {"name": "grp", "kind": "categorical", "source": "id", "mapping": {"7": "x"}, "vocab": ["x"]},
+                {"name": "score", "kind": "numeric", "edges": [0.0, 1.5]},
+            ],
+        }
+    )
+    rows = [
+        {"id": 7.0, "tags": "a b", "score": 1.5},
+        {"id": "2.5", "tags": ["c", "a b", "zz", "c"], "score": -3},
+        {"id": True, "tags": "", "score": " 0.5 "},
+        {"id": " 7 ", "score": None},
+        {"id": 2.5, "tags": ["c"]},
+    ]
+    offline = encode_table(schema, columns_of(rows, schema.sources))
+    online = Encoder(schema.to_dict()).encode_rows(rows)
+    for name in offline:
+        assert np.array_equal(offline[name], online[name]), (name, offline[name], online[name])

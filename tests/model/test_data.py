@@ -42,7 +42,9 @@ def test_encoding_oov_missing_prefix_mapping_multi_numeric():
     enc = encode_field(multi, ["Drama|Comedy", ["Comedy"], "Noir|Drama|Comedy|Drama", None, ""])
     assert enc.tolist() == [[2, 3, 0], [3, 0, 0], [OOV, 2, 3], [0, 0, 0], [0, 0, 0]]
     num = Field("age", "numeric", edges=(18.0, 25.0))
-    assert encode_field(num, [10, 18, "30", None, "x", float("inf")]).tolist() == [1, 2, 3, 0, 0, 0]
+    assert encode_field(num, [10, 18, "30", None, "x", float("inf"), True]).tolist() == [1, 2, 3, 0, 0, 0, 0]
+    nosep = Field("tags", "multi", max_len=2, vocab=("a b",))
+    assert encode_field(nosep, ["a b", ["a b", "c"]]).tolist() == [[2, 0], [2, 1]]
 
 
 def test_vocab_is_fitted_on_training_rows_only_so_unseen_values_hit_oov():
