@@ -8,7 +8,7 @@
 | `apg_rows_scored_total` | counter | – | rows that received a score |
 | `apg_request_rows` | histogram | – | rows per scoring request |
 | `apg_inference_batch_rows` | histogram | – | rows per onnxruntime call (> rows per request when micro-batching) |
-| `apg_inflight_requests` | gauge | – | HTTP requests being served now, probes and scrapes excluded (summed over live workers) |
+| `apg_inflight_requests` | gauge | – | HTTP requests in flight, probes and scrapes excluded (summed over workers) |
 | `apg_model_info` | gauge | `name`, `version`, `checksum`, `provider` | workers serving that model (1 per worker) |
 | `apg_score` | histogram | – | predicted click probabilities (drift monitoring) |
 | `apg_model_reloads_total` | counter | `result` | hot reloads: `ok` or `error` (the old model keeps serving) |

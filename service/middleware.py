@@ -45,7 +45,7 @@ class RequestMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        counted = scope.get("path") not in QUIET_PATHS  # a scrape must not count itself in flight
+        counted = scope.get("path") not in QUIET_ROUTES  # a scrape must not count itself in flight
         if counted:
             self.metrics.inflight.inc()
         try:
@@ -68,9 +68,6 @@ class RequestMiddleware:
             self.metrics.request_duration.labels(route).observe(elapsed)
             self.metrics.requests.labels(route, str(status)).inc()
             _access_log(scope, state, route, status, elapsed)
-
-
-QUIET_PATHS = frozenset({"/metrics", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
 def _route(scope: Scope) -> str:

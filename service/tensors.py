@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import BadRequest, InvalidShape, InvalidType, RaggedColumns
+from service.errors import BadRequest, InvalidShape, InvalidType, RaggedColumns, TooManyRows
 
 # v2 datatype → little-endian numpy dtype of its binary form
 NUMPY = {
@@ -25,8 +25,12 @@ NUMPY = {
 }  # fmt: skip
 
 
-def decode_inputs(header: Any, blobs: bytes) -> tuple[dict[str, list], int]:
-    """(columns keyed by input name, batch size B). Binary tensors are read from `blobs` in input order."""
+def decode_inputs(header: Any, blobs: bytes, max_rows: int) -> tuple[dict[str, list], int]:
+    """(columns keyed by input name, batch size B). Binary tensors are read from `blobs` in input order.
+
+    The declared batch is checked against `max_rows` before any per-row work: a tiny body must not be able to
+    declare a shape of a billion rows.
+    """
     inputs = header.get("inputs") if isinstance(header, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise InvalidShape("'inputs' must be a non-empty list of tensors", field="inputs")
@@ -34,6 +38,10 @@ def decode_inputs(header: Any, blobs: bytes) -> tuple[dict[str, list], int]:
     offset, batch = 0, None
     for i, tensor in enumerate(inputs):
         name, shape, datatype = _tensor_header(tensor, i)
+        if shape[0] > max_rows:
+            raise TooManyRows(f"input {name!r} declares {shape[0]} rows; the limit is {max_rows} (APG_MAX_ROWS)")
+        if any(d == 0 for d in shape[1:]):
+            raise InvalidShape(f"input {name!r}: shape {shape} has an empty dimension", field=name)
         if name in columns:
             raise InvalidShape(f"input {name!r} is given twice", field=name)
         params = tensor.get("parameters") or {}

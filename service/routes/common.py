@@ -69,7 +69,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send an uncompressed body")
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest(f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes; the limit is {limit} (APG_MAX_BODY_BYTES)")

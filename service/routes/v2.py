@@ -149,7 +149,7 @@ async def _infer(request: Request) -> Response:
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()
     header, blobs = _split(body, request.headers.get(HEADER))
-    columns, rows = decode_inputs(header, blobs)
+    columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
     binary = _binary_output(header)
     app.metrics.stage("parse", time.perf_counter() - t0)
     scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows)
@@ -164,7 +164,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     """(JSON header, binary tail) — the tail is empty without the binary extension."""
     if header_length is None:
         return parse_json(body), b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise BadRequest(f"{HEADER} {header_length!r} does not fit a body of {len(body)} bytes")
     n = int(header_length)
     return parse_json(body[:n]), body[n:]

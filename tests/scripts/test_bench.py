@@ -114,13 +114,13 @@ def test_v2_binary_bodies_decode_with_the_service_decoder(schema):
     rows = sampler.rows(7)
     body, n = v2_binary_body(rows, sampler.numeric)
     header = orjson.loads(body[:n])
-    columns, batch = decode_inputs(header, body[n:])
+    columns, batch = decode_inputs(header, body[n:], 1 << 20)
     assert batch == 7 and header["outputs"] == [{"name": "score", "parameters": {"binary_data": True}}]
     for name in rows[0]:
         expected = [float(r[name]) if name in sampler.numeric else r[name] for r in rows]
         assert columns[name] == expected
     padded = v2_binary_body([{"tags": ["x"]}, {"tags": ["y", "z"]}], set())
-    columns, _ = decode_inputs(orjson.loads(padded[0][: padded[1]]), padded[0][padded[1] :])
+    columns, _ = decode_inputs(orjson.loads(padded[0][: padded[1]]), padded[0][padded[1] :], 1 << 20)
     assert columns["tags"] == [["x", ""], ["y", "z"]]
 
 

@@ -160,6 +160,7 @@ BAD = [
     ({"inputs": IDS, "parameters": [1]}, "invalid_shape", "parameters"),
     ({"inputs": IDS, "parameters": {"binary_data_output": "yes"}}, "invalid_shape", "parameters"),
     ({"inputs": IDS, "outputs": [{"name": "score", "parameters": 3}]}, "invalid_shape", "outputs"),
+    ({"inputs": [{"name": "genres", "shape": [2, 0], "datatype": "BYTES", "data": []}]}, "invalid_shape", "genres"),
 ]  # fmt: skip
 
 
@@ -182,3 +183,15 @@ def test_bad_binary_framing(client):
     r = client.post(URL, content=head + bad_utf8, headers={"Inference-Header-Content-Length": str(len(head))})
     assert_error(r, 400, "invalid_type", "user_id")
     assert_error(client.post("/v2/models/nope/infer", json=json_request(ROWS[:1])), 404, "not_found")
+
+
+def test_a_tiny_body_cannot_declare_a_huge_batch(client):
+    """Rows are counted from the declared shape before any per-row work (an 80-byte body once cost 400 MB)."""
+    body = {"inputs": [{"name": "genres", "shape": [5_000_000_000, 0], "datatype": "BYTES", "data": []}]}
+    assert_error(client.post(URL, json=body), 413, "too_many_rows", None)
+
+
+def test_non_ascii_digits_in_the_binary_header_length_are_a_400(client):
+    body, _ = binary_request(ROWS[:1])
+    r = client.post(URL, content=body, headers=[(b"Inference-Header-Content-Length", "\u00b2".encode("latin-1"))])
+    assert_error(r, 400)
