@@ -102,19 +102,25 @@ def ml100k_table(folder: Path) -> dict[str, list]:
 
 
 def read_table(path: str | Path) -> dict[str, list]:
-    """A CSV or Parquet file as raw columns (CSV cells stay strings; the schema decides how to read them)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
+    """A CSV/TSV or Parquet file as raw columns. CSV cells stay strings, exactly as a client would send them
+    ("02139" stays "02139"; type inference would make it 2139 and the vocabulary would never match a request)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        table = pq.read_table(path)
-    elif path.suffix in (".csv", ".tsv"):
-        opts = pacsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
-        table = pacsv.read_csv(path, parse_options=opts)
-    else:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pydict()
+    if path.suffix not in (".csv", ".tsv"):
         raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
-    return table.to_pydict()
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: empty file")
+        columns: dict[str, list] = {h: [] for h in header}
+        for row in reader:
+            for i, h in enumerate(header):  # a short row's missing cells are missing values
+                columns[h].append(row[i] if i < len(row) and row[i] != "" else None)
+    return columns
 
 
 def table_length(table: dict[str, list]) -> int:

@@ -78,9 +78,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if hangup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        await runtime.drain()
-        if app.state.batcher is not None:
+        if app.state.batcher is not None:  # first: its running batches still need the runtime's thread pool
             await app.state.batcher.stop()
+        await runtime.drain()
         if multiprocess_dir():  # drop this worker's live gauges from the aggregate
             from prometheus_client import multiprocess
 

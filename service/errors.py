@@ -98,6 +98,10 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
 class NotFound(ServiceError):
     status, code = 404, "not_found"
 

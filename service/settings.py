@@ -13,6 +13,7 @@
 | `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
 | `APG_AUTH_TOKEN` | unset | bearer token for /score, /v2/models/*/infer and /admin/*; health and metrics stay open |
+| `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (default: APG_AUTH_TOKEN); neither set: /admin/* is off (403) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
 | `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
 | `APG_WARMUP_BATCH_SIZES` | `1,8,64,256` | batch sizes run once before the service reports ready (comma list or JSON) |
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(256, ge=1)
     batch_max_delay_ms: float = Field(2.0, ge=0.0)
     auth_token: SecretStr | None = None
+    admin_token: SecretStr | None = None  # /admin/*: this token, else auth_token; neither set = admin API off
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_features: bool = False
     warmup_batch_sizes: Annotated[list[int], NoDecode] = [1, 8, 64, 256]
@@ -65,10 +67,14 @@ class Settings(BaseSettings):
             raise ValueError("warm-up batch sizes must be >= 1")
         return value
 
-    @field_validator("auth_token", mode="before")
+    @field_validator("auth_token", "admin_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     def token(self) -> str | None:
         return self.auth_token.get_secret_value() if self.auth_token else None
+
+    def admin(self) -> str | None:
+        """The bearer token of /admin/*: APG_ADMIN_TOKEN, else APG_AUTH_TOKEN, else None (admin API off)."""
+        return self.admin_token.get_secret_value() if self.admin_token else self.token()

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import BadRequest, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from service.errors import BadRequest, Forbidden, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 
 _bearer = HTTPBearer(auto_error=False, description="Needed only when APG_AUTH_TOKEN is set.")
 
@@ -36,6 +36,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed JSON or an invalid feature value (the error names the field and row).",
         401: "Missing or wrong bearer token.",
+        403: "The admin API is off (no APG_ADMIN_TOKEN or APG_AUTH_TOKEN configured).",
         404: "Unknown model.",
         413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
         415: "Compressed bodies are not supported.",
@@ -55,8 +56,21 @@ def require_token(
 ) -> None:
     """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>`."""
     token = state(request).settings.token()
+    if token is not None:
+        _check(credentials, token)
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """/admin/* always needs a bearer token (it loads files from disk); with none configured it is off."""
+    token = state(request).settings.admin()
     if token is None:
-        return
+        raise Forbidden("the admin API is off: set APG_ADMIN_TOKEN (or APG_AUTH_TOKEN); SIGHUP still reloads")
+    _check(credentials, token)
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, token: str) -> None:
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise Unauthorized()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from service.errors import json_response
-from service.routes.common import error_responses, require_token, state
+from service.routes.common import error_responses, require_admin, state
 
 
 class ReloadRequest(BaseModel):
@@ -40,8 +40,8 @@ async def metrics(request: Request) -> Response:
 @router.post(
     "/admin/reload",
     summary="Hot-reload a bundle",
-    dependencies=[Depends(require_token)],
-    responses=error_responses(400, 401, 422),
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(400, 401, 403, 422),
 )
 async def reload(request: Request, body: ReloadRequest | None = None) -> Response:
     runtime = state(request).runtime

@@ -143,3 +143,12 @@ def test_schema_errors_are_clear(tmp_path):
         load_dataset(str(data), str(bad))
     with pytest.raises(ValueError, match="needs bucket 'edges'"):
         Field("price", "numeric")
+
+
+def test_csv_cells_stay_strings_as_a_client_sends_them(tmp_path):
+    from model.data import read_table
+
+    path = tmp_path / "t.csv"
+    path.write_text('user_id,zip,price\n007,02139,1.50\n8,"10001",\n9\n')
+    table = read_table(path)
+    assert table == {"user_id": ["007", "8", "9"], "zip": ["02139", "10001", None], "price": ["1.50", None, None]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from service_testing import TestClient, make_app
+from service_testing import ADMIN, TestClient, make_app
 from synthetic_bundle import SyntheticBundle, build_bundle
 
 
@@ -32,5 +32,5 @@ def app(bundle: SyntheticBundle) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, headers=ADMIN) as c:
         yield c

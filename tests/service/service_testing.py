@@ -19,11 +19,15 @@ with warnings.catch_warnings():  # starlette's TestClient nags about httpx vs ht
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-__all__ = ["TestClient", "make_app", "make_settings", "run", "serving"]
+__all__ = ["ADMIN", "TestClient", "make_app", "make_settings", "run", "serving"]
+
+
+ADMIN = {"Authorization": "Bearer admin-test"}  # every test client sends it; /score ignores it without auth_token
 
 
 def make_settings(bundle_path: Path, **overrides) -> Settings:
     values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
+    values["admin_token"] = "admin-test"
     return Settings(**(values | overrides))
 
 
@@ -36,7 +40,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app's lifespan plus an in-process async client (for tests that need real concurrency)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://apg.test", timeout=30) as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://apg.test", timeout=30, headers=ADMIN) as c:
             yield c
 
 

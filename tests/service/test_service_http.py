@@ -135,6 +135,16 @@ def test_compressed_body_is_415(client):
     assert_error(r, 415, "unsupported_media_type")
 
 
+def test_admin_api_is_off_without_a_token_and_needs_its_own_when_set(bundle):
+    with TestClient(make_app(bundle.path, admin_token=None)) as c:
+        assert_error(c.post("/admin/reload", json={}), 403, "forbidden")
+    with TestClient(make_app(bundle.path, admin_token=None, auth_token="s3cret")) as c:  # falls back to auth_token
+        assert c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    with TestClient(make_app(bundle.path, admin_token="adm", auth_token="s3cret")) as c:
+        assert_error(c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"}), 401)
+        assert c.post("/admin/reload", json={}, headers={"Authorization": "Bearer adm"}).status_code == 200
+
+
 def test_auth_token(bundle):
     with TestClient(make_app(bundle.path, auth_token="s3cret")) as c:
         body = {"instances": ROWS[:1]}
