@@ -8,7 +8,7 @@ BUNDLE ?= bundles/default
 RUN    ?= runs/default
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# The default model: DeepFM with self-wise APG layers (about a minute on 2 cores), trained with feature dropout
+# The default model: DeepFM with self-wise APG layers (about 20 s of training on 2 cores), trained with feature dropout
 # so that requests which leave optional features out still get calibrated scores (README, "Measured").
 TRAIN_ARGS ?= --model deepfm --apg self --rank 16 --missing-rate 0.1
 

@@ -172,9 +172,9 @@ class Condition(nn.Module):
         if unknown:
             raise ValueError(f"APG condition fields {unknown} are not in the schema {field_names}")
         self.register_buffer("idx", torch.tensor([field_names.index(n) for n in names], dtype=torch.long), False)
-        self.dim = 0 if self.mode in ("none", "self") else dim * (len(names) if self.agg == "concat" else 1)
-        if self.mode == "static":
-            self.dim = 1
+        # width of z: nothing (none, self), a constant 1 (static), or the picked embeddings (concat or mean)
+        widths = {"none": 0, "self": 0, "static": 1, "group": dim}
+        self.dim = widths.get(self.mode, dim * (len(names) if self.agg == "concat" else 1))
 
     def forward(self, e: torch.Tensor) -> torch.Tensor | None:
         if self.mode in ("none", "self"):

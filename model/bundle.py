@@ -5,13 +5,12 @@ The bundle is written into a temporary sibling folder and renamed into place, so
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 
-from model.data import load_dataset
+from model.data import load_dataset, sha256_of
 from model.export import OPSET, OUTPUT_SPECS, export_onnx, input_specs, ort_predict, ort_session, parity
 from model.metrics import auc
 from model.train import load_run
@@ -21,7 +20,7 @@ PARITY_TOLERANCE = 1e-5
 
 
 def file_entry(path: Path) -> dict:
-    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def model_name(config: dict) -> str:
@@ -51,7 +50,7 @@ def write_quantised(src: Path, dst: Path, x, y) -> dict:
 def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, quantise: bool = False) -> dict:
     """Export a training run to a bundle; refuses (raises) if ONNX and PyTorch disagree by more than 1e-5."""
     model, schema, metrics = load_run(run_dir)
-    train_cfg, model_cfg = metrics["config"]["train"], metrics["config"]["model"]
+    train_cfg = metrics["config"]["train"]
     data = load_dataset(
         train_cfg["data"], train_cfg["schema"], train_cfg["split"], train_cfg["seed"], train_cfg["limit"]
     )
@@ -61,6 +60,25 @@ def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, qu
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        manifest, extra = _write(tmp, model, schema, metrics, x_test, y_test, optimise, quantise)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a refused export leaves nothing behind
+        raise
+    replace_dir(tmp, out)
+    files = manifest["files"]
+    return {
+        "bundle": str(out),
+        "model": manifest["model"],
+        "parity": manifest["parity"],
+        "files": {k: v["bytes"] for k, v in files.items()},
+        **extra,
+    }
+
+
+def _write(tmp: Path, model, schema, metrics: dict, x_test, y_test, optimise: bool, quantise: bool):
+    """Every file of the bundle into ``tmp``; returns (manifest, extra report)."""
+    model_cfg = metrics["config"]["model"]
     onnx_path = export_onnx(model, schema, tmp / "model.onnx")
     check = parity(model, ort_session(onnx_path), x_test)
     if check["max_abs_diff"] > PARITY_TOLERANCE:
@@ -96,12 +114,14 @@ def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, qu
         **extra,
     }
     (tmp / "bundle.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return {
-        "bundle": str(out),
-        "model": manifest["model"],
-        "parity": manifest["parity"],
-        "files": {k: v["bytes"] for k, v in files.items()},
-        **extra,
-    }
+    return manifest, extra
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Swap ``new`` into ``out``: the old bundle stays whole until the new one is in place."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -136,8 +136,8 @@ def _values(f: Field, raw) -> list[str]:
     if f.kind == "multi":
         if isinstance(raw, list | tuple):
             items = raw
-        else:  # no separator: the whole string is one value (as the service does)
-            items = [] if raw is None else (str(raw).split(f.sep) if f.sep else [raw])
+        else:  # a string is split on sep (no sep: one value); any other scalar is one value, as the service does
+            items = [] if raw is None else (raw.split(f.sep) if f.sep and isinstance(raw, str) else [raw])
         return [v for v in map(normalise, items) if v is not None][: f.max_len]
     v = normalise(raw)
     if v is None:

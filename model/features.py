@@ -40,6 +40,8 @@ class Field:
             raise ValueError(f"numeric field {self.name!r} needs bucket 'edges'")
         if self.kind == "multi" and not self.max_len:
             raise ValueError(f"multi field {self.name!r} needs 'max_len'")
+        if self.prefix is not None and self.kind != "categorical":
+            raise ValueError(f"field {self.name!r}: 'prefix' applies to categorical fields only")
         if self.edges is not None and list(self.edges) != sorted(self.edges):
             raise ValueError(f"field {self.name!r}: edges must be sorted")
 

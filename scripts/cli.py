@@ -18,7 +18,7 @@ EXAMPLES = """examples:
 def cmd_data(args) -> int:
     from model.data import cache_dir, fetch_ml100k, load_dataset
 
-    folder = fetch_ml100k()
+    folder = fetch_ml100k() if args.data == "ml-100k" else None
     data = load_dataset(args.data, args.schema, args.split, args.seed)
     n, users = len(data.y), data.users
     print(f"data: {args.data}  (cache: {cache_dir()})" if args.data == "ml-100k" else f"data: {args.data}")

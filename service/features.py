@@ -40,7 +40,7 @@ _MEMO_CAP = 200_000
 
 def normalise(value: Any) -> str | None:
     """Rule 1: None/blank → None; bool → "true"/"false"; integral number → digits; number → repr(float)."""
-    if type(value) is str or isinstance(value, str):
+    if isinstance(value, str):
         return str(value).strip() or None
     if value is None:
         return None

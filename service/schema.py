@@ -89,6 +89,8 @@ def _field_problem(f: FieldSpec) -> str | None:
         return "a multi field needs max_len >= 1"
     if f.prefix is not None and f.prefix < 1:
         return "prefix must be >= 1"
+    if f.prefix is not None and f.kind != "categorical":
+        return "prefix applies to categorical fields only"
     if f.kind == "numeric" and (list(f.edges) != sorted(f.edges) or not all(map(math.isfinite, f.edges))):
         return "edges must be finite and sorted"
     if f.mapping is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in f.mapping.items()):

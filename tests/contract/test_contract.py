@@ -135,7 +135,7 @@ def test_encoders_agree_on_a_synthetic_schema_and_odd_values():
             "name": "odd",
             "fields": [
                 {"name": "id", "kind": "categorical", "required": True, "vocab": ["7", "2.5", "true"]},
-                {"name": "tags", "kind": "multi", "max_len": 3, "vocab": ["a b", "c"]},
+                {"name": "tags", "kind": "multi", "max_len": 3, "vocab": ["a b", "c", "5"]},
                 {"name": "grp", "kind": "categorical", "source": "id", "mapping": {"7": "x"}, "vocab": ["x"]},
                 {"name": "score", "kind": "numeric", "edges": [0.0, 1.5]},
             ],
@@ -147,6 +147,7 @@ def test_encoders_agree_on_a_synthetic_schema_and_odd_values():
         {"id": True, "tags": "", "score": " 0.5 "},
         {"id": " 7 ", "score": None},
         {"id": 2.5, "tags": ["c"]},
+        {"id": 7, "tags": 5.0},  # a non-string scalar in a multi field: one value, normalised ("5")
     ]
     offline = encode_table(schema, columns_of(rows, schema.sources))
     online = Encoder(schema.to_dict()).encode_rows(rows)

@@ -143,6 +143,8 @@ def test_schema_errors_are_clear(tmp_path):
         load_dataset(str(data), str(bad))
     with pytest.raises(ValueError, match="needs bucket 'edges'"):
         Field("price", "numeric")
+    with pytest.raises(ValueError, match="categorical fields only"):
+        Field("tags", "multi", max_len=2, prefix=2)
 
 
 def test_csv_cells_stay_strings_as_a_client_sends_them(tmp_path):

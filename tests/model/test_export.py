@@ -91,3 +91,15 @@ def test_quantised_variant_reports_auc_change(trained_runs, tmp_path):
         for i in ort_session(tmp_path / "q" / "model.int8.onnx").get_inputs()
     }
     assert ort_predict(ort_session(tmp_path / "q" / "model.int8.onnx"), x).shape == (3,)
+
+
+def test_a_refused_export_leaves_the_old_bundle_and_no_temporary_folder(trained_runs, tmp_path, monkeypatch):
+    import model.bundle as mb
+
+    out = tmp_path / "b"
+    first = mb.write_bundle(trained_runs["none"], out, optimise=False)
+    monkeypatch.setattr(mb, "PARITY_TOLERANCE", -1.0)  # every export now fails its parity check
+    with pytest.raises(RuntimeError, match="parity failed"):
+        mb.write_bundle(trained_runs["none"], out, optimise=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert json.loads((out / "bundle.json").read_text())["model"] == first["model"]

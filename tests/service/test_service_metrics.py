@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from synthetic_bundle import ROWS
 
-from service.metrics import LATENCY_BUCKETS, STAGES, Metrics, observe_many
+from service.metrics import STAGES, Metrics, observe_many
 
 
 def value(client, name, labels=None):
@@ -49,8 +49,6 @@ def test_score_histogram_matches_the_scores(client):
 def test_sub_millisecond_buckets_are_exported(client):
     client.post("/score", json={"instances": ROWS})
     text = client.get("/metrics").text
-    sub_ms = [b for b in LATENCY_BUCKETS if b < 0.001]
-    assert len(sub_ms) >= 4 and LATENCY_BUCKETS[0] == 0.0001 and LATENCY_BUCKETS[-1] == 10
     for le in ("0.0001", "0.00025", "0.0005", "0.00075"):
         assert f'apg_request_duration_seconds_bucket{{le="{le}",route="/score"}}' in text
         assert f'apg_stage_duration_seconds_bucket{{le="{le}",stage="inference"}}' in text
