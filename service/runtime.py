@@ -161,7 +161,8 @@ class Runtime:
         self.ready = True
 
     async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
-        """Run `model` on feeds in the thread pool; at most max_concurrency at once, max_queue waiting."""
+        """Run `model` on feeds (small calls inline, larger ones in the thread pool); at most max_concurrency at
+        once, max_queue waiting."""
         t0 = time.perf_counter()
         if self._slots.locked() and self._waiting >= self.settings.max_queue:
             raise Overloaded(f"{self._waiting} requests already wait for inference (APG_MAX_QUEUE)")
@@ -173,7 +174,10 @@ class Runtime:
         self._active += 1
         try:
             t1 = time.perf_counter()
-            scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
+            if rows <= self.settings.inline_max_rows:
+                scores = model.run(feeds)  # tens of µs: cheaper than the hand-off to a pool thread and back
+            else:
+                scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
             t2 = time.perf_counter()
         finally:
             self._active -= 1

@@ -28,6 +28,7 @@ ADMIN = {"Authorization": "Bearer admin-test"}  # every test client sends it; /s
 def make_settings(bundle_path: Path, **overrides) -> Settings:
     values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
     values["admin_token"] = "admin-test"
+    values["inline_max_rows"] = 0  # the thread-pool path, so that a slowed Model.run cannot block the loop
     return Settings(**(values | overrides))
 
 

@@ -162,3 +162,21 @@ def test_in_flight_request_finishes_on_its_model(bundle, make_bundle, monkeypatc
     assert reloaded.json()["model"]["version"] == "v2"
     assert slow.json()["model"]["version"] == "v1"
     np.testing.assert_allclose(slow.json()["scores"], scores_for(bundle, ROWS), atol=1e-6)
+
+
+def test_small_calls_run_inline_and_larger_ones_in_the_pool(bundle):
+    app = make_app(bundle.path, inline_max_rows=16)
+
+    async def main():
+        async with serving(app) as c:
+            pool, submitted = app.state.runtime._pool, []
+            original = pool.submit
+            pool.submit = lambda *a, **k: (submitted.append(1), original(*a, **k))[1]
+            small = await c.post("/score", json={"instances": varied_rows(16)})
+            large = await c.post("/score", json={"instances": varied_rows(17)})
+            return small, large, len(submitted)
+
+    small, large, pool_calls = run(main())
+    assert pool_calls == 1  # only the 17-row call went to a pool thread
+    np.testing.assert_allclose(small.json()["scores"], scores_for(bundle, varied_rows(16)), atol=1e-6)
+    np.testing.assert_allclose(large.json()["scores"], scores_for(bundle, varied_rows(17)), atol=1e-6)
