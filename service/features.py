@@ -35,6 +35,7 @@ from service.errors import (
 from service.schema import FeatureInfo, FieldSpec, examples, parse_schema
 
 _MEMO_TYPES = frozenset({str, int, float, type(None)})  # raw types whose equality agrees with rule 1 (not bool)
+_ROW_MEMO_TYPES = frozenset({str, type(None)})
 _MEMO_CAP = 200_000
 
 
@@ -74,20 +75,50 @@ class _Lookup:
         return self.table.get(value[: self.prefix] if self.prefix else value, self.default)
 
     def encode(self, col: Sequence[Any], feature: str, per_row: bool = True) -> np.ndarray:
-        memo = self.memo if set(map(type, col)) <= _MEMO_TYPES else {}
-        try:
-            out = list(map(memo.get, col))  # None = not memoised yet
+        n = len(col)
+        try:  # memoised raw values → index in one pass; -1 marks a value not seen yet
+            found = map(self.memo.get, col, repeat(-1))
+            out = list(found) if n <= 64 else np.fromiter(found, dtype=np.int64, count=n)  # each the faster there
         except TypeError:  # an unhashable value (list, dict): let normalise() name it
-            out, memo = [None] * len(col), {}
-        if None in out:
-            if len(memo) > _MEMO_CAP:
-                memo.clear()
-            for i, v in enumerate(col):
-                if out[i] is None:
-                    out[i] = self.index_of(_at(normalise, v, feature, i if per_row else None))
-                    if memo is self.memo:
-                        memo[v] = out[i]
-        return np.array(out, dtype=np.int64)
+            out = [-1] * n
+        if -1 in out:
+            if len(self.memo) > _MEMO_CAP:
+                self.memo.clear()
+            for i in np.flatnonzero(np.asarray(out) == -1).tolist():
+                v = col[i]
+                out[i] = index = self.index_of(_at(normalise, v, feature, i if per_row else None))
+                if _memoisable(v):
+                    self.memo[v] = index
+        return np.asarray(out, dtype=np.int64)
+
+
+def _memoisable(value: Any) -> bool:
+    # A memo keyed by raw values must agree with rule 1. Equal keys of these types normalise alike (196 and
+    # 196.0 → "196"), except that True == 1 and False == 0: values equal to 0 or 1 are never stored, so a
+    # bool can never hit a number's entry (nor a number a bool's), whatever the order requests come in.
+    return type(value) in _MEMO_TYPES and not (value == 0 or value == 1)
+
+
+class _RowMemo:
+    """A multi field's string value → its padded id row, kept across requests: a request's rows are gathered
+    from one array in a single numpy call instead of building a list per row (rows are computed once per
+    distinct value). Single-threaded use, like _Lookup.memo: encoding runs on the event loop."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.clear()
+
+    def clear(self) -> None:
+        self.slots: dict[str | None, int] = {}
+        self.bank = np.zeros((64, self.max_len), dtype=np.int64)
+
+    def add(self, value: str | None, ids: list[int]) -> int:
+        slot = len(self.slots)
+        if slot == len(self.bank):
+            self.bank = np.concatenate([self.bank, np.zeros_like(self.bank)])
+        self.bank[slot] = ids
+        self.slots[value] = slot
+        return slot
 
 
 def _at(fn: Any, value: Any, feature: str, row: int | None) -> Any:
@@ -130,6 +161,7 @@ class Encoder:
         self.features = tuple(dict.fromkeys(f.source for f in self.fields))  # raw features, schema order
         self.required = frozenset(f.source for f in self.fields if f.required)
         self._lookups = {f.name: _Lookup(f) for f in self.fields if f.kind != "numeric"}
+        self._rows = {f.name: _RowMemo(f.max_len) for f in self.fields if f.kind == "multi"}
         self._edges = {f.name: np.asarray(f.edges, dtype=np.float64) for f in self.fields if f.kind == "numeric"}
         self._info = {s: self._feature_info(s) for s in self.features}
 
@@ -167,7 +199,7 @@ class Encoder:
         self._check_known(set(columns), None)
         n = None
         for name, col in columns.items():
-            if not isinstance(col, list | tuple):
+            if not isinstance(col, list | tuple | np.ndarray):
                 raise InvalidShape(f"feature {name!r}: expected a list of values", field=name)
             if n is not None and len(col) != n:
                 raise RaggedColumns(f"feature {name!r} has {len(col)} values, others have {n}", field=name)
@@ -206,13 +238,15 @@ class Encoder:
             if col is not None and f.source not in context:
                 arr = self._encode_field(f, col, True)
             else:  # a context value or an absent optional feature: encode once, repeat for every row
-                arr = np.repeat(self._encode_field(f, col or (None,), False), n, axis=0)
+                arr = np.repeat(self._encode_field(f, col if col is not None else (None,), False), n, axis=0)
             if f.required:
                 _check_present(f, arr, col is not None and f.source not in context)
             out[f.name] = arr
         return out
 
     def _encode_field(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
+        if isinstance(col, np.ndarray) and (f.kind != "numeric" or col.dtype.kind not in "fiu"):
+            col = col.tolist()  # (v2 binary tensors arrive as arrays; only numbers stay arrays)
         if f.kind == "categorical":
             return self._lookups[f.name].encode(col, f.source, per_row)
         if f.kind == "numeric":
@@ -221,12 +255,15 @@ class Encoder:
 
     def _encode_numeric(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
         x = None
-        if set(map(type, col)) <= {int, float}:  # fast path: plain JSON numbers
+        if isinstance(col, np.ndarray):  # a v2 binary tensor of integers or floats
+            x = col.astype(np.float64)
+        elif set(map(type, col)) <= {int, float}:  # fast path: plain JSON numbers
             try:
                 x = np.array(col, dtype=np.float64)
             except OverflowError:
                 x = None
         if x is None or not np.isfinite(x).all():
+            col = col.tolist() if isinstance(col, np.ndarray) else col
             values = [_at(_number, v, f.source, i if per_row else None) for i, v in enumerate(col)]
             missing = np.array([v is None for v in values])
             x = np.array([0.0 if v is None else v for v in values], dtype=np.float64)
@@ -234,7 +271,20 @@ class Encoder:
         return (1 + np.searchsorted(self._edges[f.name], x, side="right")).astype(np.int64)
 
     def _encode_multi(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
-        lookup, cache = self._lookups[f.name], {}
+        lookup = self._lookups[f.name]
+        if set(map(type, col)) <= _ROW_MEMO_TYPES:  # the usual case: "a|b|c" strings (or null)
+            memo = self._rows[f.name]
+            if len(memo.slots) > _MEMO_CAP:
+                memo.clear()
+            slots = list(map(memo.slots.get, col))
+            if None in slots:
+                for i, v in enumerate(col):
+                    if slots[i] is None:
+                        slots[i] = memo.slots.get(v)  # an earlier row of this request may have added it
+                        if slots[i] is None:
+                            slots[i] = memo.add(v, self._multi_ids(f, lookup, v, i if per_row else None))
+            return memo.bank[slots]
+        cache: dict[str, list[int]] = {}  # lists of values: one id row per row
         rows = []
         for i, v in enumerate(col):
             key = v if type(v) is str else None

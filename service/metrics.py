@@ -128,6 +128,10 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     and `observe` increments the first bucket whose upper bound is >= v; we do the same with searchsorted.
     Falls back to the loop should those private attributes ever change.
     """
+    if len(values) <= 8:  # a few direct observations are cheaper than the numpy calls below
+        for v in np.asarray(values, dtype=np.float64).ravel().tolist():
+            histogram.observe(v)
+        return
     buckets, total = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
     bounds = getattr(histogram, "_upper_bounds", None)
     values = np.asarray(values, dtype=np.float64).ravel()

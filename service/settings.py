@@ -17,6 +17,7 @@
 | `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (default: APG_AUTH_TOKEN); neither set: /admin/* is off (403) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
 | `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
+| `APG_OTEL` | `false` | FastAPI's OpenTelemetry spans, metrics, logs (needs a provider); off saves a check a request |
 | `APG_WARMUP_BATCH_SIZES` | `1,8,64,256` | batch sizes run once before the service reports ready (comma list or JSON) |
 """
 
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None  # /admin/*: this token, else auth_token; neither set = admin API off
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_features: bool = False
+    otel: bool = False
     warmup_batch_sizes: Annotated[list[int], NoDecode] = [1, 8, 64, 256]
 
     @field_validator("log_level", mode="before")

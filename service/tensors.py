@@ -2,6 +2,8 @@
 
     columns, rows = decode_inputs(header, blobs)   # {"user_id": ["196", ...], "age": [49.0, ...]}, B
 
+A binary tensor of numbers of shape [B] stays a numpy array (the Encoder reads it without a Python loop).
+
 Shape [B] or [B, 1] → one value per row; [B, K] → a list of K values per row (multi-valued features).
 Values are checked by the Encoder afterwards; this only checks that each tensor is well formed.
 """
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import BadRequest, InvalidShape, InvalidType, RaggedColumns, TooManyRows
+
+_U32 = struct.Struct("<I").unpack_from
 
 # v2 datatype → little-endian numpy dtype of its binary form
 NUMPY = {
@@ -103,7 +107,7 @@ def _flatten(data: Any, name: str) -> list:
     return out
 
 
-def _from_binary(raw: bytes, datatype: str, name: str) -> list:
+def _from_binary(raw: bytes, datatype: str, name: str) -> list | np.ndarray:
     if datatype == "BYTES":
         return _bytes_elements(raw, name)
     dtype = np.dtype(NUMPY[datatype])
@@ -112,30 +116,43 @@ def _from_binary(raw: bytes, datatype: str, name: str) -> list:
     values = np.frombuffer(raw, dtype=dtype)
     if datatype == "BF16":  # the upper half of a float32
         values = (values.astype(np.uint32) << 16).view(np.float32)
-    return values.tolist()
+    return values  # an array: the Encoder takes numeric columns as they are, others via tolist()
 
 
 def _bytes_elements(raw: bytes, name: str) -> list[str]:
-    # Each element: uint32 little-endian length, then that many bytes (UTF-8 text for our features).
-    out, pos = [], 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise InvalidShape(f"input {name!r}: truncated BYTES element length", field=name, row=len(out))
-        (n,) = struct.unpack_from("<I", raw, pos)
-        if pos + 4 + n > len(raw):
-            raise InvalidShape(f"input {name!r}: BYTES element {len(out)} overruns the data", field=name, row=len(out))
-        try:
-            out.append(raw[pos + 4 : pos + 4 + n].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InvalidType(
-                f"input {name!r}: element {len(out)} is not UTF-8 text", field=name, row=len(out)
-            ) from None
-        pos += 4 + n
-    return out
+    # Each element: uint32 little-endian length, then that many bytes (UTF-8 text for our features). The loop
+    # does only the framing (errors are looked for afterwards, off the common path); decoding is one map().
+    out: list[bytes] = []
+    append, pos, end = out.append, 0, len(raw)
+    try:
+        while pos < end:
+            (n,) = _U32(raw, pos)
+            append(raw[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+    except struct.error:
+        raise InvalidShape(f"input {name!r}: truncated BYTES element length", field=name, row=len(out)) from None
+    if pos > end:
+        row = len(out) - 1
+        raise InvalidShape(f"input {name!r}: BYTES element {row} overruns the data", field=name, row=row)
+    try:
+        return list(map(bytes.decode, out))
+    except UnicodeDecodeError:
+        row = next(i for i, b in enumerate(out) if not _utf8(b))
+        raise InvalidType(f"input {name!r}: element {row} is not UTF-8 text", field=name, row=row) from None
 
 
-def _column(flat: list, shape: list[int]) -> list:
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _column(flat: list | np.ndarray, shape: list[int]) -> list | np.ndarray:
     if len(shape) == 1 or shape[1] == 1:
         return flat
+    if isinstance(flat, np.ndarray):
+        flat = flat.tolist()
     k = shape[1]
     return [flat[r * k : (r + 1) * k] for r in range(shape[0])]

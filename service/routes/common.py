@@ -1,4 +1,5 @@
-"""What every route shares: the app's objects, the bearer-token check, bounded body reading, JSON parsing."""
+"""What every route shares: the app's objects, the bearer-token check, bounded body reading, JSON parsing,
+and LeanRoute, the route class of the scoring hot path."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import hmac
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import BadRequest, Forbidden, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
@@ -51,27 +53,48 @@ def state(request: Request) -> Any:
     return request.app.state
 
 
-def require_token(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>`."""
+def authorize(request: Request) -> None:
+    """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>` (401 otherwise).
+    Called by the scoring endpoints themselves (LeanRoute runs no dependencies)."""
     token = state(request).settings.token()
     if token is not None:
-        _check(credentials, token)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        _check(given.strip() if scheme.lower() == "bearer" else "", token)
 
 
-def require_admin(
+class LeanRoute(APIRoute):
+    """The route class of the scoring hot path: documented by FastAPI like any route (OpenAPI from the
+    declaration), dispatched without its dependency solver and response serialisation, which cost more than
+    the model at batch 1 (docs/OPTIMISATIONS.md). The endpoint takes the Request and the path parameters as
+    keyword arguments, returns a Response, and checks the token itself with `authorize`. Route dependencies
+    would silently not run, so they are refused."""
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        if kwargs.get("dependencies"):
+            raise TypeError(f"LeanRoute {path} runs no dependencies: call authorize(request) in the endpoint")
+        kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), "security": [{"HTTPBearer": []}]}
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Any:
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            return await endpoint(request, **request.path_params)
+
+        return handler
+
+
+async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """/admin/* always needs a bearer token (it loads files from disk); with none configured it is off."""
     token = state(request).settings.admin()
     if token is None:
         raise Forbidden("the admin API is off: set APG_ADMIN_TOKEN (or APG_AUTH_TOKEN); SIGHUP still reloads")
-    _check(credentials, token)
+    _check(credentials.credentials if credentials is not None else "", token)
 
 
-def _check(credentials: HTTPAuthorizationCredentials | None, token: str) -> None:
-    given = credentials.credentials if credentials is not None else ""
+def _check(given: str, token: str) -> None:
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise Unauthorized()
 

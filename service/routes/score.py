@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service.features import Encoder
-from service.routes.common import error_responses, parse_json, read_body, require_token, state
+from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
 
-router = APIRouter(tags=["scoring"])
+router = APIRouter(tags=["scoring"], route_class=LeanRoute)
 
 RESPONSE_SCHEMA = {
     "type": "object",
@@ -39,7 +39,6 @@ RESPONSE_SCHEMA = {
 @router.post(
     "/score",
     summary="Score raw feature rows",
-    dependencies=[Depends(require_token)],
     response_class=Response,
     responses={
         200: {
@@ -51,6 +50,7 @@ RESPONSE_SCHEMA = {
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def score(request: Request) -> Response:
+    authorize(request)
     app = state(request)
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()

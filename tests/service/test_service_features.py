@@ -130,6 +130,23 @@ def test_numeric_buckets():
     assert optional().encode_columns({"age": col})["age"].tolist() == [1, 2, 2, 3, 5, 7, 7, 0, 5, 4, 0, 1, 7]
 
 
+@pytest.mark.parametrize("dtype", ["<f8", "<f4", "<f2", "<i8", "<i4", "<u1"])
+def test_array_columns_encode_like_lists(dtype):
+    # v2 binary tensors arrive as numpy arrays: numbers are read as they are, anything else via tolist()
+    ages, users = [17, 18, 25, 49, 56, 80], [196, 186, 22, 250, 166, 196]  # all fit in uint8
+    as_lists = optional().encode_columns({"age": ages, "user_id": users})
+    as_arrays = optional().encode_columns({"age": np.array(ages, dtype), "user_id": np.array(users, dtype)})
+    for name in ("age", "user_id", "user_activity"):
+        assert as_arrays[name].tolist() == as_lists[name].tolist(), name
+
+
+def test_array_columns_keep_the_checks():
+    with pytest.raises(errors.NonFinite):
+        optional().encode_columns({"age": np.array([30.0, np.nan])})
+    with pytest.raises(errors.InvalidType):  # a bool is not a number, as in JSON
+        optional().encode_columns({"age": np.array([True, False])})
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [

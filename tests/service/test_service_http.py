@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from fastapi import APIRouter, Depends
 from service_testing import TestClient, make_app
 from synthetic_bundle import ROWS, edit_manifest, reference_scores
 
 from service.bundle import load_bundle
+from service.routes.common import LeanRoute
 
 
 def expected(bundle, rows) -> np.ndarray:
@@ -153,6 +155,8 @@ def test_auth_token(bundle):
         assert_error(c.post("/score", json=body, headers={"Authorization": "Bearer wrong"}), 401)
         assert_error(c.post("/score", json=body, headers={"Authorization": "Basic s3cret"}), 401)
         assert c.post("/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/score", json=body, headers={"Authorization": "bearer  s3cret "}).status_code == 200
+        assert_error(c.post("/score", json=body, headers={"Authorization": "Bearers3cret"}), 401)
         assert_error(c.post("/admin/reload", json={}), 401)
         v2 = c.post("/v2/models/synthetic-apg/infer", json={"inputs": []})
         assert v2.status_code == 401 and v2.json()["code"] == "unauthorized"
@@ -204,6 +208,25 @@ def test_admin_reload(client, make_bundle):
 def test_unknown_routes_and_methods_are_json(client):
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get("/score"), 405, "method_not_allowed")
+
+
+def test_lean_routes_refuse_dependencies():
+    # LeanRoute does not run dependencies; declaring one must fail loudly rather than skip a check.
+    router = APIRouter(route_class=LeanRoute)
+    with pytest.raises(TypeError, match="authorize"):
+        router.add_api_route("/x", lambda request: None, methods=["POST"], dependencies=[Depends(lambda: None)])
+
+
+def test_openapi_documents_the_token_on_scoring_routes(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path in ("/score", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        assert spec["paths"][path]["post"]["security"] == [{"HTTPBearer": []}], path
+
+
+def test_opentelemetry_is_off_unless_asked(bundle):
+    assert make_app(bundle.path)._telemetry["tracing"] is False  # no provider check per request
+    assert make_app(bundle.path, otel=True)._telemetry["tracing"] is True
 
 
 def test_openapi_documents_score_with_examples(client):

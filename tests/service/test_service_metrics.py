@@ -66,8 +66,9 @@ def test_model_info(client, make_bundle):
     assert value(client, "apg_model_info", {**labels, "version": "v2", "checksum": new["checksum"]}) == 1
 
 
-def test_observe_many_equals_observe():
-    values = np.random.default_rng(0).random(1000) ** 3
+@pytest.mark.parametrize("n", [1, 8, 9, 1000])  # the direct path (<= 8) and the vectorised one
+def test_observe_many_equals_observe(n):
+    values = np.random.default_rng(0).random(n) ** 3
     bulk, loop = CollectorRegistry(), CollectorRegistry()
     h_bulk = Histogram("h", "h", buckets=(0.05, 0.1, 0.5, 1.0), registry=bulk)
     h_loop = Histogram("h", "h", buckets=(0.05, 0.1, 0.5, 1.0), registry=loop)

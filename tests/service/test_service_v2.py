@@ -10,6 +10,8 @@ import pytest
 from synthetic_bundle import ROWS, reference_scores
 
 from service.bundle import load_bundle
+from service.errors import InvalidShape, InvalidType
+from service.tensors import decode_inputs
 
 URL = "/v2/models/synthetic-apg/infer"
 FEATURES = ["user_id", "item_id", "age", "gender", "zip_code", "genres"]
@@ -195,3 +197,30 @@ def test_non_ascii_digits_in_the_binary_header_length_are_a_400(client):
     body, _ = binary_request(ROWS[:1])
     r = client.post(URL, content=body, headers=[(b"Inference-Header-Content-Length", "\u00b2".encode("latin-1"))])
     assert_error(r, 400)
+
+
+def _bytes_tensor(raw: bytes) -> tuple[dict, bytes]:
+    tensor = {"name": "user_id", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+    return {"inputs": [tensor]}, raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "row"),
+    [
+        (struct.pack("<I", 1) + b"a" + b"\x02\x00", InvalidShape, 1),  # element 1's length is cut short
+        (struct.pack("<I", 1) + b"a" + struct.pack("<I", 5) + b"ab", InvalidShape, 1),  # element 1 overruns
+        (struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"\xff\xfe", InvalidType, 1),  # not UTF-8
+    ],
+)
+def test_bytes_framing_errors_name_the_element(raw, error, row):
+    with pytest.raises(error) as caught:
+        decode_inputs(*_bytes_tensor(raw), max_rows=10)
+    assert (caught.value.field, caught.value.row) == ("user_id", row)
+
+
+def test_bytes_elements_decode():
+    values = ["196", "", "zürich", "a|b"]
+    raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+    header, blobs = _bytes_tensor(raw)
+    header["inputs"][0]["shape"] = [4]
+    assert decode_inputs(header, blobs, max_rows=10) == ({"user_id": values}, 4)
