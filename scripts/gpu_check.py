@@ -32,7 +32,7 @@ from scripts.loadtest_plan import RowSampler, encode_body
 CUDA = "CUDAExecutionProvider"
 
 
-def sessions(bundle: Path, allow_cpu: bool) -> dict:
+def sessions(bundle: Path, allow_cpu: bool, tf32: bool = False) -> dict:
     """{"cpu-1": Model, "cpu-all": Model, "cuda": Model} via service.runtime.load_model."""
     import onnxruntime as ort
 
@@ -45,7 +45,7 @@ def sessions(bundle: Path, allow_cpu: bool) -> dict:
     return {
         "cpu-1": load_model(bundle, Settings(bundle=bundle, providers="cpu", intra_op_threads=1)),
         "cpu-all": load_model(bundle, Settings(bundle=bundle, providers="cpu", intra_op_threads=0)),
-        "cuda": load_model(bundle, Settings(bundle=bundle, providers=cuda, intra_op_threads=1)),
+        "cuda": load_model(bundle, Settings(bundle=bundle, providers=cuda, intra_op_threads=1, cuda_tf32=tf32)),
     }
 
 
@@ -66,7 +66,9 @@ def in_process(models: dict, rows: list[dict], sizes: list[int], budget: Budget)
     return out
 
 
-def over_http(bundle: Path, out: Path, models: dict, rows: list[dict], sizes: list[int], budget: Budget) -> dict:
+def over_http(
+    bundle: Path, out: Path, models: dict, rows: list[dict], sizes: list[int], budget: Budget, tf32: bool
+) -> dict:
     """The real service on each provider: its /readyz provider, its scores against CPU, closed-loop rows/s."""
     schema = orjson.loads((bundle / "bundle.json").read_bytes())["schema"]
     numeric = RowSampler(schema).numeric
@@ -80,6 +82,7 @@ def over_http(bundle: Path, out: Path, models: dict, rows: list[dict], sizes: li
                 "APG_MAX_ROWS": str(max(sizes)),
                 "APG_MAX_BODY_BYTES": str(1 << 30),
                 "APG_LOG_LEVEL": "warning",
+                "APG_CUDA_TF32": str(tf32).lower(),
             }
             servers.start(f"service-{provider}", lambda port: service_command(bundle, port), env=env)
         servers.wait_ready()
@@ -106,7 +109,8 @@ def over_http(bundle: Path, out: Path, models: dict, rows: list[dict], sizes: li
 def report(doc: dict) -> str:
     """The markdown tables of gpu-check.md."""
     lines = [
-        f"# CUDA execution provider check ({doc['gpu']}, onnxruntime {doc['onnxruntime']})",
+        f"# CUDA execution provider check ({doc['gpu']}, onnxruntime {doc['onnxruntime']}, TF32 "
+        f"{'on' if doc['cuda_tf32'] else 'off'})",
         "",
         f"Command: `{doc['command']}`",
         "",
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="1,64,1024,4096,16384,65536", help="rows per call, comma list")
     p.add_argument("--duration", type=float, default=1.0, help="measured seconds per cell")
     p.add_argument("--atol", type=float, default=1e-4, help="largest |cuda - cpu| accepted for a probability")
+    p.add_argument("--tf32", action="store_true", help="let CUDA use TF32 matrix products (APG_CUDA_TF32=true)")
     p.add_argument("--no-http", action="store_true", help="skip (c), the real service on each provider")
     p.add_argument("--allow-cpu", action="store_true", help="without a CUDA provider, check CPU against CPU")
     args = p.parse_args(argv)
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     budget = Budget(duration=args.duration, iterations=100_000, warmup=min(0.5, args.duration))
     try:
-        models = sessions(args.bundle, args.allow_cpu)
+        models = sessions(args.bundle, args.allow_cpu, args.tf32)
     except LookupError as exc:
         print(f"{exc}: install onnxruntime-gpu on a machine with a GPU (or pass --allow-cpu)", file=sys.stderr)
         return 2
@@ -161,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": _gpu_name(),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "cuda_provider": models["cuda"].provider,
+        "cuda_tf32": args.tf32,
         "in_process": in_process(models, rows, sizes, budget),
     }
     if not args.no_http:
         print("over HTTP (POST /score, columns, one keep-alive connection):")
-        doc["http"] = over_http(args.bundle.resolve(), args.out, models, rows, sizes, budget)
+        doc["http"] = over_http(args.bundle.resolve(), args.out, models, rows, sizes, budget, args.tf32)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-check.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (args.out / "gpu-check.md").write_text(report(doc))

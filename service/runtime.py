@@ -95,6 +95,12 @@ def load_model(path: str | Path, settings: Settings) -> Model:
     return model
 
 
+def provider_options(providers: list[str], settings: Settings) -> list:
+    """onnxruntime's `providers` argument: CUDA with TF32 matrix products off unless APG_CUDA_TF32 (on an H200 TF32
+    moved scores by up to 6.6e-4 from the CPU's; off they agree to 2e-7: docs/GPU.md)."""
+    return [(CUDA, {"use_tf32": "1" if settings.cuda_tf32 else "0"}) if p == CUDA else p for p in providers]
+
+
 def _session(graph: Path, providers: list[str], settings: Settings) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -102,7 +108,7 @@ def _session(graph: Path, providers: list[str], settings: Settings) -> ort.Infer
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+    return ort.InferenceSession(str(graph), sess_options=options, providers=provider_options(providers, settings))
 
 
 def warm_up(model: Model, batch_sizes: list[int]) -> None:

@@ -47,8 +47,8 @@ def test_parity_failure_is_an_error(bundle_dir, tmp_path, monkeypatch):
         def run(self, feeds):
             return self.model.run(feeds) + 1e-3
 
-    def with_offset(bundle, allow_cpu):
-        models = real(bundle, allow_cpu)
+    def with_offset(bundle, allow_cpu, tf32):
+        models = real(bundle, allow_cpu, tf32)
         return {**models, "cuda": Off(models["cuda"])}
 
     monkeypatch.setattr(gpu_check, "sessions", with_offset)

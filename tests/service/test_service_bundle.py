@@ -14,7 +14,7 @@ from synthetic_bundle import build_bundle, edit_manifest
 
 from service.bundle import load_bundle
 from service.errors import BundleError, ConfigError
-from service.runtime import load_model, resolve_providers
+from service.runtime import load_model, provider_options, resolve_providers
 
 
 def test_loads_valid_bundle(bundle):
@@ -99,6 +99,14 @@ def test_providers():
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(ConfigError, match="cuda"):
             resolve_providers("cuda")
+
+
+def test_cuda_gets_tf32_off_unless_asked(tmp_path):
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    off, on = make_settings(tmp_path), make_settings(tmp_path, cuda_tf32=True)
+    assert provider_options(both, off) == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert provider_options(both, on)[0] == ("CUDAExecutionProvider", {"use_tf32": "1"})
+    assert provider_options(["CPUExecutionProvider"], on) == ["CPUExecutionProvider"]
 
 
 def test_refuses_graph_whose_tables_are_smaller_than_the_vocabulary(tmp_path):
