@@ -4,6 +4,8 @@ on one bundle and one thread budget.
     apg bench                                         # full run on bundles/default, results in runs/bench
     apg bench --run runs/deepfm-self --markdown docs/PERFORMANCE.md
     apg bench --quick                                 # batch 1 and 64, a few calls each: under a minute (CI)
+    apg bench --mlserver                              # also MLServer 1.7.1 (python -m scripts.bench_mlserver setup)
+    apg bench --whole-machine 2                       # also `apg serve --workers 2` vs the 2-thread floor
 
 (a) floor: `session.run` on pre-encoded rows per batch size, the service's own loader and session options;
 (b) the same rows through a real `apg serve` (1 worker) started here on a free 127.0.0.1 port: POST /score
@@ -11,6 +13,12 @@ on one bundle and one thread budget.
     same session (scripts/bench_thin.py); closed loop, one keep-alive client, so p50/p99 are per request;
 (c) batch-1 open-loop load (scripts/loadtest.py) with micro-batching off and on: the knee of a rate sweep;
 (d) torch eager on the same model, with --run (torch is imported only then);
+(e) ranking: one user against N candidate items as rows, columns and the {"context", "candidates"} shape
+    (scripts/bench_ranking.py), at each N of --ranking;
+(f) with --mlserver, MLServer 1.7.1's v2 endpoint on the same session and encoder, sent the v2-json path's very
+    requests, its scores checked against the service's (scripts/bench_mlserver.py, scripts/mlserver_runtime.py);
+(g) with --whole-machine W, `apg serve --workers W` driven by W connections against the best W-thread floor at
+    batch 1024, unpinned (scripts/bench_machine.py);
 and the stage breakdown (parse/preprocess/queue/inference/serialise) from the service's own /metrics.
 Rows are sampled from the bundle's vocabularies (the load generator's sampler). Writes OUT/bench.json and
 PNG plots; --markdown PATH also writes a report with the tables, the plots and the command line.
@@ -29,8 +37,8 @@ from pathlib import Path
 
 import orjson
 
-from scripts import bench_report
-from scripts.bench_http import PATHS, Servers, request_bytes, service_command, thin_command
+from scripts import bench_machine, bench_mlserver, bench_report
+from scripts.bench_http import MLSERVER_PATH, PATHS, Servers, request_bytes, service_command, thin_command
 from scripts.bench_measure import (
     Budget,
     floor_call,
@@ -41,6 +49,7 @@ from scripts.bench_measure import (
     sweep_batching,
     timed,
 )
+from scripts.bench_ranking import measure_ranking
 from scripts.loadtest_plan import RowSampler
 
 FULL = {
@@ -49,8 +58,16 @@ FULL = {
     "iterations": 20_000,
     "rates": (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0),
     "sweep_duration": 3.0,
+    "ranking": (100, 300, 1000),
 }
-QUICK = {"batch_sizes": (1, 64), "duration": 0.25, "iterations": 200, "rates": (50.0, 100.0), "sweep_duration": 0.5}
+QUICK = {
+    "batch_sizes": (1, 64),
+    "duration": 0.25,
+    "iterations": 200,
+    "rates": (50.0, 100.0),
+    "sweep_duration": 0.5,
+    "ranking": (10, 50),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,9 @@ class BenchConfig:
     sweep_duration: float
     slo_ms: float
     max_errors: float
+    ranking: tuple[int, ...]  # candidate counts of the ranking section; () = off
+    mlserver: Path | None  # MLServer's virtual environment, with --mlserver
+    whole_machine: int  # workers of the whole-machine figure; 0 = off
     run: Path | None
     markdown: Path | None
     pin: bool
@@ -87,36 +107,58 @@ def run_bench(cfg: BenchConfig) -> dict:
         for p in PATHS
         for b in cfg.batch_sizes
     }
+    paths = PATHS + ((MLSERVER_PATH,) if cfg.mlserver else ())
+    if cfg.mlserver:  # the very requests of v2-json (MLServer serves the bundle under its name)
+        requests.update({(MLSERVER_PATH.name, b): requests[("v2-json", b)] for b in cfg.batch_sizes})
     doc = bench_report.header(cfg, bundle)
     env = _server_env(cfg, max(len(r) for rs in requests.values() for r in rs))
     doc["server_env"] = {k: v for k, v in env.items() if k.startswith("APG_")}
+    cpus = os.sched_getaffinity(0)
     with Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
         servers.start("service", partial(service_command, cfg.bundle), env)
         servers.start("thin", partial(thin_command, cfg.bundle), env)
         servers.start("service-batching", partial(service_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
+        if cfg.mlserver:
+            folder = (cfg.out / "mlserver").resolve()
+            doc["mlserver"] = bench_mlserver.start(servers, cfg.mlserver, folder, bundle, env)
         servers.wait_ready()
         print(f"servers ready: {', '.join(f'{s.name} :{s.port}' for s in servers.servers.values())}")
+        if cfg.mlserver:  # the same scores from both before any timing
+            both = [servers.servers[name].port for name in ("service", "mlserver")]
+            peer = bench_mlserver.compare_scores(*both, {b: requests[("v2-json", b)][0] for b in cfg.batch_sizes})
         model = floor_model(cfg.bundle, cfg.threads)
         floor, doc["bundle"]["graph"] = floor_call(model), model.graph.name
         feeds = {b: [bundle.encoder.encode_rows(rows) for rows in samples[b]] for b in cfg.batch_sizes}
-        doc["floor"], doc["http"], doc["stages"] = {}, {p.name: {} for p in PATHS}, {}
+        doc["floor"], doc["http"], doc["stages"] = {}, {p.name: {} for p in paths}, {}
         for b in cfg.batch_sizes:
             _pin(cfg, 0)
             doc["floor"][str(b)] = stats(*timed(floor, feeds[b], cfg.budget), b)
             _pin(cfg, 1)
-            for p in PATHS:
+            for p in paths:
                 server = servers.servers[p.server]
                 route = p.template if p.server == "service" else None
                 cell, stages = measure_path(server.port, requests[(p.name, b)], b, cfg.budget, route)
                 doc["http"][p.name][str(b)] = cell
                 if stages:
                     doc["stages"].setdefault(p.name, {})[str(b)] = stages
+            if cfg.mlserver:
+                doc["http"][MLSERVER_PATH.name][str(b)]["max_abs_diff_vs_service"] = peer[b]
             print(bench_report.progress_line(doc, b))
+        if cfg.ranking:
+            port, pin = servers.servers["service"].port, partial(_pin, cfg)
+            doc["ranking"] = measure_ranking(port, bundle, floor, cfg.ranking, cfg.budget, _pool, pin)
+            print("\n".join(bench_report.ranking_lines(doc["ranking"])))
         ports = {"off": servers.servers["service"].port, "on": servers.servers["service-batching"].port}
         sweep = (cfg.rates, cfg.sweep_duration, cfg.slo_ms, cfg.max_errors)
         doc["batching"] = sweep_batching(ports, schema, *sweep, say=_say_sweep)
     _pin(cfg, 0)
     doc["torch"] = _torch(cfg, schema, feeds, floor)
+    if cfg.whole_machine:
+        os.sched_setaffinity(0, cpus)  # unpinned: this figure is the whole machine's
+        rows = [sampler.rows(bench_machine.BATCH) for _ in range(_pool(bench_machine.BATCH))]
+        with Servers(cfg.out / "logs") as servers:
+            args = (cfg.bundle, bundle, cfg.whole_machine, rows, sampler.numeric, cfg.budget)
+            doc["whole_machine"] = bench_machine.measure(servers, env, *args, say=print)
     doc["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return bench_report.add_ratios(doc)
 
@@ -137,7 +179,7 @@ def _server_env(cfg: BenchConfig, largest_body: int) -> dict[str, str]:
         APG_PROVIDERS="cpu",
         APG_BATCHING="false",
         APG_AUTH_TOKEN="",
-        APG_MAX_ROWS=str(max(4096, *cfg.batch_sizes)),
+        APG_MAX_ROWS=str(max(4096, *cfg.batch_sizes, *cfg.ranking)),
         APG_MAX_BODY_BYTES=str(max(8 << 20, 2 * largest_body)),
     )
     return env
@@ -170,6 +212,10 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _ranking(text: str) -> tuple[int, ...]:
+    return () if text.strip().lower() in ("off", "none", "0") else _sizes(text)
+
+
 def _rates(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(float(x) for x in text.split(",") if x.strip())
@@ -200,16 +246,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="offered requests/s of the batch-1 sweep (micro-batching off vs on), e.g. 100,200,400",
     )
     p.add_argument("--sweep-duration", type=float, default=FULL["sweep_duration"], help="measured s per sweep rate")
+    p.add_argument(
+        "--ranking",
+        type=_ranking,
+        default=FULL["ranking"],
+        help="candidate counts of the ranking section (one user vs N items as rows, columns, context+candidates); "
+        "'off' to skip it",
+    )
     p.add_argument("--slo-ms", type=float, default=10.0, help="p99 objective that defines the knee")
     p.add_argument("--max-errors", type=float, default=0.01, help="error fraction objective of the knee")
     p.add_argument("--run", help="training run of the bundle: also time torch eager (imports torch)")
     p.add_argument("--markdown", help="also write a markdown report here (its figures go to ./figures beside it)")
     p.add_argument("--pin", action="store_true", help="servers and in-process runs on CPU 0, the client on CPU 1")
     p.add_argument(
+        "--mlserver",
+        nargs="?",
+        const=str(bench_mlserver.DEFAULT_VENV),
+        metavar="VENV",
+        help="also measure MLServer 1.7.1's v2 endpoint (same requests as v2-json), served from VENV "
+        f"(default {bench_mlserver.DEFAULT_VENV.name}/, made by `{bench_mlserver.SETUP}`); a benchmark, never CI",
+    )
+    p.add_argument(
+        "--whole-machine",
+        type=int,
+        default=0,
+        metavar="W",
+        help="also `apg serve --workers W` (1 onnxruntime thread each) driven by W connections vs the best W-thread "
+        "in-process floor, at batch 1024, never pinned (the issue's figure: W=2)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
-        help="batch 1 and 64, few calls, short sweep: well under a minute "
-        "(replaces the defaults of the five options above, not values given)",
+        help="batch 1 and 64, few calls, short sweep, ranking at 10 and 50 candidates: well under a minute "
+        "(replaces the defaults of --batch-sizes, --duration, --iterations, --rates, --sweep-duration and "
+        "--ranking, not values given)",
     )
 
 
@@ -221,6 +291,11 @@ def config_from_args(args, command: str) -> BenchConfig:
         raise ValueError("--duration, --sweep-duration, --iterations and --threads must be positive")
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         raise ValueError("--pin needs two CPUs")
+    if args.whole_machine < 0 or args.whole_machine == 1:
+        raise ValueError("--whole-machine needs 2 or more workers (the 1-worker figures are the main tables)")
+    mlserver = Path(args.mlserver) if args.mlserver else None
+    if mlserver is not None:
+        bench_mlserver.require_venv(mlserver)  # FileNotFoundError naming the setup command
     bundle = Path(args.bundle).resolve()
     if not (bundle / "bundle.json").is_file():
         raise FileNotFoundError(f"no bundle at {args.bundle} (build one with `apg export`, see docs/BUNDLE.md)")
@@ -233,6 +308,9 @@ def config_from_args(args, command: str) -> BenchConfig:
         budget=budget,
         rates=q["rates"],
         sweep_duration=q["sweep_duration"],
+        ranking=q["ranking"],
+        mlserver=mlserver,
+        whole_machine=args.whole_machine,
         slo_ms=args.slo_ms,
         max_errors=args.max_errors,
         run=Path(args.run) if args.run else None,

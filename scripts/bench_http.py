@@ -40,7 +40,7 @@ class HttpPath:
     """One measured HTTP path: which server, which route, how rows become a body."""
 
     name: str
-    server: str  # "service" or "thin"
+    server: str  # "service", "thin" or "mlserver"
     route: str  # "score" or "v2"
     fmt: str  # rows | columns | v2 | v2-binary
 
@@ -57,6 +57,8 @@ PATHS = (
     HttpPath("v2-binary", "service", "v2", "v2-binary"),
     HttpPath("thin-columns", "thin", "score", "columns"),
 )
+# apg bench --mlserver: MLServer's v2 endpoint, sent the very bytes of "v2-json" (same model name, same rows)
+MLSERVER_PATH = HttpPath("mlserver-v2-json", "mlserver", "v2", "v2")
 
 
 def request_bytes(path: HttpPath, rows: list[dict], numeric: set[str], model: str) -> bytes:
@@ -125,6 +127,10 @@ class Connection:
     def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         """(status, lower-cased headers, body)."""
         self.sock.sendall(raw)
+        return self.receive()
+
+    def receive(self) -> tuple[int, dict[str, str], bytes]:
+        """The next answer on the connection (after a request sent with `sock.sendall`)."""
         buf = self.buf
         while (end := buf.find(b"\r\n\r\n")) < 0:
             self._recv()
@@ -158,9 +164,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def service_command(bundle: Path, port: int) -> list[str]:
-    """What `apg serve --bundle B --port P` runs (service.server.serve), without the console script."""
-    return [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", HOST, "--port", str(port)]
+def service_command(bundle: Path, port: int, workers: int = 1) -> list[str]:
+    """What `apg serve --bundle B --port P --workers W` runs (service.server.serve), without the console script."""
+    argv = [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", HOST, "--port", str(port)]
+    return argv + (["--workers", str(workers)] if workers != 1 else [])
 
 
 def thin_command(bundle: Path, port: int) -> list[str]:
@@ -173,6 +180,7 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: Path
+    ready: str = "/readyz"  # GET path that answers 200 once it serves
 
 
 class Servers:
@@ -197,21 +205,21 @@ class Servers:
                 s.proc.kill()
                 s.proc.wait(5)
 
-    def start(self, name: str, command, env: dict[str, str]) -> Server:
-        """command(port) → argv, run with exactly `env`."""
+    def start(self, name: str, command, env: dict[str, str], ready: str = "/readyz", cwd: Path = REPO) -> Server:
+        """command(port) → argv, run in `cwd` with exactly `env`; `ready` answers 200 once it serves."""
         port = free_port()
         log = self.log_dir / f"{name}.log"
         cpu = self.cpu
         pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
         with log.open("wb") as fh:
             proc = subprocess.Popen(
-                command(port), cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pin
+                command(port), cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=pin
             )
-        self.servers[name] = Server(name, port, proc, log)
+        self.servers[name] = Server(name, port, proc, log, ready)
         return self.servers[name]
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        """Until every server answers GET /readyz with 200; RuntimeError (with its log) if one dies or times out."""
+        """Until every server answers its ready path with 200; RuntimeError (with its log) if one dies or times out."""
         deadline = time.monotonic() + timeout
         for s in self.servers.values():
             while not _ready(s):
@@ -229,7 +237,7 @@ class Servers:
 def _ready(server: Server) -> bool:
     try:
         with Connection(server.port, timeout=2.0) as conn:
-            return conn.get("/readyz")[0] == 200
+            return conn.get(server.ready)[0] == 200
     except OSError:
         return False
 

@@ -1,5 +1,5 @@
 """The PNG plots of `apg bench`: throughput and p50 latency per path against the floor, the service's stage
-breakdown, and the batch-1 sweep with micro-batching off and on.
+breakdown, the batch-1 sweep with micro-batching off and on, and (when measured) the ranking request shapes.
 
     files = write_plots(doc, Path("runs/bench"))   # {"throughput": .../throughput.png, ...}
 """
@@ -20,12 +20,15 @@ def write_plots(doc: dict, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     files = {}
-    for name, draw, size in (
+    plots = [
         ("throughput", _throughput, (8, 5)),
         ("latency", _latency, (8, 5)),
         ("stages", _stages, (14, 5.5)),
         ("batching", _batching, (8, 5)),
-    ):
+    ]
+    if doc.get("ranking"):
+        plots.append(("ranking", _ranking, (12, 5)))
+    for name, draw, size in plots:
         fig = plt.figure(figsize=size)
         draw(fig, doc)
         fig.tight_layout()
@@ -118,3 +121,29 @@ def _batching(fig, doc: dict) -> None:
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _ranking(fig, doc: dict) -> None:
+    """Request bytes and p50 latency against the number of candidates, one line per request shape."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ranking = doc["ranking"]
+    sizes = [int(n) for n in ranking["by_n"]]
+    cells = [ranking["by_n"][str(n)] for n in sizes]
+    left, right = fig.subplots(1, 2)
+    for i, shape in enumerate(("rows", "columns", "ranking")):
+        style = {"marker": "o", "color": f"C{i}", "label": shape}
+        left.plot(sizes, [c[shape]["request_bytes"] / 1e3 for c in cells], **style)
+        right.plot(sizes, [c[shape]["p50_ms"] for c in cells], **style)
+    right.plot(sizes, [c["floor"]["p50_ms"] for c in cells], color="black", ls="--", lw=2, label="floor")
+    left.set(ylabel="request size (kB)", title="Request bytes per shape")
+    right.set(ylabel="p50 latency per request (ms)", title="Latency per shape (closed loop, one client)")
+    for ax in (left, right):
+        ax.set(xscale="log", yscale="log", xlabel="candidates per request (one user)")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Ranking: one user against N items, as rows, columns and context + candidates")

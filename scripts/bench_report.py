@@ -1,7 +1,8 @@
-"""What `apg bench` reports: ratios to the floor, the tables (printed and in markdown), the targets of issue 6,
-and the markdown report. The plots are in bench_plots.py.
+"""What `apg bench` reports: ratios to the floor (and to the thin app, MLServer, the whole machine's floor), the
+targets of issue 6, progress lines, and the tables printed and written as a markdown report. The tables themselves
+are built in bench_tables.py, the plots in bench_plots.py.
 
-    doc = add_ratios(doc)              # ratio_to_floor, p50_overhead_ms, ratio_to_thin, knee ratios, targets
+    doc = add_ratios(doc)              # ratio_to_floor, p50_overhead_ms, ratio_to_thin/_mlserver, knee ratios, targets
     print(text_report(doc)); write_markdown(doc, plots, Path("docs/PERFORMANCE.md"))
 """
 
@@ -16,11 +17,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 from scripts.bench_plots import write_plots
+from scripts.bench_tables import MACHINE_PATHS, MLSERVER, RANKING_SHAPES, Table, fmt, knee_lines, num, tables
 
-__all__ = ["add_ratios", "header", "progress_line", "sweep_line", "text_report", "write_markdown", "write_plots"]
-
-STAGES = ("parse", "preprocess", "queue", "inference", "serialise")
-Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
+__all__ = [
+    "add_ratios",
+    "header",
+    "progress_line",
+    "ranking_lines",
+    "sweep_line",
+    "tables",
+    "text_report",
+    "write_markdown",
+    "write_plots",
+]
 
 
 def header(cfg, bundle) -> dict:
@@ -34,6 +43,7 @@ def header(cfg, bundle) -> dict:
         "bundle": {"path": str(cfg.bundle), "name": bundle.name, "version": bundle.version},
         "threads": cfg.threads,
         "batch_sizes": list(cfg.batch_sizes),
+        "ranking_sizes": list(cfg.ranking),
         "budget_per_cell": asdict(cfg.budget),
         "pin": cfg.pin,
         "machine": {
@@ -53,12 +63,25 @@ def add_ratios(doc: dict) -> dict:
     """Every measurement as a ratio to the floor at the same batch size (and to the thin app); knee ratios."""
     floor = doc["floor"]
     thin = doc["http"].get("thin-columns", {})
+    peer = doc["http"].get(MLSERVER, {})
     for path, cells in doc["http"].items():
         for b, cell in cells.items():
             cell["ratio_to_floor"] = round(cell["rows_per_s"] / floor[b]["rows_per_s"], 4)
             cell["p50_overhead_ms"] = round(cell["p50_ms"] - floor[b]["p50_ms"], 4)
             if path != "thin-columns" and b in thin:
                 cell["ratio_to_thin"] = round(cell["rows_per_s"] / thin[b]["rows_per_s"], 4)
+            if path not in ("thin-columns", MLSERVER) and b in peer:
+                cell["ratio_to_mlserver"] = round(cell["rows_per_s"] / peer[b]["rows_per_s"], 4)
+    for cells in doc.get("ranking", {}).get("by_n", {}).values():
+        rows_bytes = cells["rows"]["request_bytes"]
+        for shape in RANKING_SHAPES:
+            cells[shape]["ratio_to_floor"] = round(cells[shape]["rows_per_s"] / cells["floor"]["rows_per_s"], 4)
+            cells[shape]["bytes_vs_rows"] = round(cells[shape]["request_bytes"] / rows_bytes, 4)
+    machine = doc.get("whole_machine")
+    if machine:
+        best = machine["floor"][machine["floor"]["best"]]["rows_per_s"]
+        for path in (p for p in MACHINE_PATHS if p in machine):
+            machine[path]["ratio_to_floor"] = round(machine[path]["rows_per_s"] / best, 4)
     for b, cell in doc["torch"].get("by_batch", {}).items():
         cell["ratio_to_floor"] = round(cell["rows_per_s"] / floor[b]["rows_per_s"], 4)
     sweep, one = doc["batching"], floor.get("1")
@@ -93,6 +116,17 @@ def targets(doc: dict) -> list[dict]:
             ">=",
         ),
     ]
+    rows += [
+        (f"v2-json at batch {b}: rows/s >= {bound:g}x MLServer's v2 endpoint (same requests)",
+         cell("v2-json", b, "ratio_to_mlserver"), bound, ">=")
+        for b, bound in ((1, 2.0), (1024, 1.3))
+    ]  # fmt: skip
+    machine = doc.get("whole_machine") or {}
+    rows += [
+        (f"whole machine, 2 workers, {p} at batch 1024: rows/s >= 0.9x the 2-thread floor",
+         machine.get(p, {}).get("ratio_to_floor") if machine.get("workers") == 2 else None, 0.9, ">=")
+        for p in ("score-columns", "v2-binary")
+    ]  # fmt: skip
     out = []
     for text, value, bound, op in rows:
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
@@ -112,126 +146,29 @@ def _knee_target(sweep: dict) -> dict:
     return {"target": text, "measured": f"knee {knees}", "met": met}
 
 
-# ---------------------------------------------------------------- tables
-
-
-def tables(doc: dict) -> list[Table]:
-    sizes = [str(b) for b in doc["batch_sizes"]]
-    paths = list(doc["http"])
-    torch = doc["torch"].get("by_batch")
-    head = ["batch", "floor rows/s", *paths] + (["torch eager"] if torch else [])
-    thr = [
-        [b, _num(doc["floor"][b]["rows_per_s"])]
-        + [_ratio(doc["http"][p][b]) for p in paths]
-        + ([_ratio(torch[b])] if torch else [])
-        for b in sizes
-    ]
-    lat = [[b, _pp(doc["floor"][b])] + [_pp(doc["http"][p][b]) for p in paths] for b in sizes]
-    over = [[b] + [f"{doc['http'][p][b]['p50_overhead_ms']:.3f}" for p in paths] for b in sizes]
-    out: list[Table] = [
-        ("Throughput: ratio to the floor (rows/s)", head, thr),
-        ("Latency per request: p50 / p99 (ms)", ["batch", "floor", *paths], lat),
-        ("p50 overhead over the floor (ms)", ["batch", *paths], over),
-        ("Stage breakdown from the service's /metrics: mean ms per request", *_stage_table(doc)),
-        ("Batch-1 open-loop sweep (/score rows, Poisson arrivals): micro-batching off | on", *_sweep_table(doc)),
-    ]
-    if torch:
-        rows = [
-            [
-                b,
-                _num(torch[b]["rows_per_s"]),
-                _num(doc["floor"][b]["rows_per_s"]),
-                f"{torch[b]['ratio_to_floor']:.3f}",
-                f"{1 / torch[b]['ratio_to_floor']:.2f}x",
-                f"{torch[b]['max_abs_diff_vs_onnx']:.1e}",
-            ]
-            for b in sizes
-        ]
-        head = ["batch", "torch rows/s", "onnxruntime rows/s", "torch / floor", "onnxruntime speed-up", "max abs diff"]
-        out.append(("torch eager vs onnxruntime (same model, same threads)", head, rows))
-    met = {True: "yes", False: "NO", None: "not measured"}
-    rows = [[t["target"], _fmt(t["measured"]), met[t["met"]]] for t in doc["targets"]]
-    title = f"Targets of issue 6 (1 worker, {doc['threads']} onnxruntime thread(s); the issue's are per core)"
-    out.append((title, ["target", "measured", "met"], rows))
-    return out
-
-
-def _stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["path", "batch", *STAGES, "in app", "client", "outside app"]
-    rows = []
-    for path, cells in doc["stages"].items():
-        for b, st in cells.items():
-            app = st.get("request")
-            client = doc["http"][path][b]["mean_ms"]
-            outside = f"{client - app:.3f}" if app is not None else "-"
-            rows.append([path, b, *(_fmt(st.get(s)) for s in STAGES), _fmt(app), f"{client:.3f}", outside])
-    return head, rows
-
-
-def _sweep_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    sweep = doc["batching"]
-    head = ["offered/s"] + [f"{k} {mode}" for mode in ("off", "on") for k in ("ok/s", "p50", "p99", "err %", "lag p99")]
-    by_rate: dict[float, list[str]] = {}
-    for i, mode in enumerate(("off", "on")):
-        for s in sweep[mode]["runs"]:
-            row = by_rate.setdefault(s["target_rate"], ["-"] * 10)
-            lat = s["latency_ms"]
-            row[5 * i : 5 * i + 5] = [
-                f"{s['achieved_rate']:.0f}",
-                _fmt(lat["p50"]),
-                _fmt(lat["p99"]),
-                f"{100 * s['error_fraction']:.2f}",
-                _fmt(s["dispatch_lag_ms"]["p99"]),
-            ]
-    return head, [[f"{r:g}", *row] for r, row in sorted(by_rate.items())]
-
-
-def knee_lines(doc: dict) -> list[str]:
-    sweep, out = doc["batching"], []
-    for mode in ("off", "on"):
-        s = sweep[mode]
-        knee = f"{s['knee_rate']:g} req/s" if s["knee_rate"] else "none of the offered rates"
-        bound = " (at least: the highest rate offered still met it)" if s["knee_is_lower_bound"] else ""
-        ratio = f", {s['knee_ratio_to_floor']:.3f}x the batch-1 floor" if s["knee_ratio_to_floor"] else ""
-        out.append(f"knee, micro-batching {mode}: {knee}{bound}{ratio}")
-    for mode in ("off", "on"):
-        st = sweep[mode]["stages"]
-        means = ", ".join(f"{k} {st[k]:.3f}" for k in (*STAGES, "request") if k in st)
-        out.append(f"service stage means over the sweep, micro-batching {mode} (ms per request): {means}")
-    out.append(
-        f"knee ratio on/off: {_fmt(sweep['knee_ratio_on_off'])} (p99 <= {sweep['slo_ms']:g} ms, "
-        f"errors <= {100 * sweep['max_errors']:g} %)"
-    )
-    return out
-
-
-def _num(v: float) -> str:
-    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
-
-
-def _ratio(cell: dict) -> str:
-    return f"{cell['ratio_to_floor']:.3f} ({_num(cell['rows_per_s'])})"
-
-
-def _pp(cell: dict) -> str:
-    return f"{cell['p50_ms']:.3f} / {cell['p99_ms']:.3f}"
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 def progress_line(doc: dict, b: int) -> str:
     cells = ", ".join(
         f"{p} {doc['http'][p][str(b)]['rows_per_s'] / doc['floor'][str(b)]['rows_per_s']:.2f}x" for p in doc["http"]
     )
-    return f"batch {b}: floor {_num(doc['floor'][str(b)]['rows_per_s'])} rows/s; {cells}"
+    return f"batch {b}: floor {num(doc['floor'][str(b)]['rows_per_s'])} rows/s; {cells}"
+
+
+def ranking_lines(ranking: dict) -> list[str]:
+    """One progress line per candidate count: each shape's ratio to the floor and its request size."""
+    out = []
+    for n, cells in ranking["by_n"].items():
+        fl = cells["floor"]["rows_per_s"]
+        shapes = ", ".join(
+            f"{s} {cells[s]['rows_per_s'] / fl:.2f}x ({cells[s]['request_bytes'] / 1e3:.1f} kB)" for s in RANKING_SHAPES
+        )
+        out.append(f"ranking, {n} candidates: floor {num(fl)} rows/s; {shapes}")
+    return out
 
 
 def sweep_line(s: dict) -> str:
     return (
-        f"{s['target_rate']:g}/s offered, {s['achieved_rate']:.0f}/s ok, p50 {_fmt(s['latency_ms']['p50'])} ms, "
-        f"p99 {_fmt(s['latency_ms']['p99'])} ms, errors {100 * s['error_fraction']:.2f} %"
+        f"{s['target_rate']:g}/s offered, {s['achieved_rate']:.0f}/s ok, p50 {fmt(s['latency_ms']['p50'])} ms, "
+        f"p99 {fmt(s['latency_ms']['p99'])} ms, errors {100 * s['error_fraction']:.2f} %"
     )
 
 
@@ -258,6 +195,36 @@ def text_report(doc: dict) -> str:
     if "skipped" in doc["torch"]:
         parts.append(f"torch eager vs onnxruntime: skipped ({doc['torch']['skipped']})")
     return "\n\n".join(parts)
+
+
+def _section_notes(doc: dict) -> list[str]:
+    """The bullets of the optional sections this run measured."""
+    out = []
+    if "mlserver" in doc:
+        v = doc["mlserver"]["versions"]
+        out.append(
+            f"- **mlserver-v2-json**: MLServer {v['mlserver']} from its own virtual environment "
+            f"(`python -m scripts.bench_mlserver setup`: uvloop {v['uvloop']}; onnxruntime {v['onnxruntime']}, numpy, "
+            "orjson and httptools as the service's) with a small custom runtime (scripts/mlserver_runtime.py) that "
+            "runs the service's encoder and session inline; sent the very v2-json requests, its scores checked equal "
+            "to the service's before timing (*max abs diff*). One process, parallel workers off, debug (access log) "
+            "off, metrics on (its default), adaptive batching off."
+        )
+    if doc.get("ranking"):
+        out.append(
+            "- **ranking**: one user against N candidate items on POST /score, as N full rows (the user's values "
+            'repeated), as columns, and as `{"context": user, "candidates": items}`; the three answers are '
+            "checked equal (and equal to the floor's) before timing; the floor is `session.run` on the N pre-encoded "
+            "rows. User-side features: the schema's user column, features named *user*, and the MovieLens user "
+            "profile (age, gender, occupation, zip code)."
+        )
+    if doc.get("whole_machine"):
+        out.append(
+            "- **whole machine**: never pinned, even with `--pin`: every CPU, the client's threads included "
+            "(*bench process CPU* is the client's share; on the floor rows, the floor's own). The floor is the "
+            "better of W threads on their own 1-thread sessions and one session with W intra-op threads."
+        )
+    return out
 
 
 def write_markdown(doc: dict, plots: dict[str, Path], path: Path) -> None:
@@ -299,6 +266,7 @@ def write_markdown(doc: dict, plots: dict[str, Path], path: Path) -> None:
         "- **batch-1 sweep**: scripts/loadtest.py's open-loop generator (Poisson arrivals, latency from the scheduled "
         "send) in the bench process; its own client (httpx) work is part of every latency, and *lag* says how late "
         "it started requests (large: the generator itself was short of CPU).",
+        *_section_notes(doc),
         "",
     ]
     for t in tables(doc):

@@ -24,10 +24,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
     out, md = tmp_path / "bench", tmp_path / "docs" / "PERF.md"
     argv = ["--quick", "--bundle", str(bundle_dir), "--out", str(out), "--markdown", str(md),
-            "--run", str(trained_runs["self"])]  # fmt: skip
+            "--run", str(trained_runs["self"]), "--whole-machine", "2"]  # fmt: skip
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
-    for title in ("Throughput: ratio to the floor", "Stage breakdown", "knee ratio on/off", "torch eager", "Targets"):
+    for title in ("Throughput: ratio to the floor", "Stage breakdown", "knee ratio on/off", "torch eager", "Targets",
+                  "Ranking: one user", "Whole machine"):  # fmt: skip
         assert title in printed
     doc = orjson.loads((out / "bench.json").read_bytes())
     sizes = {"1", "64"}
@@ -62,8 +63,26 @@ def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
     for cell in doc["torch"]["by_batch"].values():
         assert cell["ratio_to_floor"] > 0 and cell["max_abs_diff_vs_onnx"] < 1e-4
     assert {t["met"] for t in doc["targets"]} <= {True, False, None} and len(doc["targets"]) >= 5
+    # (e) ranking at --quick's 10 and 50 candidates: the three shapes gave the same scores, each has its cell
+    ranking = doc["ranking"]
+    assert doc["ranking_sizes"] == [10, 50] and set(ranking["by_n"]) == {"10", "50"} and "user_id" in ranking["context"]
+    for cells in ranking["by_n"].values():
+        assert cells["max_abs_diff"] <= 1e-6 and cells["floor"]["rows_per_s"] > 0
+        for shape in ("rows", "columns", "ranking"):
+            assert cells[shape]["calls"] >= 5 and cells[shape]["ratio_to_floor"] > 0
+        assert (
+            cells["ranking"]["request_bytes"] < cells["rows"]["request_bytes"] and cells["rows"]["bytes_vs_rows"] == 1
+        )
+    # (g) the whole machine: both floors, 2 workers with 2 connections, ratios to the better floor
+    m = doc["whole_machine"]
+    assert m["workers"] == 2 and m["batch"] == 1024 and m["pinned"] is False and m["floor"]["best"] in m["floor"]
+    assert m["floor"]["sessions"]["threads"] == 2 and m["floor"]["intra_op"]["rows_per_s"] > 0
+    for path in ("score-columns", "v2-binary"):
+        assert m[path]["threads"] == 2 and m[path]["calls"] >= 10 and m[path]["ratio_to_floor"] > 0
+        assert m[path]["connections_per_worker"] in (None, [2], [1, 1])
+    assert (out / "logs" / "service-workers.log").exists()
     # the files
-    for name in ("throughput", "latency", "stages", "batching"):
+    for name in ("throughput", "latency", "stages", "batching", "ranking"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG
         assert (md.parent / "figures" / f"perf-{name}.png").read_bytes()[:8] == PNG
     text = md.read_text()
@@ -87,18 +106,27 @@ def _args(*argv: str) -> argparse.Namespace:
 def test_quick_replaces_defaults_but_not_given_values(bundle_json):
     cfg = bench.config_from_args(_args("--bundle", str(bundle_json), "--quick", "--duration", "0.5"), "cmd")
     assert cfg.batch_sizes == (1, 64) and cfg.rates == (50.0, 100.0) and cfg.budget.duration == 0.5 and cfg.quick
+    assert cfg.ranking == (10, 50) and cfg.mlserver is None and cfg.whole_machine == 0
     full = bench.config_from_args(_args("--bundle", str(bundle_json), "--batch-sizes", "4,2"), "cmd")
     assert full.batch_sizes == (4, 2) and full.rates == bench.FULL["rates"] and full.budget.iterations == 20_000
-    assert full.run is None and full.markdown is None and full.threads == 1
+    assert full.run is None and full.markdown is None and full.threads == 1 and full.ranking == (100, 300, 1000)
+    off = bench.config_from_args(_args("--bundle", str(bundle_json), "--quick", "--ranking", "off"), "cmd")
+    assert off.ranking == ()
+    given = bench.config_from_args(
+        _args("--bundle", str(bundle_json), "--quick", "--ranking", "7", "--whole-machine", "3"), "c"
+    )
+    assert given.ranking == (7,) and given.whole_machine == 3
 
 
 def test_bad_options_and_a_missing_bundle_are_clear_errors(tmp_path, capsys):
     assert bench.main(["--bundle", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "no bundle at" in capsys.readouterr().err
-    for bad in (["--batch-sizes", "0,8"], ["--rates", "fast"]):
+    for bad in (["--batch-sizes", "0,8"], ["--rates", "fast"], ["--ranking", "10,x"], ["--whole-machine", "two"]):
         with pytest.raises(SystemExit) as exc:
             bench.main(bad)
         assert exc.value.code == 2
+    assert bench.main(["--bundle", str(tmp_path), "--whole-machine", "1"]) == 2  # (the bundle is checked later)
+    assert "--whole-machine needs 2 or more workers" in capsys.readouterr().err
 
 
 def test_help_works_standalone(capsys):
@@ -118,7 +146,7 @@ def test_v2_binary_bodies_decode_with_the_service_decoder(schema):
     assert batch == 7 and header["outputs"] == [{"name": "score", "parameters": {"binary_data": True}}]
     for name in rows[0]:
         expected = [float(r[name]) if name in sampler.numeric else r[name] for r in rows]
-        assert columns[name] == expected
+        assert list(columns[name]) == expected  # numbers may stay a numpy array (service/tensors.py)
     padded = v2_binary_body([{"tags": ["x"]}, {"tags": ["y", "z"]}], set())
     columns, _ = decode_inputs(orjson.loads(padded[0][: padded[1]]), padded[0][padded[1] :], 1 << 20)
     assert columns["tags"] == [["x", ""], ["y", "z"]]
