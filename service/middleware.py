@@ -103,7 +103,31 @@ def _access_log(scope: Scope, state: dict[str, Any], route: str, status: int, el
     }
     if "features" in state:  # only with APG_LOG_FEATURES=true
         fields["features"] = state["features"]
-    log.log(level, "request", extra={"fields": fields})
+    handler = _sole_handler()
+    if handler is None:  # someone attached their own handlers: go through logging as usual
+        log.log(level, "request", extra={"fields": fields})
+        return
+    # The service's own JSON handler is the only one: write the line it would write, without a LogRecord.
+    # Through logging this cost ~34 µs a request in the running service, a seventh of all its work at batch 1
+    # (docs/OPTIMISATIONS.md); the line and its flush are the same.
+    line = {"ts": round(time.time(), 6), "level": logging.getLevelName(level).lower(), "logger": log.name}
+    line.update(msg="request", **fields)
+    text = orjson.dumps(line, default=str).decode() + "\n"
+    with handler.lock:
+        handler.stream.write(text)
+        handler.stream.flush()
+
+
+def _sole_handler() -> logging.StreamHandler | None:
+    """configure_logging's handler when it is the only one an access record would reach, else None."""
+    if log.handlers or not log.propagate:
+        return None
+    parent = log.parent
+    handlers = parent.handlers if parent is not None and parent.name == "apg" else ()
+    if len(handlers) != 1 or not getattr(handlers[0], "_apg", False) or parent.propagate:
+        return None
+    handler = handlers[0]
+    return handler if not handler.filters and not log.filters and not parent.filters else None
 
 
 class JsonFormatter(logging.Formatter):
