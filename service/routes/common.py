@@ -10,6 +10,7 @@ import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import request_response
 
 from service.errors import BadRequest, Forbidden, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 
@@ -74,6 +75,9 @@ class LeanRoute(APIRoute):
             raise TypeError(f"LeanRoute {path} runs no dependencies: call authorize(request) in the endpoint")
         kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), "security": [{"HTTPBearer": []}]}
         super().__init__(path, endpoint, **kwargs)
+        # Starlette's request/response wrapper, without FastAPI's per-request exit stacks (they serve dependencies
+        # with yield, which this route has none of) and its body-size wrapper (read_body enforces the limit).
+        self.app = request_response(self.get_route_handler())
 
     def get_route_handler(self) -> Any:
         endpoint = self.endpoint
