@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from scripts import bench_machine, bench_mlserver, bench_report
+from scripts import bench_machine, bench_mlserver, bench_report, bench_saturate
 from scripts.bench_http import MLSERVER_PATH, PATHS, Servers, request_bytes, service_command, thin_command
 from scripts.bench_measure import (
     Budget,
@@ -118,6 +118,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         servers.start("service", partial(service_command, cfg.bundle), env)
         servers.start("thin", partial(thin_command, cfg.bundle), env)
         servers.start("service-batching", partial(service_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
+        servers.start("bare", bench_saturate.bare_command, env)
+        servers.start("bare-onnx", partial(bench_saturate.bare_command, bundle=cfg.bundle), env)
         if cfg.mlserver:
             folder = (cfg.out / "mlserver").resolve()
             doc["mlserver"] = bench_mlserver.start(servers, cfg.mlserver, folder, bundle, env)
@@ -144,6 +146,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             if cfg.mlserver:
                 doc["http"][MLSERVER_PATH.name][str(b)]["max_abs_diff_vs_service"] = peer[b]
             print(bench_report.progress_line(doc, b))
+        _pin(cfg, 1)
+        doc["saturation"] = _saturation(cfg, servers, sampler, bundle.name)
         if cfg.ranking:
             port, pin = servers.servers["service"].port, partial(_pin, cfg)
             doc["ranking"] = measure_ranking(port, bundle, floor, cfg.ranking, cfg.budget, _pool, pin)
@@ -161,6 +165,27 @@ def run_bench(cfg: BenchConfig) -> dict:
             doc["whole_machine"] = bench_machine.measure(servers, env, *args, say=print)
     doc["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return bench_report.add_ratios(doc)
+
+
+SATURATION_PATHS = ("score-rows", "score-columns", "v2-binary", "thin-columns")
+
+
+def _saturation(cfg: BenchConfig, servers: Servers, sampler: RowSampler, model: str) -> dict:
+    """Batch-1 requests/s with `connections` requests in flight (the server's core saturated), for the service's
+    paths, the thin app and the two raw ASGI references (sent score-columns bodies)."""
+    connections = 4 if cfg.quick else 8
+    rows = [sampler.rows(1) for _ in range(16)]
+    out: dict = {"connections": connections, "paths": {}}
+    columns = next(p for p in PATHS if p.name == "score-columns")
+    measured = [(p.name, p.server, p) for p in PATHS if p.name in SATURATION_PATHS]
+    measured += [("bare-onnx", "bare-onnx", columns), ("bare", "bare", columns)]
+    for name, server, path in measured:
+        reqs = [request_bytes(path, r, sampler.numeric, model) for r in rows]
+        port = servers.servers[server].port
+        cell = bench_saturate.saturate(port, reqs, connections, cfg.budget.duration, cfg.budget.warmup)
+        out["paths"][name] = cell
+        print(f"saturated, batch 1, {connections} connections: {name} {cell['requests_per_s']:,.0f} req/s")
+    return out
 
 
 def _say_sweep(mode: str, summary: dict) -> None:

@@ -100,6 +100,8 @@ def targets(doc: dict) -> list[dict]:
     def cell(path: str, b: int, key: str):
         return doc["http"].get(path, {}).get(str(b), {}).get(key)
 
+    saturated = doc.get("saturation") or {}
+
     rows = [
         (f"{p} at batch 1024: rows/s >= 0.75x floor", cell(p, 1024, "ratio_to_floor"), 0.75, ">=")
         for p in ("score-rows", "score-columns", "v2-json")
@@ -110,8 +112,8 @@ def targets(doc: dict) -> list[dict]:
         ("v2-binary at batch 64: rows/s >= 0.5x floor", cell("v2-binary", 64, "ratio_to_floor"), 0.5, ">="),
         ("score-rows at batch 1: p50 overhead <= 0.15 ms", cell("score-rows", 1, "p50_overhead_ms"), 0.15, "<="),
         (
-            "score-rows at batch 1: >= 8000 requests/s (one closed-loop client)",
-            cell("score-rows", 1, "requests_per_s"),
+            f"score-rows at batch 1: >= 8000 requests/s per core ({saturated.get('connections')} in flight)",
+            saturated.get("paths", {}).get("score-rows", {}).get("requests_per_s"),
             8000,
             ">=",
         ),

@@ -35,7 +35,8 @@ def tables(doc: dict) -> list[Table]:
         ("Stage breakdown from the service's /metrics: mean ms per request", *_stage_table(doc)),
         ("Batch-1 open-loop sweep (/score rows, Poisson arrivals): micro-batching off | on", *_sweep_table(doc)),
     ]
-    out += [t for t in (_peer_table(doc), _ranking_table(doc), _machine_table(doc)) if t is not None]
+    extra = (_saturation_table(doc), _peer_table(doc), _ranking_table(doc), _machine_table(doc))
+    out += [t for t in extra if t is not None]
     if torch:
         rows = [
             [
@@ -106,6 +107,24 @@ def _ranking_table(doc: dict) -> Table | None:
             c = cells[shape]
             size = f"{c['request_bytes']:,}"
             rows.append([n, shape, size, f"{c['bytes_vs_rows']:.3f}", _pp(c), num(c["rows_per_s"]), _to_floor(c)])
+    return title, head, rows
+
+
+def _saturation_table(doc: dict) -> Table | None:
+    sat = doc.get("saturation")
+    if not sat:
+        return None
+    floor = doc["floor"].get("1", {}).get("rows_per_s")
+    title = (
+        f"Batch 1 with the server saturated: {sat['connections']} keep-alive connections, one request in flight each "
+        "(requests/s the server's core finishes; *bare* = a raw ASGI app under the same uvicorn: the HTTP stack alone; "
+        "*bare-onnx* = the same plus `session.run` on one pre-encoded row: no parsing, encoding or framework)"
+    )
+    head = ["path", "requests/s", "ratio to the batch-1 floor", "p50 / p99 (ms)"]
+    rows = [
+        [name, num(c["requests_per_s"]), f"{c['requests_per_s'] / floor:.3f}" if floor else "-", _pp(c)]
+        for name, c in sat["paths"].items()
+    ]
     return title, head, rows
 
 

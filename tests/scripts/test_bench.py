@@ -16,6 +16,7 @@ from scripts.bench_http import Connection, build_request, count_scores, stage_me
 from scripts.loadtest_plan import RowSampler
 
 PATHS = {"score-rows", "score-columns", "v2-json", "v2-binary", "thin-columns"}
+SATURATED = ["score-rows", "score-columns", "v2-binary", "thin-columns"]
 STAGES = {"parse", "preprocess", "queue", "inference", "serialise"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +29,7 @@ def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     for title in ("Throughput: ratio to the floor", "Stage breakdown", "knee ratio on/off", "torch eager", "Targets",
-                  "Ranking: one user", "Whole machine"):  # fmt: skip
+                  "Ranking: one user", "Whole machine", "server saturated"):  # fmt: skip
         assert title in printed
     doc = orjson.loads((out / "bench.json").read_bytes())
     sizes = {"1", "64"}
@@ -63,6 +64,12 @@ def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
     for cell in doc["torch"]["by_batch"].values():
         assert cell["ratio_to_floor"] > 0 and cell["max_abs_diff_vs_onnx"] < 1e-4
     assert {t["met"] for t in doc["targets"]} <= {True, False, None} and len(doc["targets"]) >= 5
+    # batch 1 with the server saturated: every service path, the thin app, and the two raw ASGI references
+    sat = doc["saturation"]
+    assert sat["connections"] == 4 and list(sat["paths"]) == [*SATURATED, "bare-onnx", "bare"]
+    assert all(c["requests"] > 0 and c["p99_ms"] >= c["p50_ms"] > 0 for c in sat["paths"].values())
+    eight_k = next(t for t in doc["targets"] if "8000 requests/s" in t["target"])
+    assert eight_k["measured"] == sat["paths"]["score-rows"]["requests_per_s"]
     # (e) ranking at --quick's 10 and 50 candidates: the three shapes gave the same scores, each has its cell
     ranking = doc["ranking"]
     assert doc["ranking_sizes"] == [10, 50] and set(ranking["by_n"]) == {"10", "50"} and "user_id" in ranking["context"]
