@@ -3,6 +3,7 @@
     python -m scripts.profile_service --batch 1 --body columns              # µs per request (best of --rounds)
     python -m scripts.profile_service --batch 1024 --body rows --profile    # + cProfile's top functions
     python -m scripts.profile_service --thin                                 # the thin reference app instead
+    python -m scripts.profile_service --onnx-only                            # session.run alone: hot and cold caches
 
 The app (service.app.create_app, or scripts/bench_thin's app with --thin) is driven through its ASGI interface
 with one prebuilt request at a time, after its lifespan has loaded the bundle: what remains is routing, the
@@ -112,6 +113,38 @@ async def drive(app, path: str, body: bytes, requests: int, rounds: int, profile
     return best, text
 
 
+def onnx_only(bundle: Path, batch: int, calls: int) -> dict[str, float]:
+    """µs per `session.run` on one pre-encoded batch: back to back (the floor's loop), then with the core idle
+    for 50 µs, or 1 MB / 8 MB of other memory read, between calls (what a serving process does in between)."""
+    import numpy as np
+
+    from service.runtime import load_model
+    from service.settings import Settings
+
+    model = load_model(bundle, Settings(bundle=bundle, providers="cpu"))
+    feeds = model.encoder.encode_rows(model.encoder.example_rows(batch))
+    other = np.ones(8 << 20, dtype=np.uint8)
+    between = {
+        "back to back": lambda: None,
+        "50 µs idle between calls": lambda: time.sleep(50e-6),
+        "1 MB read between calls": lambda: other[: 1 << 20].sum(),
+        "8 MB read between calls": lambda: other.sum(),
+    }
+    out = {}
+    for name, gap in between.items():
+        for _ in range(calls // 10):
+            gap()
+            model.run(feeds)
+        total = 0.0
+        for _ in range(calls):
+            gap()
+            t0 = time.perf_counter()
+            model.run(feeds)
+            total += time.perf_counter() - t0
+        out[name] = total / calls * 1e6
+    return out
+
+
 class _Text:
     def __init__(self) -> None:
         self.text = ""
@@ -130,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thin", action="store_true", help="profile the thin reference app (columns bodies only)")
     p.add_argument("--log-level", default="info", help="the service's APG_LOG_LEVEL (warning: no access log)")
     p.add_argument("--profile", action="store_true", help="also print cProfile's top 30 functions by own time")
+    p.add_argument("--onnx-only", action="store_true", help="time session.run alone, with hot and with cold caches")
     args = p.parse_args(argv)
+    if args.onnx_only:
+        for name, us in onnx_only(args.bundle, args.batch, args.requests).items():
+            print(f"session.run, batch {args.batch}, {name}: {us:.1f} µs")
+        return 0
     if args.thin and args.body != "columns":
         p.error("--thin serves columns bodies only")
     try:

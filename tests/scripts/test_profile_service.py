@@ -25,3 +25,9 @@ def test_profile_and_thin(bundle_dir, capsys):
     assert capsys.readouterr().out.startswith("thin reference, columns body")
     with pytest.raises(SystemExit):
         profile_service.main([*common, "--thin", "--body", "rows"])
+
+
+def test_onnx_only(bundle_dir, capsys):
+    assert profile_service.main(["--bundle", str(bundle_dir), "--onnx-only", "--requests", "20"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(re.fullmatch(r"session.run, batch 1, .+: [\d.]+ µs", line) for line in lines)
