@@ -8,7 +8,6 @@ a run directory is given).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from scripts.bench_http import Connection, count_scores, scrape, stage_means
-from scripts.loadtest import LoadConfig, run_load
+from scripts.bench_http import Connection, build_request, count_scores, scrape, stage_means
+from scripts.bench_saturate import open_loop
+from scripts.loadtest import LoadConfig
 from scripts.loadtest_plan import RowSampler, build_bodies, build_schedule
 from scripts.loadtest_report import find_knee, passes, summarise
 
@@ -109,9 +109,11 @@ def measure_path(port: int, reqs: list[bytes], rows: int, budget: Budget, route:
 def sweep_batching(
     ports: dict[str, int], schema: dict, rates, duration: float, slo_ms: float, max_errors: float, say=None
 ) -> dict:
-    """(c) batch-1 /score rows at each rate (Poisson, open loop: scripts/loadtest.py) against the service without
-    and with micro-batching (ports {"off": .., "on": ..}); a sweep stops after the first rate missing the SLO."""
+    """(c) batch-1 /score rows at each rate (Poisson, open loop: bench_saturate.open_loop, summarised like
+    scripts/loadtest.py's runs) against the service without and with micro-batching (ports {"off": .., "on": ..});
+    a sweep stops after the first rate missing the SLO."""
     bodies = build_bodies(RowSampler(schema, seed=1), "rows", 1, 256)
+    raws = [build_request("/score", body) for body in bodies]
     warmup = min(1.0, duration / 2)
     out: dict = {"slo_ms": slo_ms, "max_errors": max_errors, "duration_s": duration}
     out["warmup_s"], out["rates"] = warmup, list(rates)
@@ -129,7 +131,8 @@ def sweep_batching(
                 drain=2.0,
                 rows=1,
             )
-            rec = asyncio.run(run_load(lc, bodies, build_schedule(rate, warmup + duration, "poisson")))
+            schedule = build_schedule(rate, warmup + duration, "poisson")
+            rec = open_loop(port, raws, schedule, connections=lc.concurrency, drain=lc.drain)
             runs.append(summarise(rec, lc))
             if say is not None:
                 say(mode, runs[-1])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("parse", "preprocess", "queue", "inference", "serialise")
+from service.metrics import STAGES
 
 
 def write_plots(doc: dict, out: Path) -> dict[str, Path]:

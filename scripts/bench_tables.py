@@ -6,7 +6,8 @@ bench_report prints as text and writes as markdown; and the number formats they 
 
 from __future__ import annotations
 
-STAGES = ("parse", "preprocess", "queue", "inference", "serialise")
+from service.metrics import STAGES
+
 MLSERVER = "mlserver-v2-json"
 RANKING_SHAPES = ("rows", "columns", "ranking")
 MACHINE_PATHS = ("score-columns", "v2-binary")

@@ -3,7 +3,7 @@
 | name | type | labels | meaning |
 |---|---|---|---|
 | `apg_request_duration_seconds` | histogram | `route` | HTTP request wall time (route = path template) |
-| `apg_stage_duration_seconds` | histogram | `stage` | time per stage: parse, preprocess, queue, inference, serialise |
+| `apg_stage_duration_seconds` | histogram | `stage` | receive (body), parse, preprocess, queue, inference, serialise |
 | `apg_requests_total` | counter | `route`, `code` | HTTP requests by route template and status code |
 | `apg_rows_scored_total` | counter | – | rows that received a score |
 | `apg_request_rows` | histogram | – | rows per scoring request |
@@ -45,7 +45,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
-STAGES = ("parse", "preprocess", "queue", "inference", "serialise")
+STAGES = ("receive", "parse", "preprocess", "queue", "inference", "serialise")
 
 
 def multiprocess_dir() -> str | None:

@@ -52,8 +52,10 @@ RESPONSE_SCHEMA = {
 async def score(request: Request) -> Response:
     authorize(request)
     app = state(request)
+    t = time.perf_counter()
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()
+    app.metrics.stage("receive", t0 - t)
     payload = parse_json(body)
     app.metrics.stage("parse", time.perf_counter() - t0)
     if app.settings.log_features:

@@ -150,8 +150,10 @@ for _path, _endpoint in (("/models/{name}/infer", infer), ("/models/{name}/versi
 
 async def _infer(request: Request) -> Response:
     app = state(request)
+    t = time.perf_counter()
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()
+    app.metrics.stage("receive", t0 - t)
     header, blobs = _split(body, request.headers.get(HEADER))
     columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
     binary = _binary_output(header)

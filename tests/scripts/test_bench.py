@@ -11,13 +11,14 @@ import numpy as np
 import orjson
 import pytest
 
+import service.metrics
 from scripts import bench
 from scripts.bench_http import Connection, build_request, count_scores, stage_means, v2_binary_body
 from scripts.loadtest_plan import RowSampler
 
 PATHS = {"score-rows", "score-columns", "v2-json", "v2-binary", "thin-columns"}
 SATURATED = ["score-rows", "score-columns", "v2-binary", "thin-columns"]
-STAGES = {"parse", "preprocess", "queue", "inference", "serialise"}
+STAGES = set(service.metrics.STAGES)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
