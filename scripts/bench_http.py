@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from scripts.loadtest_plan import encode_body
+from scripts.loadtest_raw import build_request
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
@@ -91,12 +92,6 @@ def v2_binary_body(rows: list[dict], numeric: set[str]) -> tuple[bytes, int]:
         blobs.append(raw)
     head = orjson.dumps({"inputs": inputs, "outputs": [{"name": "score", "parameters": {"binary_data": True}}]})
     return head + b"".join(blobs), len(head)
-
-
-def build_request(path: str, body: bytes, content_type: str = "application/json", headers: dict | None = None) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def count_scores(headers: dict[str, str], body: bytes) -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from scripts.bench_http import Connection, build_request, count_scores, scrape, stage_means
-from scripts.bench_saturate import open_loop
+from scripts.bench_http import HOST, Connection, build_request, count_scores, scrape, stage_means
 from scripts.loadtest import LoadConfig
 from scripts.loadtest_plan import RowSampler, build_bodies, build_schedule
+from scripts.loadtest_raw import open_loop
 from scripts.loadtest_report import find_knee, passes, summarise
 
 MIN_CALLS = 5
@@ -109,7 +109,7 @@ def measure_path(port: int, reqs: list[bytes], rows: int, budget: Budget, route:
 def sweep_batching(
     ports: dict[str, int], schema: dict, rates, duration: float, slo_ms: float, max_errors: float, say=None
 ) -> dict:
-    """(c) batch-1 /score rows at each rate (Poisson, open loop: bench_saturate.open_loop, summarised like
+    """(c) batch-1 /score rows at each rate (Poisson, open loop: loadtest_raw.open_loop, summarised like
     scripts/loadtest.py's runs) against the service without and with micro-batching (ports {"off": .., "on": ..});
     a sweep stops after the first rate missing the SLO."""
     bodies = build_bodies(RowSampler(schema, seed=1), "rows", 1, 256)
@@ -132,7 +132,7 @@ def sweep_batching(
                 rows=1,
             )
             schedule = build_schedule(rate, warmup + duration, "poisson")
-            rec = open_loop(port, raws, schedule, connections=lc.concurrency, drain=lc.drain)
+            rec = open_loop(HOST, port, raws, schedule, lc.concurrency, timeout=lc.timeout, drain=lc.drain)
             runs.append(summarise(rec, lc))
             if say is not None:
                 say(mode, runs[-1])

@@ -266,8 +266,8 @@ def write_markdown(doc: dict, plots: dict[str, Path], path: Path) -> None:
         "`apg_request_duration_seconds` over each measurement; *outside app* = client mean − in-app mean "
         "(uvicorn, HTTP parsing, the socket, the client).",
         "- **batch-1 sweep**: an open loop (Poisson arrivals on up to 64 keep-alive connections, latency from the "
-        "scheduled send, so queueing is counted: scripts/bench_saturate.py `open_loop`, summarised like `apg "
-        "loadtest` runs) in the bench process; *lag* says how late it started requests (large: the client itself "
+        "scheduled send, so queueing is counted: `apg loadtest`'s raw client, scripts/loadtest_raw.py, summarised "
+        "like its runs) in the bench process; *lag* says how late it started requests (large: the client itself "
         "was short of CPU). The knee is the highest offered rate with p99 and errors within the objectives.",
         *_section_notes(doc),
         "",

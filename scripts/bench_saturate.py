@@ -1,13 +1,11 @@
-"""A fast HTTP/1.1 client for `apg bench`: keep-alive connections driven by one selector loop (no thread per
-connection, no HTTP library), so the client is not what limits the count.
+"""Batch-1 throughput with the server saturated, for `apg bench`: keep-alive connections driven by one selector
+loop (no thread per connection, no HTTP library), so the client is not what limits the count.
 
     cell = saturate(port, [raw_request, ...], connections=8, duration=2.0, warmup=0.3)   # closed loop, N in flight
-    rec = open_loop(port, [raw_request, ...], schedule, connections=64)                   # open loop (Records)
 
-saturate: one closed-loop connection measures a round trip (client + loopback + server); N connections with one
-request in flight each measure how many requests per second the server's core can finish. open_loop: requests
-leave on a schedule (the batch-1 micro-batching sweep), latency from the scheduled time; scripts/loadtest.py's
-httpx client falls behind its schedule above ~400 requests/s on one core, this one keeps up with thousands.
+One closed-loop connection measures a round trip (client + loopback + server); N connections with one request in
+flight each measure how many requests per second the server's core can finish. (The open-loop engine with the same
+framing is scripts/loadtest_raw.py: `apg loadtest`'s default client, used by the bench's batching sweep.)
 
 Two more references besides the floor and the thin app, raw ASGI apps under the same uvicorn: `bare` reads the
 body and answers a constant, the HTTP stack's own ceiling on this core (nothing of FastAPI, the encoder or
@@ -21,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import selectors
-import socket
 import sys
 import time
 
 import numpy as np
 
 from scripts.bench_http import HOST
+from scripts.loadtest_raw import connect, read_answer, send
 
 BARE_BODY = b'{"scores":[0.5]}'
 
@@ -71,9 +69,7 @@ def saturate(port: int, requests: list[bytes], connections: int, duration: float
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(connections):
-        s = socket.create_connection((HOST, port), timeout=30)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
+        s = connect(HOST, port)
         sel.register(s, selectors.EVENT_READ, {"buf": bytearray(), "sent": 0.0, "i": len(socks)})
         socks.append(s)
     clock = time.perf_counter
@@ -91,7 +87,7 @@ def saturate(port: int, requests: list[bytes], connections: int, duration: float
                 raise RuntimeError("saturation: no answer within 5 s")
             for key, _ in events:
                 now = clock()
-                status = _answer(key)
+                status = read_answer(key)
                 if status is None:
                     continue
                 if status != 200:
@@ -119,95 +115,9 @@ def saturate(port: int, requests: list[bytes], connections: int, duration: float
 
 def _send(key, requests: list[bytes], now: float) -> None:
     data = key.data
-    raw = requests[data["i"] % len(requests)]
-    data["i"] += 1
     data["sent"] = now
-    key.fileobj.setblocking(True)  # small requests: one sendall, then back to non-blocking reads
-    key.fileobj.sendall(raw)
-    key.fileobj.setblocking(False)
-
-
-def _answer(key) -> int | None:
-    """Reads what arrived on the connection; the HTTP status once a whole answer is in (one is in flight), else
-    None."""
-    chunk = key.fileobj.recv(1 << 18)
-    if not chunk:
-        raise RuntimeError("the server closed a connection")
-    buf = key.data["buf"]
-    buf += chunk
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = bytes(buf[:end]).lower()
-    at = head.find(b"\r\ncontent-length:")  # (not inference-header-content-length)
-    if at < 0:
-        raise RuntimeError(f"answer without Content-Length: {head[:80]!r}")
-    n = int(head[at + 17 :].split(b"\r\n", 1)[0])
-    if len(buf) < end + 4 + n:
-        return None
-    key.data["last"] = bytes(buf[end + 4 : end + 4 + n])
-    del buf[: end + 4 + n]
-    return int(head[9:12])
-
-
-def open_loop(port: int, requests: list[bytes], schedule: np.ndarray, connections: int, drain: float = 5.0):
-    """Open loop: requests[i % len] leaves at schedule[i] s from the start on an idle one of `connections`
-    keep-alive connections, or waits for one (the wait counts: latency runs from the scheduled time, so there is
-    no coordinated omission). Polls rather than sleeps when the next send is under 1 ms away (epoll's timer is
-    1 ms), so the client keeps up with several thousand requests/s on one core. Returns scripts.loadtest's Records
-    (for its summarise()); requests still unanswered `drain` s after the last send are errors."""
-    from collections import deque
-
-    from scripts.loadtest import Records
-
-    rec = Records(np.asarray(schedule, dtype=np.float64))
-    sel = selectors.DefaultSelector()
-    for _ in range(connections):
-        s = socket.create_connection((HOST, port), timeout=30)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, {"buf": bytearray(), "req": None})
-    idle, due = deque(sel.get_map().values()), deque()
-    n, i, busy = len(schedule), 0, 0
-    clock, start = time.perf_counter, time.perf_counter()
-    deadline = (schedule[-1] if n else 0.0) + drain
-    try:
-        while i < n or due or busy:
-            now = clock() - start
-            if now > deadline:
-                break
-            while i < n and schedule[i] <= now:
-                rec.dispatched[i] = now
-                due.append(i)
-                i += 1
-            while due and idle:
-                j, key = due.popleft(), idle.popleft()
-                key.fileobj.setblocking(True)
-                key.fileobj.sendall(requests[j % len(requests)])
-                key.fileobj.setblocking(False)
-                rec.sent[j], key.data["req"] = clock() - start, j
-                busy += 1
-            wait = schedule[i] - (clock() - start) if i < n else 0.05
-            for key, _ in sel.select(0 if wait < 1e-3 else wait - 1e-3):
-                status = _answer(key)
-                if status is None:
-                    continue
-                j = key.data["req"]
-                rec.done[j], rec.status[j] = clock() - start, status
-                if status != 200:
-                    rec.error[j] = f"http_{status}"
-                key.data["req"] = None
-                idle.append(key)
-                busy -= 1
-    finally:
-        for key in list(sel.get_map().values()):
-            if key.data["req"] is not None:
-                rec.error[key.data["req"]] = "timeout"
-            sel.unregister(key.fileobj)
-            key.fileobj.close()
-    for j in list(due) + list(range(i, n)):
-        rec.error[j] = "unsent"
-    return rec
+    send(key, requests[data["i"] % len(requests)])
+    data["i"] += 1
 
 
 def main(argv: list[str] | None = None) -> int:

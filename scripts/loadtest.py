@@ -11,8 +11,11 @@ rate (successful completions per second) falls below the target and the latency 
 
 Request bodies are sampled from the bundle's fitted schema (vocabularies, bucket edges) and serialised before the
 run. Results go to `--out`: summary.json, requests.csv (one line per request) and latency.png.
-Only loopback hosts are loaded unless `--allow-remote` is given. This file is the command line and the run;
-the plan (target check, schedule, rows, bodies) is in loadtest_plan.py, the statistics and files in loadtest_report.py.
+Only loopback hosts are loaded unless `--allow-remote` is given. Two engines send the requests: for http:// URLs
+plain sockets on one selector loop (loadtest_raw.py), which keeps its schedule at thousands of requests/s from one
+core; httpx (here) for https:// or with `--client httpx`, which falls behind above ~400 requests/s on one core (the
+*lag* column says by how much). This file is the command line and the httpx engine; the plan (target check,
+schedule, rows, bodies) is in loadtest_plan.py, the statistics and files in loadtest_report.py.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -209,6 +213,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ready-timeout", type=_positive(float), default=10.0, help="s to wait for GET /readyz before starting"
     )
+    p.add_argument(
+        "--client",
+        choices=["auto", "raw", "httpx"],
+        default="auto",
+        help="raw: plain HTTP/1.1 sockets on one selector loop, keeps its schedule at thousands of requests/s (auto "
+        "for http:// URLs); httpx: any URL, https too, falls behind above ~400 requests/s on one core (see 'lag')",
+    )
     p.add_argument("--out", default="runs/loadtest", help="directory for summary.json, requests.csv, latency.png")
     s = p.add_argument_group("sweep (find the knee: the highest rate meeting the SLO)")
     s.add_argument("--sweep", help="comma-separated offered rates, e.g. 50,100,200,400")
@@ -273,12 +284,28 @@ def run_rates(base: LoadConfig, rates: list[float], bodies: list[bytes], args) -
         cfg = replace(base, rate=rate)
         schedule = build_schedule(rate, cfg.warmup + cfg.duration, cfg.arrivals, cfg.seed)[: args.max_requests]
         print(f"{rate:g} req/s x {cfg.rows} rows: {len(schedule)} requests ({cfg.arrivals}) -> {cfg.url}{cfg.path}")
-        rec = asyncio.run(run_load(cfg, bodies, schedule))
+        rec = _run(cfg, bodies, schedule, args.client)
         runs.append((summarise(rec, cfg), rec))
         if len(rates) > 1 and not args.sweep_all and not passes(runs[-1][0], args.slo_ms, args.max_errors):
             print(f"{rate:g} req/s misses the SLO: sweep stopped (--sweep-all to go on)")
             break
     return runs
+
+
+def _run(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray, client: str) -> Records:
+    """One open-loop run with the raw-socket engine (http:// URLs, unless --client httpx) or httpx."""
+    parts = urlsplit(cfg.url)
+    if client == "httpx" or parts.scheme != "http":
+        return asyncio.run(run_load(cfg, bodies, schedule))
+    from scripts.loadtest_raw import build_request, open_loop
+
+    headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
+    host, port = parts.hostname, parts.port or 80
+    raws = [build_request(cfg.path, b, headers=headers, host=parts.netloc) for b in bodies]
+    try:
+        return open_loop(host, port, raws, schedule, cfg.concurrency, timeout=cfg.timeout, drain=cfg.drain)
+    except OSError as exc:
+        raise RuntimeError(f"cannot open {cfg.concurrency} connections to {cfg.url}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

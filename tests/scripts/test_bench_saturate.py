@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from scripts.bench_http import Servers, build_request
-from scripts.bench_saturate import bare_command, open_loop, saturate
+from scripts.bench_saturate import bare_command, saturate
 from scripts.loadtest import LoadConfig
+from scripts.loadtest_raw import open_loop
 from scripts.loadtest_report import summarise
 
 
@@ -38,7 +39,7 @@ def test_open_loop_counts_the_wait_for_a_busy_server(slow_server):
     # scheduled time, so it includes that queueing (no coordinated omission).
     server = slow_server(delay=0.05)
     schedule = np.arange(20) / 40.0
-    rec = open_loop(server.port, [build_request("/score", b"{}")], schedule, connections=4, drain=3.0)
+    rec = open_loop("127.0.0.1", server.port, [build_request("/score", b"{}")], schedule, connections=4, drain=3.0)
     assert (rec.status == 200).all() and rec.error == [None] * 20
     assert (rec.sent >= rec.scheduled - 1e-9).all() and (rec.done > rec.sent).all()
     waited = rec.sent - rec.scheduled
@@ -51,5 +52,5 @@ def test_open_loop_counts_the_wait_for_a_busy_server(slow_server):
 
 def test_open_loop_records_errors(slow_server):
     server = slow_server(delay=0.0, status=500)
-    rec = open_loop(server.port, [build_request("/score", b"{}")], np.arange(3) / 100, connections=2, drain=2.0)
+    rec = open_loop("127.0.0.1", server.port, [build_request("/score", b"{}")], np.arange(3) / 100, 2, drain=2.0)
     assert list(rec.status) == [500] * 3 and rec.error == ["http_500"] * 3

@@ -16,17 +16,25 @@ from scripts.loadtest import LoadConfig, run_load
 from scripts.loadtest_plan import build_schedule
 from scripts.loadtest_report import summarise
 
+ENGINES = ["raw", "httpx"]  # loadtest_raw.open_loop (the default for http://) and run_load
 
-def run(url: str, rate: float, duration: float, concurrency: int = 1, drain: float = 1.0):
+
+def run(url: str, rate: float, duration: float, concurrency: int = 1, drain: float = 1.0, engine: str = "httpx"):
     cfg = LoadConfig(url=url, rate=rate, duration=duration, arrivals="constant", concurrency=concurrency, drain=drain)
-    rec = asyncio.run(run_load(cfg, [b'{"instances": [{}]}'], build_schedule(rate, duration, "constant")))
+    schedule = build_schedule(rate, duration, "constant")
+    bodies = [b'{"instances": [{}]}']
+    if engine == "httpx":
+        rec = asyncio.run(run_load(cfg, bodies, schedule))
+    else:
+        rec = loadtest._run(cfg, bodies, schedule, engine)
     return rec, summarise(rec, cfg)
 
 
-def test_queueing_behind_a_slow_server_counts_in_the_latency(slow_server):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_queueing_behind_a_slow_server_counts_in_the_latency(slow_server, engine):
     delay = 0.05  # a serial server: capacity 20 requests/s
     server = slow_server(delay)
-    rec, s = run(server.url, rate=50, duration=2.0, drain=0.5)
+    rec, s = run(server.url, rate=50, duration=2.0, drain=0.5, engine=engine)
     ok = np.array([e is None for e in rec.error])
     latency, service = (rec.done - rec.scheduled)[ok], (rec.done - rec.sent)[ok]
     # service time from the actual send stays near the server's delay ...
@@ -43,21 +51,34 @@ def test_queueing_behind_a_slow_server_counts_in_the_latency(slow_server):
     assert s["requests"] == 100 and len(server.served) < 100
 
 
-def test_below_capacity_latency_is_the_service_time(slow_server):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_below_capacity_latency_is_the_service_time(slow_server, engine):
     delay = 0.02  # capacity 50/s, offered 10/s
     server = slow_server(delay)
-    _, s = run(server.url, rate=10, duration=1.5, concurrency=4)
+    _, s = run(server.url, rate=10, duration=1.5, concurrency=4, engine=engine)
     assert s["errors"] == {} and s["ok"] == 15
     assert s["achieved_rate"] == pytest.approx(10, abs=1.5)
     assert s["latency_ms"]["p50"] == pytest.approx(s["service_ms"]["p50"], abs=10)
     assert s["latency_ms"]["p99"] < 10 * 1000 * delay
 
 
-def test_http_errors_and_connection_errors_are_counted_by_kind(slow_server):
-    _, s = run(slow_server(0.0, status=503).url, rate=20, duration=0.5)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_http_errors_and_connection_errors_are_counted_by_kind(slow_server, engine):
+    _, s = run(slow_server(0.0, status=503).url, rate=20, duration=0.5, engine=engine)
     assert s["errors"] == {"http_503": 10} and s["ok"] == 0 and s["latency_ms"]["p50"] is None
-    _, s = run("http://127.0.0.1:9", rate=20, duration=0.5)  # nothing listens on port 9 (discard)
-    assert set(s["errors"]) == {"connect"} and s["error_fraction"] == 1.0
+    if engine == "httpx":
+        _, s = run("http://127.0.0.1:9", rate=20, duration=0.5)  # nothing listens on port 9 (discard)
+        assert set(s["errors"]) == {"connect"} and s["error_fraction"] == 1.0
+    else:  # the raw engine opens its connections first: no server is one clear error, before any request
+        with pytest.raises(RuntimeError, match="cannot open 1 connections to http://127.0.0.1:9"):
+            run("http://127.0.0.1:9", rate=20, duration=0.5, engine=engine)
+
+
+def test_raw_engine_times_out_a_stuck_request_and_carries_on(slow_server):
+    # The server takes 0.3 s a request; with a 0.1 s timeout every request is a timeout, each on a fresh connection.
+    cfg = LoadConfig(url=slow_server(0.3).url, rate=10, duration=0.3, arrivals="constant", timeout=0.1, drain=0.5)
+    rec = loadtest._run(cfg, [b"{}"], build_schedule(10, 0.3, "constant"), "raw")
+    assert rec.error == ["timeout"] * 3 and np.isnan(rec.done).all()
 
 
 def test_a_run_writes_json_csv_png(slow_server, bundle_json, tmp_path, capsys):
