@@ -106,6 +106,29 @@ def over_http(
     return result
 
 
+def batching_sweep(bundle: Path, out: Path, cuda: bool, rates: list[float], duration: float, tf32: bool) -> dict:
+    """(d) batch-1 open-loop sweeps against the service on CUDA with APG_BATCHING off and on: the knees (p99 <= 10 ms,
+    errors <= 1 %), as `apg bench` measures them on CPU."""
+    from scripts.bench_measure import sweep_batching
+
+    schema = orjson.loads((bundle / "bundle.json").read_bytes())["schema"]
+    env = {**os.environ, "APG_PROVIDERS": "cuda" if cuda else "cpu", "APG_INTRA_OP_THREADS": "1",
+           "APG_LOG_LEVEL": "warning", "APG_CUDA_TF32": str(tf32).lower()}  # fmt: skip
+    with Servers(out / "logs") as servers:
+        for mode in ("off", "on"):
+            batching = {"APG_BATCHING": "true" if mode == "on" else "false"}
+            servers.start(f"batching-{mode}", lambda port: service_command(bundle, port), {**env, **batching})
+        servers.wait_ready()
+        ports = {mode: servers.servers[f"batching-{mode}"].port for mode in ("off", "on")}
+        sweep = sweep_batching(ports, schema, rates, duration, 10.0, 0.01, say=_say)
+    return {m: {"knee_rate": sweep[m]["knee_rate"], "runs": sweep[m]["runs"]} for m in ("off", "on")}
+
+
+def _say(mode: str, s: dict) -> None:
+    p99 = s["latency_ms"]["p99"]
+    print(f"  batching {mode}: {s['target_rate']:g}/s offered, {s['achieved_rate']:.0f}/s ok, p99 {p99} ms")
+
+
 def report(doc: dict) -> str:
     """The markdown tables of gpu-check.md."""
     lines = [
@@ -134,6 +157,10 @@ def report(doc: dict) -> str:
                     f"| {name} | {s['provider']} | {size} | {c['max_abs_diff']:.1e} | {c['rows_per_s']:,.0f}"
                     f" | {c['p50_ms']:.3f} |"
                 )
+    if doc.get("batching"):
+        b = doc["batching"]
+        lines += ["", f"Batch-1 knee (p99 <= 10 ms), service on {doc['cuda_provider']}: micro-batching off "
+                  f"{b['off']['knee_rate']} requests/s, on {b['on']['knee_rate']} requests/s."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tf32", action="store_true", help="let CUDA use TF32 matrix products (APG_CUDA_TF32=true)")
     p.add_argument("--no-http", action="store_true", help="skip (c), the real service on each provider")
     p.add_argument("--allow-cpu", action="store_true", help="without a CUDA provider, check CPU against CPU")
+    p.add_argument("--batching-rates", help="also sweep batch-1 rates (comma list) with APG_BATCHING off and on")
     args = p.parse_args(argv)
     import onnxruntime as ort
 
@@ -172,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_http:
         print("over HTTP (POST /score, columns, one keep-alive connection):")
         doc["http"] = over_http(args.bundle.resolve(), args.out, models, rows, sizes, budget, args.tf32)
+    if args.batching_rates:
+        print("batch-1 open-loop sweeps, micro-batching off and on:")
+        rates = [float(r) for r in args.batching_rates.split(",") if r.strip()]
+        cuda = models["cuda"].provider == CUDA
+        doc["batching"] = batching_sweep(args.bundle.resolve(), args.out, cuda, rates, args.duration, args.tf32)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-check.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (args.out / "gpu-check.md").write_text(report(doc))

@@ -20,7 +20,7 @@ def test_without_cuda_it_says_so(bundle_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_cpu_stand_in_end_to_end(bundle_dir, tmp_path):
     argv = ["--bundle", str(bundle_dir), "--out", str(tmp_path), "--batch-sizes", "1,7,300", "--duration", "0.05",
-            "--allow-cpu"]  # fmt: skip
+            "--allow-cpu", "--batching-rates", "50,100"]  # fmt: skip
     assert gpu_check.main(argv) == 0
     doc = orjson.loads((tmp_path / "gpu-check.json").read_bytes())
     assert set(doc["in_process"]) == {"1", "7", "300"}
@@ -33,7 +33,9 @@ def test_cpu_stand_in_end_to_end(bundle_dir, tmp_path):
         for cell in served["batches"].values():
             assert cell["max_abs_diff"] < 1e-6 and cell["rows_per_s"] > 0  # JSON round trip of float32 scores
     md = (tmp_path / "gpu-check.md").read_text()
-    assert "| 300 |" in md and "service-cpu" in md
+    assert "| 300 |" in md and "service-cpu" in md and "Batch-1 knee" in md
+    for mode in ("off", "on"):  # the sweeps ran against both services
+        assert doc["batching"][mode]["runs"][0]["target_rate"] == 50 and doc["batching"][mode]["runs"][0]["requests"]
 
 
 def test_parity_failure_is_an_error(bundle_dir, tmp_path, monkeypatch):
