@@ -180,9 +180,9 @@ class Runtime:
         self._active += 1
         try:
             t1 = time.perf_counter()
-            if rows <= self.settings.inline_max_rows:
+            if rows <= self.settings.inline_max_rows and model.provider == CPU:
                 scores = model.run(feeds)  # tens of µs: cheaper than the hand-off to a pool thread and back
-            else:
+            else:  # large calls, and every CUDA call: the loop parses the next requests while the device works
                 scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
             t2 = time.perf_counter()
         finally:

@@ -13,7 +13,7 @@
 | `APG_BATCHING` | `false` | coalesce concurrent requests into one onnxruntime call |
 | `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
-| `APG_INLINE_MAX_ROWS` | `1024` | calls of at most this many rows run on the event loop, not in the pool (0 = never) |
+| `APG_INLINE_MAX_ROWS` | `1024` | CPU calls of at most this many rows run on the event loop, not the pool (0 = never) |
 | `APG_AUTH_TOKEN` | unset | bearer token for /score, /v2/models/*/infer and /admin/*; health and metrics stay open |
 | `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (default: APG_AUTH_TOKEN); neither set: /admin/* is off (403) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import threading
 import time
@@ -180,3 +181,23 @@ def test_small_calls_run_inline_and_larger_ones_in_the_pool(bundle):
     assert pool_calls == 1  # only the 17-row call went to a pool thread
     np.testing.assert_allclose(small.json()["scores"], scores_for(bundle, varied_rows(16)), atol=1e-6)
     np.testing.assert_allclose(large.json()["scores"], scores_for(bundle, varied_rows(17)), atol=1e-6)
+
+
+def test_cuda_calls_always_go_to_the_pool(bundle):
+    # A device call waits on the GPU with the GIL released: in the pool the loop parses the next requests meanwhile
+    # (twice the batch-1 knee on an H200, docs/GPU.md). The provider is faked: the session underneath is the CPU's.
+    app = make_app(bundle.path, inline_max_rows=1024)
+
+    async def main():
+        async with serving(app) as c:
+            runtime = app.state.runtime
+            runtime.model = dataclasses.replace(runtime.model, provider="CUDAExecutionProvider")
+            pool, submitted = runtime._pool, []
+            original = pool.submit
+            pool.submit = lambda *a, **k: (submitted.append(1), original(*a, **k))[1]
+            answer = await c.post("/score", json={"instances": varied_rows(1)})
+            return answer, len(submitted)
+
+    answer, pool_calls = run(main())
+    assert pool_calls == 1  # one row, under the inline limit, and still in the pool
+    np.testing.assert_allclose(answer.json()["scores"], scores_for(bundle, varied_rows(1)), atol=1e-6)
