@@ -42,11 +42,14 @@ def sessions(bundle: Path, allow_cpu: bool, tf32: bool = False) -> dict:
     cuda = "cuda" if CUDA in ort.get_available_providers() else "cpu"
     if cuda == "cpu" and not allow_cpu:
         raise LookupError(f"no {CUDA} in onnxruntime {ort.__version__} ({ort.get_available_providers()})")
-    return {
+    models = {
         "cpu-1": load_model(bundle, Settings(bundle=bundle, providers="cpu", intra_op_threads=1)),
         "cpu-all": load_model(bundle, Settings(bundle=bundle, providers="cpu", intra_op_threads=0)),
         "cuda": load_model(bundle, Settings(bundle=bundle, providers=cuda, intra_op_threads=1, cuda_tf32=tf32)),
     }
+    if cuda == "cuda" and models["cuda"].provider != CUDA and not allow_cpu:  # offered, but the session fell back
+        raise LookupError(f"{CUDA} is offered but the session runs on {models['cuda'].provider} (drivers, cuDNN?)")
+    return models
 
 
 def in_process(models: dict, rows: list[dict], sizes: list[int], budget: Budget) -> dict:

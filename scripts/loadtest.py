@@ -295,6 +295,8 @@ def run_rates(base: LoadConfig, rates: list[float], bodies: list[bytes], args) -
 def _run(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray, client: str) -> Records:
     """One open-loop run with the raw-socket engine (http:// URLs, unless --client httpx) or httpx."""
     parts = urlsplit(cfg.url)
+    if client == "raw" and parts.scheme != "http":
+        raise ValueError(f"--client raw speaks plain HTTP; use --client httpx for {cfg.url}")
     if client == "httpx" or parts.scheme != "http":
         return asyncio.run(run_load(cfg, bodies, schedule))
     from scripts.loadtest_raw import build_request, open_loop
@@ -305,7 +307,7 @@ def _run(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray, client: str
     try:
         return open_loop(host, port, raws, schedule, cfg.concurrency, timeout=cfg.timeout, drain=cfg.drain)
     except OSError as exc:
-        raise RuntimeError(f"cannot open {cfg.concurrency} connections to {cfg.url}: {exc}") from None
+        raise RuntimeError(f"cannot connect to {cfg.url}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,10 +61,12 @@ def connect(host: str, port: int) -> socket.socket:
     return s
 
 
-def send(key, raw: bytes) -> None:
-    key.fileobj.setblocking(True)  # requests are small: one sendall, then back to non-blocking reads
-    key.fileobj.sendall(raw)
-    key.fileobj.setblocking(False)
+def send(key, raw: bytes, timeout: float = 30.0) -> None:
+    key.fileobj.settimeout(timeout)  # requests are small: one sendall, then back to non-blocking reads
+    try:
+        key.fileobj.sendall(raw)
+    finally:
+        key.fileobj.setblocking(False)
 
 
 def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray, connections: int,
@@ -72,12 +74,13 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
     """requests[i % len] leaves at schedule[i] s after the start on an idle one of `connections` connections, or
     waits for one; a request unanswered `timeout` s after its send is a "timeout" (its connection is replaced);
     requests not sent `drain` s after the last scheduled time are "unsent". Polls rather than sleeps when the next
-    send is under 1 ms away (epoll's timer has 1 ms steps). ConnectionRefusedError if the server is not there."""
+    send is under 1 ms away (epoll's timer has 1 ms steps). A connection the server closed while idle is replaced
+    (a request whose send fails twice is a "connection" error). OSError when the server cannot be reached."""
     rec = Records(np.asarray(schedule, dtype=np.float64))
     sel = selectors.DefaultSelector()
     for _ in range(connections):
         sel.register(connect(host, port), selectors.EVENT_READ, {"buf": bytearray(), "req": None})
-    idle, due = deque(sel.get_map().values()), deque()
+    idle, due, retried = deque(sel.get_map().values()), deque(), set()
     n, i = len(schedule), 0
     clock, start = time.perf_counter, time.perf_counter()
     deadline = (schedule[-1] if n else 0.0) + drain
@@ -92,13 +95,26 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
                 i += 1
             while due and idle:
                 j, key = due.popleft(), idle.popleft()
-                send(key, requests[j % len(requests)])
+                try:
+                    send(key, requests[j % len(requests)], timeout)
+                except OSError:  # the server closed this idle connection (keep-alive timeout): once more, on a new one
+                    idle.appendleft(_replace(sel, key, rec, "connection", host, port))
+                    if j in retried:
+                        rec.error[j] = "connection"
+                    else:
+                        retried.add(j)
+                        due.appendleft(j)
+                    continue
                 rec.sent[j], key.data["req"] = clock() - start, j
             wait = schedule[i] - (clock() - start) if i < n else 0.05
             for key, _ in sel.select(0 if wait < 1e-3 else min(wait - 1e-3, 0.05)):
                 try:
+                    if key.data["req"] is None:  # an idle connection has nothing to say but its closing
+                        raise ConnectionError("closed while idle")
                     status = read_answer(key)
-                except ConnectionError:
+                except OSError:
+                    if key in idle:
+                        idle.remove(key)
                     idle.append(_replace(sel, key, rec, "connection", host, port))
                     continue
                 if status is not None:

@@ -154,7 +154,9 @@ def _short(value: Any) -> str:
 
 
 class Encoder:
-    """Encodes raw feature values for one fitted schema. Build once per bundle; thread-compatible."""
+    """Encodes raw feature values for one fitted schema. Build once per bundle. One thread at a time: its memos
+    (up to 200k raw values per field, across requests) are not locked; the service encodes on the event loop only,
+    and a reload warms up a new Encoder of its own."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.fields: tuple[FieldSpec, ...] = parse_schema(schema)  # BundleError when malformed

@@ -113,9 +113,12 @@ def _access_log(scope: Scope, state: dict[str, Any], route: str, status: int, el
     line = {"ts": round(time.time(), 6), "level": logging.getLevelName(level).lower(), "logger": log.name}
     line.update(msg="request", **fields)
     text = orjson.dumps(line, default=str).decode() + "\n"
-    with handler.lock:
-        handler.stream.write(text)
-        handler.stream.flush()
+    try:
+        with handler.lock:
+            handler.stream.write(text)
+            handler.stream.flush()
+    except Exception:  # a closed or broken stream: logging's own error handling decides, as for any record
+        log.log(level, "request", extra={"fields": fields})
 
 
 def _sole_handler() -> logging.StreamHandler | None:
@@ -127,7 +130,8 @@ def _sole_handler() -> logging.StreamHandler | None:
     if len(handlers) != 1 or not getattr(handlers[0], "_apg", False) or parent.propagate:
         return None
     handler = handlers[0]
-    return handler if not handler.filters and not log.filters and not parent.filters else None
+    plain = type(handler.formatter) is JsonFormatter and handler.level <= logging.DEBUG
+    return handler if plain and not handler.filters and not log.filters and not parent.filters else None
 
 
 class JsonFormatter(logging.Formatter):

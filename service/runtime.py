@@ -136,6 +136,29 @@ def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
     return feeds
 
 
+class _Admission:
+    """Runtime.admission's context manager (a class: a generator-based one costs ~10 µs a request)."""
+
+    __slots__ = ("runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __aenter__(self) -> None:
+        rt = self.runtime
+        if rt._requests >= rt.settings.max_concurrency + rt.settings.max_queue:
+            raise Overloaded(f"{rt._requests} scoring requests in progress (APG_MAX_CONCURRENCY + APG_MAX_QUEUE)")
+        rt._requests += 1
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            rt._requests -= 1
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.runtime._requests -= 1
+
+
 class Runtime:
     """Holds the current Model; bounds concurrent inferences and the queue in front of them."""
 
@@ -146,6 +169,7 @@ class Runtime:
         self.ready = False
         self._waiting = 0
         self._active = 0
+        self._requests = 0  # scoring requests in progress (admission)
         # Created in start(): asyncio primitives belong to the serving loop, threads to the serving process.
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -165,6 +189,15 @@ class Runtime:
         model = await asyncio.to_thread(load_model, self.settings.bundle, self.settings)
         self._install(model)
         self.ready = True
+
+    def admission(self) -> _Admission:
+        """One scoring request in progress (`async with runtime.admission():`): at most max_concurrency + max_queue
+        at once, beyond that Overloaded (503).
+
+        Entered first thing by the scoring routes, it yields to the loop once: requests that uvicorn has already
+        accepted are counted before any of them runs. An inline inference never yields, so without this a backlog
+        would wait unseen (and unbounded) in the loop's ready queue instead of being refused."""
+        return _Admission(self)
 
     async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
         """Run `model` on feeds (small calls inline, larger ones in the thread pool); at most max_concurrency at

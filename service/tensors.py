@@ -53,7 +53,7 @@ def decode_inputs(header: Any, blobs: bytes, max_rows: int) -> tuple[dict[str, l
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(blobs):
                 raise BadRequest(f"input {name!r}: binary_data_size {size!r} exceeds the binary data", field=name)
-            flat = _from_binary(blobs[offset : offset + size], datatype, name)
+            flat = _from_binary(blobs[offset : offset + size], datatype, name, math.prod(shape))
             offset += size
         elif "data" in tensor:
             flat = _flatten(tensor["data"], name)
@@ -107,9 +107,9 @@ def _flatten(data: Any, name: str) -> list:
     return out
 
 
-def _from_binary(raw: bytes, datatype: str, name: str) -> list | np.ndarray:
+def _from_binary(raw: bytes, datatype: str, name: str, expected: int) -> list | np.ndarray:
     if datatype == "BYTES":
-        return _bytes_elements(raw, name)
+        return _bytes_elements(raw, name, expected)
     dtype = np.dtype(NUMPY[datatype])
     if len(raw) % dtype.itemsize:
         raise InvalidShape(f"input {name!r}: {len(raw)} bytes is not a whole number of {datatype}", field=name)
@@ -119,13 +119,16 @@ def _from_binary(raw: bytes, datatype: str, name: str) -> list | np.ndarray:
     return values  # an array: the Encoder takes numeric columns as they are, others via tolist()
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[str]:
+def _bytes_elements(raw: bytes, name: str, expected: int) -> list[str]:
     # Each element: uint32 little-endian length, then that many bytes (UTF-8 text for our features). The loop
-    # does only the framing (errors are looked for afterwards, off the common path); decoding is one map().
+    # does only the framing (errors are looked for afterwards, off the common path), and at most the shape's
+    # number of elements (a body of empty elements must not keep the loop busy); decoding is one map().
     out: list[bytes] = []
     append, pos, end = out.append, 0, len(raw)
     try:
-        while pos < end:
+        for _ in range(expected):
+            if pos >= end:
+                break
             (n,) = _U32(raw, pos)
             append(raw[pos + 4 : pos + 4 + n])
             pos += 4 + n
@@ -134,6 +137,8 @@ def _bytes_elements(raw: bytes, name: str) -> list[str]:
     if pos > end:
         row = len(out) - 1
         raise InvalidShape(f"input {name!r}: BYTES element {row} overruns the data", field=name, row=row)
+    if pos < end:
+        raise InvalidShape(f"input {name!r}: more BYTES elements than its shape's {expected}", field=name)
     try:
         return list(map(bytes.decode, out))
     except UnicodeDecodeError:

@@ -68,7 +68,8 @@ class LeanRoute(APIRoute):
     declaration), dispatched without its dependency solver and response serialisation, which cost more than
     the model at batch 1 (docs/OPTIMISATIONS.md). The endpoint takes the Request and the path parameters as
     keyword arguments, returns a Response, and checks the token itself with `authorize`. Route dependencies
-    would silently not run, so they are refused."""
+    would silently not run, so they are refused; for the same reason these routes are put in the app's route list
+    directly, never through `include_router(..., dependencies=...)`, whose dependencies would be skipped too."""
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         if kwargs.get("dependencies"):

@@ -52,6 +52,11 @@ RESPONSE_SCHEMA = {
 async def score(request: Request) -> Response:
     authorize(request)
     app = state(request)
+    async with app.runtime.admission():
+        return await _score(app, request)
+
+
+async def _score(app, request: Request) -> Response:
     t = time.perf_counter()
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()

@@ -150,6 +150,11 @@ for _path, _endpoint in (("/models/{name}/infer", infer), ("/models/{name}/versi
 
 async def _infer(request: Request) -> Response:
     app = state(request)
+    async with app.runtime.admission():
+        return await _infer_admitted(app, request)
+
+
+async def _infer_admitted(app, request: Request) -> Response:
     t = time.perf_counter()
     body = await read_body(request, app.settings.max_body_bytes)
     t0 = time.perf_counter()

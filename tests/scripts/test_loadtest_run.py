@@ -70,7 +70,7 @@ def test_http_errors_and_connection_errors_are_counted_by_kind(slow_server, engi
         _, s = run("http://127.0.0.1:9", rate=20, duration=0.5)  # nothing listens on port 9 (discard)
         assert set(s["errors"]) == {"connect"} and s["error_fraction"] == 1.0
     else:  # the raw engine opens its connections first: no server is one clear error, before any request
-        with pytest.raises(RuntimeError, match="cannot open 1 connections to http://127.0.0.1:9"):
+        with pytest.raises(RuntimeError, match="cannot connect to http://127.0.0.1:9"):
             run("http://127.0.0.1:9", rate=20, duration=0.5, engine=engine)
 
 
@@ -140,3 +140,35 @@ def test_no_server_is_a_clear_error(bundle_json, tmp_path, capsys):
     ]
     assert loadtest.main(argv) == 2
     assert "/readyz not ready" in capsys.readouterr().err
+
+
+def test_raw_engine_survives_a_server_closing_idle_connections(tmp_path):
+    # uvicorn closes keep-alive connections idle for longer than its timeout (5 s by default, 0.2 s here): the next
+    # request on such a connection must go out on a fresh one, not crash the run or fail.
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from scripts.bench_http import free_port
+
+    port = free_port()
+    app = "scripts.bench_saturate:bare_app"
+    code = (
+        f"import uvicorn; uvicorn.run('{app}', factory=True, port={port}, timeout_keep_alive=0.2, log_level='warning')"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        for _ in range(100):  # until uvicorn listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        cfg = LoadConfig(url=f"http://127.0.0.1:{port}", rate=1, duration=1, concurrency=2, timeout=2.0, drain=2.0)
+        schedule = np.array([0.0, 0.05, 0.6, 0.65, 1.3])  # gaps longer than the keep-alive timeout
+        rec = loadtest._run(cfg, [b"{}"], schedule, "raw")
+        assert list(rec.status) == [200] * 5 and rec.error == [None] * 5
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -100,3 +100,27 @@ def test_other_handlers_get_the_same_line_through_logging(captured):
     slow = lines()[-1]  # ... and the JSON handler still wrote the line, through logging this time
     drop = {"ts", "request_id", "duration_s"}
     assert {k: v for k, v in slow.items() if k not in drop} == {k: v for k, v in fast.items() if k not in drop}
+
+
+def test_a_handler_level_or_a_broken_stream_is_respected(captured):
+    client, lines = captured
+    c = client()
+    handler = next(h for h in logging.getLogger("apg").handlers if getattr(h, "_apg", False))
+    with as_deployed():
+        handler.setLevel(logging.WARNING)  # the handler, not the logger, filters: no access line at all
+        try:
+            assert middleware._sole_handler() is None
+            c.post("/score", json={"instances": ROWS[:1]})
+        finally:
+            handler.setLevel(logging.NOTSET)
+        assert lines() == []
+
+        class Broken(io.StringIO):
+            def write(self, s):
+                raise BrokenPipeError("stderr is gone")
+
+        old = handler.setStream(Broken())
+        try:  # the request still succeeds; logging's own error handling deals with the stream
+            assert c.post("/score", json={"instances": ROWS[:1]}).status_code == 200
+        finally:
+            handler.setStream(old)

@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from service_testing import make_app, run, serving
 from synthetic_bundle import ROWS, reference_scores
 
@@ -44,8 +45,10 @@ def slow_model_run(monkeypatch, seconds: float, rows: int | None = None) -> thre
     return started
 
 
-def test_overload_is_503_with_retry_after(bundle, monkeypatch):
-    app = make_app(bundle.path, max_concurrency=1, max_queue=1)
+@pytest.mark.parametrize("inline", [0, 1024])  # in the pool, and on the event loop (the CPU default)
+def test_overload_is_503_with_retry_after(bundle, monkeypatch, inline):
+    # An inline call never yields to the loop: admission must still see the requests behind it and refuse the excess.
+    app = make_app(bundle.path, max_concurrency=1, max_queue=1, inline_max_rows=inline)
 
     async def main():
         async with serving(app) as c:

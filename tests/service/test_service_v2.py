@@ -218,6 +218,12 @@ def test_bytes_framing_errors_name_the_element(raw, error, row):
     assert (caught.value.field, caught.value.row) == ("user_id", row)
 
 
+def test_more_bytes_elements_than_the_shape_stop_the_framing():
+    raw = struct.pack("<I", 0) * 1000  # 1000 empty elements for a shape of 2
+    with pytest.raises(InvalidShape, match="more BYTES elements than its shape's 2"):
+        decode_inputs(*_bytes_tensor(raw), max_rows=10)
+
+
 def test_bytes_elements_decode():
     values = ["196", "", "zürich", "a|b"]
     raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
