@@ -4,6 +4,7 @@
     python -m scripts.profile_service --batch 1024 --body rows --profile    # + cProfile's top functions
     python -m scripts.profile_service --thin                                 # the thin reference app instead
     python -m scripts.profile_service --onnx-only                            # session.run alone: hot and cold caches
+    python -m scripts.profile_service --encode-only --batch 1024             # the encoder alone, columns bodies
 
 The app (service.app.create_app, or scripts/bench_thin's app with --thin) is driven through its ASGI interface
 with one prebuilt request at a time, after its lifespan has loaded the bundle: what remains is routing, the
@@ -145,6 +146,32 @@ def onnx_only(bundle: Path, batch: int, calls: int) -> dict[str, float]:
     return out
 
 
+def encode_only(bundle: Path, batch: int, calls: int) -> dict[str, float]:
+    """µs per `encode_columns` of `batch` sampled rows (16 bodies in turn, memos warm): on the same parsed objects
+    again and again, and on each body freshly parsed (new string objects, whose hashes are not cached yet)."""
+    import orjson
+
+    from scripts.loadtest_plan import RowSampler, encode_body
+    from service.features import Encoder
+
+    manifest = orjson.loads((bundle / "bundle.json").read_bytes())
+    encoder, sampler = Encoder(manifest["schema"]), RowSampler(manifest["schema"], seed=0)
+    bodies = [encode_body(sampler.rows(batch), "columns", sampler.numeric) for _ in range(16)]
+    parsed = [orjson.loads(b)["inputs"] for b in bodies]
+    for columns in parsed:
+        encoder.encode_columns(columns)
+    same = fresh = 0.0
+    for i in range(calls):
+        t0 = time.perf_counter()
+        encoder.encode_columns(parsed[i % 16])
+        same += time.perf_counter() - t0
+        columns = orjson.loads(bodies[i % 16])["inputs"]
+        t0 = time.perf_counter()
+        encoder.encode_columns(columns)
+        fresh += time.perf_counter() - t0
+    return {"the same parsed objects": same / calls * 1e6, "freshly parsed bodies": fresh / calls * 1e6}
+
+
 class _Text:
     def __init__(self) -> None:
         self.text = ""
@@ -164,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info", help="the service's APG_LOG_LEVEL (warning: no access log)")
     p.add_argument("--profile", action="store_true", help="also print cProfile's top 30 functions by own time")
     p.add_argument("--onnx-only", action="store_true", help="time session.run alone, with hot and with cold caches")
+    p.add_argument("--encode-only", action="store_true", help="time the encoder alone on columns bodies")
     args = p.parse_args(argv)
+    if args.encode_only:
+        for name, us in encode_only(args.bundle, args.batch, args.requests).items():
+            print(f"encode_columns, batch {args.batch}, {name}: {us:.1f} µs")
+        return 0
     if args.onnx_only:
         for name, us in onnx_only(args.bundle, args.batch, args.requests).items():
             print(f"session.run, batch {args.batch}, {name}: {us:.1f} µs")

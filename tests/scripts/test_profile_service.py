@@ -31,3 +31,9 @@ def test_onnx_only(bundle_dir, capsys):
     assert profile_service.main(["--bundle", str(bundle_dir), "--onnx-only", "--requests", "20"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and all(re.fullmatch(r"session.run, batch 1, .+: [\d.]+ µs", line) for line in lines)
+
+
+def test_encode_only(bundle_dir, capsys):
+    assert profile_service.main(["--bundle", str(bundle_dir), "--encode-only", "--batch", "8", "--requests", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(re.fullmatch(r"encode_columns, batch 8, .+: [\d.]+ µs", line) for line in lines)
