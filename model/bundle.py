@@ -10,17 +10,14 @@ import shutil
 import time
 from pathlib import Path
 
-from model.data import load_dataset, sha256_of
-from model.export import OPSET, OUTPUT_SPECS, export_onnx, input_specs, ort_predict, ort_session, parity
+from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, file_entry, input_specs
+from features.bundle import OPTIMISED_GRAPH, QUANTISED_GRAPH
+from model.data import load_dataset
+from model.export import OPSET, export_onnx, ort_predict, ort_session, parity
 from model.metrics import auc
 from model.train import load_run
 
-FORMAT_VERSION = 1
 PARITY_TOLERANCE = 1e-5
-
-
-def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def model_name(config: dict) -> str:
@@ -79,15 +76,15 @@ def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, qu
 def _write(tmp: Path, model, schema, metrics: dict, x_test, y_test, optimise: bool, quantise: bool):
     """Every file of the bundle into ``tmp``; returns (manifest, extra report)."""
     model_cfg = metrics["config"]["model"]
-    onnx_path = export_onnx(model, schema, tmp / "model.onnx")
+    onnx_path = export_onnx(model, schema, tmp / GRAPH)
     check = parity(model, ort_session(onnx_path), x_test)
     if check["max_abs_diff"] > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX/PyTorch parity failed: max abs diff {check['max_abs_diff']:.3g} > {PARITY_TOLERANCE}")
     extra = {}
     if optimise:
-        write_optimised(onnx_path, tmp / "model.opt.onnx")
+        write_optimised(onnx_path, tmp / OPTIMISED_GRAPH)
     if quantise:
-        extra["int8"] = write_quantised(onnx_path, tmp / "model.int8.onnx", x_test, y_test)
+        extra["int8"] = write_quantised(onnx_path, tmp / QUANTISED_GRAPH, x_test, y_test)
 
     files = {p.name: file_entry(p) for p in sorted(tmp.glob("*.onnx"))}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -95,7 +92,7 @@ def _write(tmp: Path, model, schema, metrics: dict, x_test, y_test, optimise: bo
         "format_version": FORMAT_VERSION,
         "model": {
             "name": model_name(metrics["config"]["model"]),
-            "version": f"{stamp}-{files['model.onnx']['sha256'][:8]}",
+            "version": f"{stamp}-{files[GRAPH]['sha256'][:8]}",
         },
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
@@ -113,7 +110,7 @@ def _write(tmp: Path, model, schema, metrics: dict, x_test, y_test, optimise: bo
         "parity": {**check, "tolerance": PARITY_TOLERANCE},
         **extra,
     }
-    (tmp / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest, extra
 
 

@@ -7,7 +7,6 @@ the training split only (unseen validation/test values hit the OOV index) and en
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import subprocess
 import sys
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.features import FIRST, MISSING, OOV, Field, Schema, normalise
+from features import LENIENT, Encoder, Field, Schema, normalise, sha256_of
+from features.rules import lenient, multi_values, prefixed
 
 ML100K_WHEEL = "recbole==1.2.1"
 ML100K_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
@@ -37,14 +37,6 @@ def cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------- fetching
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def extract_ml100k(wheel: Path, dest: Path, expected_sha256: str = ML100K_SHA256) -> Path:
     """Verify the wheel's sha256 and extract only the three ML-100K data files into ``dest``."""
     got = sha256_of(wheel)
@@ -131,18 +123,12 @@ def table_length(table: dict[str, list]) -> int:
 
 
 # ---------------------------------------------------------------- schema fitting + encoding
-def _values(f: Field, raw) -> list[str]:
-    """Normalised values of one cell (a list for multi fields, empty when missing)."""
+def cell_values(f: Field, raw) -> list[str]:
+    """The normalised values one training cell holds (rules 1, 2's prefix and 4; bad values are missing)."""
     if f.kind == "multi":
-        if isinstance(raw, list | tuple):
-            items = raw
-        else:  # a string is split on sep (no sep: one value); any other scalar is one value, as the service does
-            items = [] if raw is None else (raw.split(f.sep) if f.sep and isinstance(raw, str) else [raw])
-        return [v for v in map(normalise, items) if v is not None][: f.max_len]
-    v = normalise(raw)
-    if v is None:
-        return []
-    return [v[: f.prefix] if f.prefix else v]
+        return multi_values(raw, f.sep, f.max_len, lambda e: lenient(normalise, e))
+    v = lenient(normalise, raw)
+    return [] if v is None else [prefixed(v, f.prefix)]
 
 
 def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema:
@@ -153,55 +139,24 @@ def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema
             fitted.append(f)
             continue
         col = table[f.source]
-        counts = Counter(v for r in rows for v in _values(f, col[r]))
+        counts = Counter(v for r in rows for v in cell_values(f, col[r]))
         if f.derive == "count_bucket":
             mapping = {v: str(bisect_right(f.edges, n)) for v, n in sorted(counts.items())}
             labels = tuple(str(b) for b in range(len(f.edges) + 1))
             fitted.append(replace(f, derive=None, mapping=mapping, mapping_default="0", vocab=labels))
-        elif f.derive is not None:
-            raise DataError(f"field {f.name!r}: unknown derive {f.derive!r}")
         else:
             vocab = tuple(v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
             fitted.append(replace(f, vocab=vocab))
     return spec.with_fields(fitted)
 
 
-def _number(raw) -> float | None:
-    if isinstance(raw, bool):  # the service refuses booleans for numeric features; training treats them as missing
-        return None
-    try:
-        x = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return None if not np.isfinite(x) else x
-
-
-def encode_field(f: Field, column: list) -> np.ndarray:
-    """Training-side encoder of docs/BUNDLE.md rules 1–5 (the service has its own; contract tests compare them)."""
-    if f.kind == "numeric":
-        nums = [_number(v) for v in column]
-        return np.array([MISSING if x is None else 1 + bisect_right(f.edges, x) for x in nums], dtype=np.int64)
-    index = {v: FIRST + i for i, v in enumerate(f.vocab)}
-    out = np.zeros((len(column), f.max_len) if f.kind == "multi" else len(column), dtype=np.int64)
-    for r, raw in enumerate(column):
-        vals = _values(f, raw)
-        if f.mapping is not None:
-            vals = [f.mapping.get(v, f.mapping_default) for v in vals]
-        ids = [index.get(v, OOV) for v in vals]
-        if f.kind == "multi":
-            out[r, : len(ids)] = ids
-        elif ids:
-            out[r] = ids[0]
-    return out
-
-
 def encode_table(schema: Schema, table: dict[str, list]) -> dict[str, np.ndarray]:
+    """Training data through the service's encoder with the lenient policy (docs/BUNDLE.md rule 5): one encoder."""
     n = table_length(table)
-    return {f.name: encode_field(f, table[f.source]) if f.source in table else _missing(f, n) for f in schema.fields}
-
-
-def _missing(f: Field, n: int) -> np.ndarray:
-    return np.zeros((n, f.max_len) if f.kind == "multi" else n, dtype=np.int64)
+    columns = {s: table[s] for s in schema.sources if s in table}
+    if not columns:  # no feature column at all: every field is missing
+        columns = {schema.sources[0]: [None] * n}
+    return Encoder(schema, LENIENT).encode_columns(columns)
 
 
 def labels_of(schema: Schema, table: dict[str, list]) -> np.ndarray:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from features import Schema
 from model.apg import APGLinear, merge_overparam
-from model.features import Schema
 from model.train import predict
 
 OPSET = 17
@@ -37,13 +37,6 @@ class GraphModule(nn.Module):
         self.captured.clear()
         score = self.model(dict(zip(self.names, tensors, strict=True)))
         return (score, self.captured[-1]) if self.expose_s else score
-
-
-def input_specs(schema: Schema) -> list[dict]:
-    return [{"name": f.name, "dtype": "int64", "shape": [-1, f.max_len] if f.width else [-1]} for f in schema.fields]
-
-
-OUTPUT_SPECS = [{"name": "score", "dtype": "float32", "shape": [-1]}]
 
 
 def export_onnx(model: nn.Module, schema: Schema, path: str | Path, expose_s: bool = False) -> Path:

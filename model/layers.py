@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.features import Schema
+from features import Schema
 
 
 class FieldEmbedding(nn.Module):

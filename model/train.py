@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from model.data import Dataset, load_dataset
-from model.features import Schema
+from features import Schema
 from model.metrics import evaluate
 from model.zoo import CTRModel, ModelConfig, build_model
 

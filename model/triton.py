@@ -1,7 +1,7 @@
 """A Triton Inference Server model repository from a bundle, for users who outgrow one machine.
 
 Triton serves the same ``model.onnx`` with its own dynamic batching; it takes the *encoded* int64 tensors, so clients
-encode raw rows with the bundle's schema (``service.features`` does exactly that, without torch).
+encode raw rows with the bundle's schema (``features.Encoder`` does exactly that, without torch).
 """
 
 from __future__ import annotations

@@ -9,20 +9,15 @@ Nothing here opens an onnxruntime session; runtime.py does, then calls `check_si
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, Encoder, input_specs, sha256_of
+from features.bundle import OPTIMISED_GRAPH
 from service.errors import BundleError
-from service.features import Encoder
-
-FORMAT_VERSION = 1
-MANIFEST = "bundle.json"
-GRAPH = "model.onnx"
-OPTIMISED_GRAPH = "model.opt.onnx"
 
 # onnxruntime's NodeArg.type → the manifest's dtype names
 _ORT_DTYPES = {
@@ -154,19 +149,11 @@ def _verify_file(root: Path, name: str, entry: Any) -> None:
         raise BundleError(f"{MANIFEST}: files[{name!r}] needs a 'sha256'")
     if not target.is_file():
         raise BundleError(f"missing file {name!r} listed in {MANIFEST}")
-    digest = _sha256(target)
+    digest = sha256_of(target)
     if digest != entry["sha256"].lower():
         raise BundleError(f"sha256 mismatch for {name!r}: manifest {entry['sha256']}, file {digest}")
     if "bytes" in entry and entry["bytes"] != target.stat().st_size:
         raise BundleError(f"size mismatch for {name!r}: manifest {entry['bytes']}, file {target.stat().st_size}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tensor_specs(manifest: dict, key: str) -> tuple[TensorSpec, ...]:
@@ -180,8 +167,8 @@ def _tensor_specs(manifest: dict, key: str) -> tuple[TensorSpec, ...]:
 
 
 def _check_inputs_match_schema(bundle: Bundle) -> None:
-    # The encoder produces one int64 array per schema field: (B,) or (B, max_len) for multi.
-    expected = bundle.encoder.input_specs()
+    # The encoder produces one int64 array per schema field: (B,) or (B, max_len) for multi (features.input_specs).
+    expected = {s["name"]: (s["dtype"], tuple(s["shape"])) for s in input_specs(bundle.encoder.schema)}
     declared = {s.name: s for s in bundle.inputs}
     if set(declared) != set(expected):
         raise BundleError(f"manifest inputs {sorted(declared)} differ from the schema's fields {sorted(expected)}")
@@ -191,5 +178,6 @@ def _check_inputs_match_schema(bundle: Bundle) -> None:
             raise BundleError(
                 f"manifest input {name!r} is {spec.dtype}{list(spec.shape)}, schema needs {dtype}{list(shape)}"
             )
-    if [s.name for s in bundle.outputs] != ["score"] or bundle.outputs[0].dtype != "float32":
-        raise BundleError("the manifest must declare exactly one output: 'score', float32")
+    want = OUTPUT_SPECS[0]  # shapes are checked against the graph by check_signature
+    if [(s.name, s.dtype) for s in bundle.outputs] != [(want["name"], want["dtype"])]:
+        raise BundleError(f"the manifest must declare exactly one output: {want['name']!r}, {want['dtype']}")

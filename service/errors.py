@@ -20,75 +20,28 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from features.errors import (  # noqa: F401 (re-exported: the service's typed errors in one namespace)
+    BadRequest,
+    BundleError,
+    ContractError,
+    EmptyBatch,
+    FeatureError,
+    InvalidJSON,
+    InvalidShape,
+    InvalidType,
+    MissingFeature,
+    NonFinite,
+    RaggedColumns,
+    SchemaError,
+    UnknownFeature,
+)
+
 log = logging.getLogger("apg.errors")
 
 
-class ServiceError(Exception):
-    """Base class: `status` is the HTTP status, `code` a stable machine-readable name."""
-
-    status = 500
-    code = "internal"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        field: str | None = None,
-        row: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.row = row
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field, "row": self.row}}
-
-
-class BadRequest(ServiceError):
-    status, code = 400, "bad_request"
-
-
-class InvalidJSON(BadRequest):
-    code = "invalid_json"
-
-
-class InvalidShape(BadRequest):
-    """The JSON parsed, but its top-level structure is not one the route accepts."""
-
-    code = "invalid_shape"
-
-
-class FeatureError(BadRequest):
-    """A feature value could not be encoded; `field` names the feature and `row` the row."""
-
-    code = "invalid_feature"
-
-
-class UnknownFeature(FeatureError):
-    code = "unknown_feature"
-
-
-class MissingFeature(FeatureError):
-    code = "missing_feature"
-
-
-class InvalidType(FeatureError):
-    code = "invalid_type"
-
-
-class NonFinite(FeatureError):
-    code = "non_finite"
-
-
-class RaggedColumns(FeatureError):
-    code = "ragged_columns"
-
-
-class EmptyBatch(FeatureError):
-    code = "empty_batch"
+# The encoder's errors live with the contract (features/errors.py, no HTTP framework there); each already carries its
+# status. ServiceError is their base, so one handler maps every typed error, the encoder's and the service's alike.
+ServiceError = ContractError
 
 
 class Unauthorized(ServiceError):
@@ -116,12 +69,6 @@ class TooManyRows(PayloadTooLarge):
 
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
-
-
-class BundleError(ServiceError):
-    """A bundle that cannot be served (docs/BUNDLE.md, loading rules). 422 when an admin asked for it."""
-
-    status, code = 422, "invalid_bundle"
 
 
 class ConfigError(ServiceError):

@@ -49,7 +49,7 @@ class Model:
         return self.bundle.version
 
     @property
-    def encoder(self):  # service.features.Encoder
+    def encoder(self):  # features.Encoder
         return self.bundle.encoder
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from features import Encoder
 from service.batching import MicroBatcher
 from service.errors import InvalidShape, TooManyRows
-from service.features import Encoder
 from service.metrics import Metrics
 from service.runtime import Runtime
 

@@ -1,6 +1,6 @@
 """The model zoo: one small file per base model; APG is an option of every model (``ModelConfig.apg``)."""
 
-from model.features import Schema
+from features import Schema
 from model.zoo.autoint import AutoInt
 from model.zoo.base import CTRModel, ModelConfig
 from model.zoo.dcn import DCN, DCNv2

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from model.apg import APGMLP, APGConfig, Condition
-from model.features import Schema
+from features import Schema
 from model.layers import MLP, FieldEmbedding
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.features import Encoder
+from features import Encoder
 from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)

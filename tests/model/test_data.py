@@ -5,8 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from model.data import DataError, encode_field, extract_ml100k, fetch_ml100k, fit_schema, load_dataset, split_rows
-from model.features import OOV, Field, Schema, normalise
+from features import OOV, Field, Schema
+from model.data import DataError, encode_table, extract_ml100k, fetch_ml100k, fit_schema, load_dataset, split_rows
 
 
 def test_checksum_mismatch_is_a_clear_error(tmp_path):
@@ -25,34 +25,12 @@ def test_missing_cache_is_fetched_and_verified(tmp_path):
     assert fetch_ml100k(folder) == folder  # cached: no second download
 
 
-def test_normalise_rules():
-    assert normalise(196) == normalise(196.0) == normalise(" 196 ") == "196"
-    assert normalise(None) is None and normalise("") is None and normalise(float("nan")) is None
-    assert normalise(True) == "true" and normalise(2.5) == "2.5"
-
-
-def test_encoding_oov_missing_prefix_mapping_multi_numeric():
-    cat = Field("zip", "categorical", prefix=2, vocab=("85", "94"))
-    assert encode_field(cat, ["85711", "94043", "T8H1N", None, ""]).tolist() == [2, 3, OOV, 0, 0]
-    derived = Field(
-        "act", "categorical", source="user_id", mapping={"1": "2"}, mapping_default="0", vocab=("0", "1", "2")
-    )
-    assert encode_field(derived, [1, "1", 99, None]).tolist() == [4, 4, 2, 0]
-    multi = Field("genres", "multi", sep="|", max_len=3, vocab=("Drama", "Comedy"))
-    enc = encode_field(multi, ["Drama|Comedy", ["Comedy"], "Noir|Drama|Comedy|Drama", None, ""])
-    assert enc.tolist() == [[2, 3, 0], [3, 0, 0], [OOV, 2, 3], [0, 0, 0], [0, 0, 0]]
-    num = Field("age", "numeric", edges=(18.0, 25.0))
-    assert encode_field(num, [10, 18, "30", None, "x", float("inf"), True]).tolist() == [1, 2, 3, 0, 0, 0, 0]
-    nosep = Field("tags", "multi", max_len=2, vocab=("a b",))
-    assert encode_field(nosep, ["a b", ["a b", "c"]]).tolist() == [[2, 0], [2, 1]]
-
-
 def test_vocab_is_fitted_on_training_rows_only_so_unseen_values_hit_oov():
     spec = Schema("t", (Field("c", "categorical"),))
     table = {"c": ["a", "a", "b", "z"]}
     fitted = fit_schema(spec, table, np.array([0, 1, 2]))
     assert fitted.field("c").vocab == ("a", "b")
-    assert encode_field(fitted.field("c"), table["c"]).tolist() == [2, 2, 3, OOV]
+    assert encode_table(fitted, table)["c"].tolist() == [2, 2, 3, OOV]
 
 
 def test_splits_random_and_time():

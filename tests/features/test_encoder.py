@@ -1,4 +1,4 @@
-"""service/features.py against hand-computed indices (docs/BUNDLE.md, "Encoding rules")."""
+"""features/encoder.py against hand-computed indices (docs/BUNDLE.md, "Encoding rules")."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from synthetic_bundle import ROWS, SCHEMA
 
-from service import errors
-from service.features import Encoder, normalise
+from features import Encoder, errors, normalise
 
 # Indices in SCHEMA: 0 missing, 1 unseen, 2 + vocab position.
 USER = {"196": 2, "186": 3, "22": 4, "244": 5, "166": 6}

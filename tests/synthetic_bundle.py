@@ -7,7 +7,6 @@ so expected scores can be computed from encoded indices in numpy (`reference_sco
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, Schema, file_entry, input_specs
 
 MAX_LEN = 6
 
@@ -48,38 +49,33 @@ SCHEMA = {
 }
 
 
-def table_size(field: dict) -> int:
-    """Rows of a field's weight table: indices 0 (missing), 1 (OOV), 2.. (vocab or buckets)."""
-    if field["kind"] == "numeric":
-        return len(field["edges"]) + 2
-    return len(field["vocab"]) + 2
+FIELDS = Schema.from_dict(SCHEMA).fields  # the contract's reading of SCHEMA (cardinality, widths)
 
 
 @dataclass(frozen=True)
 class SyntheticBundle:
     path: Path
     version: str
-    weights: dict[str, np.ndarray]  # field → (table_size,) float32, w[0] = 0
+    weights: dict[str, np.ndarray]  # field → (cardinality,) float32, w[0] = 0
     bias: float
 
 
 def make_weights(seed: int) -> tuple[dict[str, np.ndarray], float]:
     rng = np.random.default_rng(seed)
     weights = {}
-    for f in SCHEMA["fields"]:
-        w = rng.normal(0.0, 0.6, table_size(f)).astype(np.float32)
+    for f in FIELDS:
+        w = rng.normal(0.0, 0.6, f.cardinality).astype(np.float32)
         w[0] = 0.0  # missing contributes nothing (and pads the multi field)
-        weights[f["name"]] = w
+        weights[f.name] = w
     return weights, float(rng.normal(0.0, 0.2))
 
 
 def make_graph(weights: dict[str, np.ndarray], bias: float) -> onnx.ModelProto:
     nodes, inputs, inits, terms = [], [], [], []
-    for f in SCHEMA["fields"]:
-        name = f["name"]
-        multi = f["kind"] == "multi"
+    for f in FIELDS:
+        name, multi = f.name, f.kind == "multi"
         inputs.append(
-            helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", MAX_LEN] if multi else ["batch"])
+            helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", f.width] if multi else ["batch"])
         )
         inits.append(numpy_helper.from_array(weights[name], f"w_{name}"))
         nodes.append(helper.make_node("Gather", [f"w_{name}", name], [f"g_{name}"]))  # (B,) or (B, L)
@@ -115,24 +111,20 @@ def build_bundle(path: Path, version: str = "v1", seed: int = 0, name: str = "sy
     """Write model.onnx and bundle.json (format 1, with sha256) into `path`."""
     path.mkdir(parents=True, exist_ok=True)
     weights, bias = make_weights(seed)
-    onnx.save(make_graph(weights, bias), path / "model.onnx")
-    data = (path / "model.onnx").read_bytes()
+    onnx.save(make_graph(weights, bias), path / GRAPH)
     manifest = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "model": {"name": name, "version": version},
         "created_at": "2026-11-28T15:40:12Z",
-        "files": {"model.onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
+        "files": {GRAPH: file_entry(path / GRAPH)},
         "schema": SCHEMA,
-        "inputs": [
-            {"name": f["name"], "dtype": "int64", "shape": [-1, MAX_LEN] if f["kind"] == "multi" else [-1]}
-            for f in SCHEMA["fields"]
-        ],
-        "outputs": [{"name": "score", "dtype": "float32", "shape": [-1]}],
+        "inputs": input_specs(Schema.from_dict(SCHEMA)),
+        "outputs": OUTPUT_SPECS,
         "apg": {"base_model": "logistic", "condition": "none"},
         "metrics": {},
         "parity": {"max_abs_diff": 0.0, "batch_sizes": [1]},
     }
-    (path / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return SyntheticBundle(path, version, weights, bias)
 
 
@@ -145,10 +137,10 @@ def edit_manifest(path: Path, **changes: object) -> None:
 def reference_scores(bundle: SyntheticBundle, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """The graph's arithmetic in numpy (float64), from encoded indices."""
     logit = np.full(len(feeds["user_id"]), bundle.bias, dtype=np.float64)
-    for f in SCHEMA["fields"]:
-        g = bundle.weights[f["name"]].astype(np.float64)[feeds[f["name"]]]
-        if f["kind"] == "multi":
-            count = np.maximum((feeds[f["name"]] > 0).sum(axis=1), 1)
+    for f in FIELDS:
+        g = bundle.weights[f.name].astype(np.float64)[feeds[f.name]]
+        if f.kind == "multi":
+            count = np.maximum((feeds[f.name] > 0).sum(axis=1), 1)
             g = g.sum(axis=1) / count
         logit += g
     return 1.0 / (1.0 + np.exp(-logit))

@@ -1,80 +1,79 @@
-"""Raw feature values → one int64 array per graph input, per the "Encoding rules" of docs/BUNDLE.md.
+"""Raw feature values → one int64 array per graph input, per the encoding rules of docs/BUNDLE.md (features/rules.py).
 
 Index 0 = missing, 1 = out of vocabulary, 2 + i = vocab[i]; numeric: 1 + bisect_right(edges, x).
 
-    enc = Encoder(schema)                                    # the fitted schema from bundle.json
+    enc = Encoder(schema)                                    # serving: a bad value is a 4xx naming feature and row
     enc.encode_rows([{"user_id": "196", "age": 49}, ...])    # {"user_id": (B,), "genres": (B, max_len), ...}
     enc.encode_columns({"user_id": ["196", ...], ...})
     enc.encode_ranking({"user_id": "196"}, [{"item_id": "242"}, ...])   # context encoded once, broadcast
+    Encoder(schema, LENIENT).encode_columns(table)           # training data: bad values are missing (rule 5)
 
-A raw *feature* is a field's `source`; several fields may read one feature. Work is per column: each
-column is encoded with dict look-ups (memoised by raw value) and numpy, never by rebuilding per-row dicts.
-Errors are typed (service.errors) and name the feature and the row.
+One encoder, two policies. STRICT (serving): unknown features, missing required features and unreadable values raise
+typed errors (features.errors) that name the feature and the row. LENIENT (training data): a value that breaks a rule
+is missing, columns the schema does not read are ignored, required features are not enforced.
+
+A raw *feature* is a field's `source`; several fields may read one feature. Work is per column: each column is
+encoded with dict look-ups (memoised by raw value, bounded in entries and in the length of what is kept) and numpy.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from service.errors import (
+from features.errors import (
     EmptyBatch,
     FeatureError,
     InvalidShape,
     InvalidType,
     MissingFeature,
-    NonFinite,
     RaggedColumns,
     UnknownFeature,
 )
-from service.schema import FeatureInfo, FieldSpec, examples, parse_schema
+from features.rules import multi_values, normalise, number, prefixed
+from features.sampler import example_rows
+from features.schema import FIRST, MISSING, OOV, Field, Schema
 
+STRICT, LENIENT = "strict", "lenient"
+MEMO_CAP = 200_000  # memo entries per field; each entry is at most as long as the field's longest known value
 _MEMO_TYPES = frozenset({str, int, float, type(None)})  # raw types whose equality agrees with rule 1 (not bool)
 _ROW_MEMO_TYPES = frozenset({str, type(None)})
-_MEMO_CAP = 200_000
 
 
-def normalise(value: Any) -> str | None:
-    """Rule 1: None/blank → None; bool → "true"/"false"; integral number → digits; number → repr(float)."""
-    if isinstance(value, str):
-        return str(value).strip() or None
-    if value is None:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        x = float(value)
-        if not math.isfinite(x):
-            raise NonFinite(f"{x} is not a finite number")
-        return str(int(x)) if x.is_integer() else repr(x)
-    raise InvalidType(f"expected a string or number, got {type(value).__name__}")
+@dataclass(frozen=True)
+class FeatureInfo:
+    """What a raw feature looks like to a client (OpenAPI, v2 metadata)."""
+
+    name: str
+    required: bool
+    numeric: bool  # True: a number (FP64); False: string-like (BYTES)
+    multi: bool  # several values per row (a list, or one string split on the field's sep)
 
 
 class _Lookup:
     """Normalised value → index for one categorical/multi field, with prefix and mapping folded in."""
 
-    def __init__(self, spec: FieldSpec) -> None:
-        index = {v: i + 2 for i, v in enumerate(spec.vocab)}
-        self.prefix = spec.prefix
-        self.table, self.default = index, 1
-        if spec.mapping is not None:  # derived field: source value → label → index
-            self.table = {k: index.get(v, 1) for k, v in spec.mapping.items()}
-            self.default = index.get(spec.mapping_default, 1) if spec.mapping_default is not None else 1
+    def __init__(self, f: Field) -> None:
+        index = {v: FIRST + i for i, v in enumerate(f.vocab or ())}
+        self.prefix = f.prefix
+        self.table, self.default = index, OOV
+        if f.mapping is not None:  # derived field: source value → label → index
+            self.table = {k: index.get(v, OOV) for k, v in f.mapping.items()}
+            self.default = index.get(f.mapping_default, OOV) if f.mapping_default is not None else OOV
+        # Longer raw values are never memoised (an unknown 256 KB id must not stay in memory).
+        self.longest = max(map(len, self.table), default=0) + 8
         self.memo: dict[Any, int] = {}  # raw value → index, shared across requests
 
     def index_of(self, value: str | None) -> int:
         if value is None:
-            return 0
-        return self.table.get(value[: self.prefix] if self.prefix else value, self.default)
+            return MISSING
+        return self.table.get(prefixed(value, self.prefix), self.default)
 
-    def encode(self, col: Sequence[Any], feature: str, per_row: bool = True) -> np.ndarray:
+    def encode(self, col: Sequence[Any], read) -> np.ndarray:
         n = len(col)
         try:  # memoised raw values → index in one pass; -1 marks a value not seen yet
             found = map(self.memo.get, col, repeat(-1))
@@ -82,30 +81,31 @@ class _Lookup:
         except TypeError:  # an unhashable value (list, dict): let normalise() name it
             out = [-1] * n
         if -1 in out:
-            if len(self.memo) > _MEMO_CAP:
+            if len(self.memo) > MEMO_CAP:
                 self.memo.clear()
             for i in np.flatnonzero(np.asarray(out) == -1).tolist():
                 v = col[i]
-                out[i] = index = self.index_of(_at(normalise, v, feature, i if per_row else None))
-                if _memoisable(v):
+                out[i] = index = self.index_of(read(normalise, v, i))
+                if self.memoisable(v):
                     self.memo[v] = index
         return np.asarray(out, dtype=np.int64)
 
-
-def _memoisable(value: Any) -> bool:
-    # A memo keyed by raw values must agree with rule 1. Equal keys of these types normalise alike (196 and
-    # 196.0 → "196"), except that True == 1 and False == 0: values equal to 0 or 1 are never stored, so a
-    # bool can never hit a number's entry (nor a number a bool's), whatever the order requests come in.
-    return type(value) in _MEMO_TYPES and not (value == 0 or value == 1)
+    def memoisable(self, value: Any) -> bool:
+        # A memo keyed by raw values must agree with rule 1. Equal keys of these types normalise alike (196 and
+        # 196.0 → "196"), except that True == 1 and False == 0: values equal to 0 or 1 are never stored, so a
+        # bool can never hit a number's entry (nor a number a bool's), whatever the order requests come in.
+        if type(value) not in _MEMO_TYPES or value == 0 or value == 1:
+            return False
+        return type(value) is not str or len(value) <= self.longest
 
 
 class _RowMemo:
     """A multi field's string value → its padded id row, kept across requests: a request's rows are gathered
     from one array in a single numpy call instead of building a list per row (rows are computed once per
-    distinct value). Single-threaded use, like _Lookup.memo: encoding runs on the event loop."""
+    distinct value). Single-threaded use, like _Lookup.memo."""
 
-    def __init__(self, max_len: int) -> None:
-        self.max_len = max_len
+    def __init__(self, max_len: int, longest: int) -> None:
+        self.max_len, self.longest = max_len, longest
         self.clear()
 
     def clear(self) -> None:
@@ -121,70 +121,38 @@ class _RowMemo:
         return slot
 
 
-def _at(fn: Any, value: Any, feature: str, row: int | None) -> Any:
-    """Call fn(value), re-raising a FeatureError with the feature and row named."""
-    try:
-        return fn(value)
-    except FeatureError as exc:
-        where = f"feature {feature!r}" + (f", row {row}" if row is not None else "")
-        raise type(exc)(f"{where}: {exc.message}", field=feature, row=row) from None
-    except (ValueError, OverflowError) as exc:  # e.g. int too long for str(), float overflow
-        where = f"feature {feature!r}" + (f", row {row}" if row is not None else "")
-        raise InvalidType(f"{where}: {exc}", field=feature, row=row) from None
-
-
-def _number(value: Any) -> float | None:
-    """Numeric rule: None/blank → None (missing); a number or numeric string → finite float; else 400."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | str):
-        raise InvalidType(f"expected a number, got {type(value).__name__}")
-    try:
-        x = float(value)
-    except ValueError:
-        raise InvalidType(f"expected a number, got {_short(value)}") from None
-    if not math.isfinite(x):
-        raise NonFinite(f"{_short(value)} is not a finite number")
-    return x
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 class Encoder:
-    """Encodes raw feature values for one fitted schema. Build once per bundle. One thread at a time: its memos
-    (up to 200k raw values per field, across requests) are not locked; the service encodes on the event loop only,
-    and a reload warms up a new Encoder of its own."""
+    """Encodes raw feature values for one fitted schema. Build once per bundle. One thread at a time: its memos are
+    not locked; the service encodes on the event loop only, and a reload warms up a new Encoder of its own."""
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.fields: tuple[FieldSpec, ...] = parse_schema(schema)  # BundleError when malformed
-        self.features = tuple(dict.fromkeys(f.source for f in self.fields))  # raw features, schema order
+    def __init__(self, schema: Schema | Mapping[str, Any], policy: str = STRICT) -> None:
+        if policy not in (STRICT, LENIENT):
+            raise ValueError(f"policy must be {STRICT!r} or {LENIENT!r}, got {policy!r}")
+        self.schema = schema if isinstance(schema, Schema) else Schema.from_dict(schema)  # SchemaError if malformed
+        self.strict = policy == STRICT
+        self.fields: tuple[Field, ...] = self.schema.fields
+        self.features = self.schema.sources  # raw features, schema order
         self.required = frozenset(f.source for f in self.fields if f.required)
         self._lookups = {f.name: _Lookup(f) for f in self.fields if f.kind != "numeric"}
-        self._rows = {f.name: _RowMemo(f.max_len) for f in self.fields if f.kind == "multi"}
+        self._rows = {
+            f.name: _RowMemo(f.max_len, f.max_len * (self._lookups[f.name].longest + len(f.sep or "")))
+            for f in self.fields
+            if f.kind == "multi"
+        }
         self._edges = {f.name: np.asarray(f.edges, dtype=np.float64) for f in self.fields if f.kind == "numeric"}
-        self._info = {s: self._feature_info(s) for s in self.features}
-
-    def input_specs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """Graph input name → (dtype, shape) that this encoder produces; -1 is the batch axis."""
-        return {f.name: ("int64", (-1, f.max_len) if f.kind == "multi" else (-1,)) for f in self.fields}
 
     def describe(self) -> dict[str, FeatureInfo]:
-        """Raw feature → required?, numeric?, example values (numeric when any field reading it is numeric)."""
-        return dict(self._info)
-
-    def _feature_info(self, feature: str) -> FeatureInfo:
-        readers = [f for f in self.fields if f.source == feature]
-        numeric = any(f.kind == "numeric" for f in readers)
-        multi = any(f.kind == "multi" for f in readers)
-        return FeatureInfo(feature, feature in self.required, numeric, multi, examples(readers))
+        """Raw feature → required?, numeric? (when any field reading it is numeric), multi-valued?"""
+        out = {}
+        for s in self.features:
+            readers = [f for f in self.fields if f.source == s]
+            numeric = any(f.kind == "numeric" for f in readers)
+            out[s] = FeatureInfo(s, s in self.required, numeric, any(f.kind == "multi" for f in readers))
+        return out
 
     def example_rows(self, n: int) -> list[dict[str, Any]]:
-        """n real-looking rows built from the vocabularies (warm-up, documentation)."""
-        info = self.describe().values()
-        return [{f.name: f.examples[(i + k) % len(f.examples)] for k, f in enumerate(info)} for i in range(n)]
+        """n deterministic rows of known values (warm-up, OpenAPI and v2 examples): features.sampler's rows."""
+        return example_rows(self.schema, n)
 
     # ---- entry points: each returns {input name: int64 array}, all with the same batch size B ----
 
@@ -228,7 +196,7 @@ class Encoder:
 
     def _check_known(self, keys: set, rows: list | None) -> None:
         unknown = keys - set(self.features)
-        if unknown:
+        if unknown and self.strict:
             name = sorted(map(str, unknown))[0]
             row = next((i for i, r in enumerate(rows) if name in r), None) if rows else None
             raise UnknownFeature(f"unknown feature {name!r}; known: {', '.join(self.features)}", field=name, row=row)
@@ -241,21 +209,41 @@ class Encoder:
                 arr = self._encode_field(f, col, True)
             else:  # a context value or an absent optional feature: encode once, repeat for every row
                 arr = np.repeat(self._encode_field(f, col if col is not None else (None,), False), n, axis=0)
-            if f.required:
+            if f.required and self.strict:
                 _check_present(f, arr, col is not None and f.source not in context)
             out[f.name] = arr
         return out
 
-    def _encode_field(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
+    def _reader(self, f: Field, per_row: bool):
+        """read(fn, value, row): fn(value), with a rule broken → a typed error naming feature and row (strict)
+        or None, i.e. missing (lenient)."""
+        feature = f.source
+
+        def read(fn, value, row):
+            try:
+                return fn(value)
+            except (FeatureError, ValueError, OverflowError) as exc:  # ValueError: an int past str()'s digit limit
+                if not self.strict:
+                    return None
+                row = row if per_row else None
+                where = f"feature {feature!r}" + (f", row {row}" if row is not None else "")
+                message = exc.message if isinstance(exc, FeatureError) else str(exc)
+                error = type(exc) if isinstance(exc, FeatureError) else InvalidType
+                raise error(f"{where}: {message}", field=feature, row=row) from None
+
+        return read
+
+    def _encode_field(self, f: Field, col: Sequence[Any], per_row: bool) -> np.ndarray:
         if isinstance(col, np.ndarray) and (f.kind != "numeric" or col.dtype.kind not in "fiu"):
             col = col.tolist()  # (v2 binary tensors arrive as arrays; only numbers stay arrays)
+        read = self._reader(f, per_row)
         if f.kind == "categorical":
-            return self._lookups[f.name].encode(col, f.source, per_row)
+            return self._lookups[f.name].encode(col, read)
         if f.kind == "numeric":
-            return self._encode_numeric(f, col, per_row)
-        return self._encode_multi(f, col, per_row)
+            return self._encode_numeric(f, col, read)
+        return self._encode_multi(f, col, read)
 
-    def _encode_numeric(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
+    def _encode_numeric(self, f: Field, col: Sequence[Any], read) -> np.ndarray:
         x = None
         if isinstance(col, np.ndarray):  # a v2 binary tensor of integers or floats
             x = col.astype(np.float64)
@@ -266,50 +254,52 @@ class Encoder:
                 x = None
         if x is None or not np.isfinite(x).all():
             col = col.tolist() if isinstance(col, np.ndarray) else col
-            values = [_at(_number, v, f.source, i if per_row else None) for i, v in enumerate(col)]
+            values = [read(number, v, i) for i, v in enumerate(col)]
             missing = np.array([v is None for v in values])
             x = np.array([0.0 if v is None else v for v in values], dtype=np.float64)
-            return np.where(missing, 0, 1 + np.searchsorted(self._edges[f.name], x, side="right")).astype(np.int64)
-        return (1 + np.searchsorted(self._edges[f.name], x, side="right")).astype(np.int64)
+            index = np.where(missing, MISSING, 1 + np.searchsorted(self._edges[f.name], x, side="right"))
+            return index.astype(np.int64, copy=False)
+        return (1 + np.searchsorted(self._edges[f.name], x, side="right")).astype(np.int64, copy=False)
 
-    def _encode_multi(self, f: FieldSpec, col: Sequence[Any], per_row: bool) -> np.ndarray:
+    def _encode_multi(self, f: Field, col: Sequence[Any], read) -> np.ndarray:
         lookup = self._lookups[f.name]
         if set(map(type, col)) <= _ROW_MEMO_TYPES:  # the usual case: "a|b|c" strings (or null)
             memo = self._rows[f.name]
-            if len(memo.slots) > _MEMO_CAP:
+            if len(memo.slots) > MEMO_CAP:
                 memo.clear()
             slots = list(map(memo.slots.get, col))
+            extra: dict[int, list[int]] = {}  # rows whose value is too long to keep: this request only
             if None in slots:
                 for i, v in enumerate(col):
                     if slots[i] is None:
                         slots[i] = memo.slots.get(v)  # an earlier row of this request may have added it
                         if slots[i] is None:
-                            slots[i] = memo.add(v, self._multi_ids(f, lookup, v, i if per_row else None))
-            return memo.bank[slots]
+                            ids = self._multi_ids(f, lookup, v, i, read)
+                            if v is not None and len(v) > memo.longest:
+                                extra[i], slots[i] = ids, 0
+                            else:
+                                slots[i] = memo.add(v, ids)
+            out = memo.bank[slots]  # a copy (fancy indexing)
+            for i, ids in extra.items():
+                out[i] = ids
+            return out
         cache: dict[str, list[int]] = {}  # lists of values: one id row per row
         rows = []
         for i, v in enumerate(col):
             key = v if type(v) is str else None
             ids = cache.get(key) if key is not None else None
             if ids is None:
-                ids = self._multi_ids(f, lookup, v, i if per_row else None)
+                ids = self._multi_ids(f, lookup, v, i, read)
                 if key is not None:
                     cache[key] = ids
             rows.append(ids)
         return np.array(rows, dtype=np.int64).reshape(len(col), f.max_len)
 
-    def _multi_ids(self, f: FieldSpec, lookup: _Lookup, value: Any, row: int | None) -> list[int]:
+    def _multi_ids(self, f: Field, lookup: _Lookup, value: Any, row: int, read) -> list[int]:
         # Rule 4: split strings on sep, take lists as is, drop missing elements, keep max_len, pad with 0.
-        if value is None:
-            return [0] * f.max_len
-        if isinstance(value, str):
-            parts: Sequence[Any] = value.split(f.sep) if f.sep else [value]
-        elif isinstance(value, list | tuple):
-            parts = value
-        else:
-            parts = [value]
-        ids = [i for i in (lookup.index_of(_at(normalise, p, f.source, row)) for p in parts) if i][: f.max_len]
-        return ids + [0] * (f.max_len - len(ids))
+        values = multi_values(value, f.sep, f.max_len, lambda e: read(normalise, e, row))
+        ids = [lookup.index_of(v) for v in values]
+        return ids + [MISSING] * (f.max_len - len(ids))
 
 
 def _column(rows: list[dict[str, Any]], feature: str) -> list[Any]:
@@ -327,8 +317,8 @@ def _rows(rows: Any, name: str) -> list[Mapping[str, Any]]:
     return rows
 
 
-def _check_present(f: FieldSpec, arr: np.ndarray, per_row: bool) -> None:
-    empty = ~arr.any(axis=1) if arr.ndim == 2 else arr == 0
+def _check_present(f: Field, arr: np.ndarray, per_row: bool) -> None:
+    empty = ~arr.any(axis=1) if arr.ndim == 2 else arr == MISSING
     if empty.any():
         row = int(np.flatnonzero(empty)[0]) if per_row else None
         where = f", row {row}" if row is not None else ""
