@@ -246,13 +246,17 @@ class Encoder:
     def _encode_numeric(self, f: Field, col: Sequence[Any], read) -> np.ndarray:
         x = None
         if isinstance(col, np.ndarray):  # a v2 binary tensor of integers or floats
-            x = col.astype(np.float64)
-        elif set(map(type, col)) <= {int, float}:  # fast path: plain JSON numbers
+            x = col
+        else:  # fast paths: plain JSON numbers (no bool, which rule 5 refuses; ints need no finiteness check)
+            types = set(map(type, col))
             try:
-                x = np.array(col, dtype=np.float64)
-            except OverflowError:
+                if types <= {int}:
+                    x = np.array(col, dtype=np.int64)
+                elif types <= {int, float}:
+                    x = np.array(col, dtype=np.float64)
+            except OverflowError:  # an int past int64: the slow path reads it as a float
                 x = None
-        if x is None or not np.isfinite(x).all():
+        if x is None or (x.dtype.kind == "f" and not np.isfinite(x).all()):
             col = col.tolist() if isinstance(col, np.ndarray) else col
             values = [read(number, v, i) for i, v in enumerate(col)]
             missing = np.array([v is None for v in values])
