@@ -11,6 +11,7 @@ The encoding rules are docs/BUNDLE.md's; their code is features/rules.py and fea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -159,6 +160,11 @@ class Schema:
             user_column=d.get("user_column"),
             time_column=d.get("time_column"),
         )
+
+    def digest(self) -> str:
+        """sha256 of the schema's canonical JSON: two schemas encode alike exactly when their digests are equal."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))

@@ -111,3 +111,9 @@ def test_memos_keep_nothing_longer_than_the_longest_known_value():
     out = enc.encode_columns({"g": ["a|" + "q" * 10_000, "a", "a|" + "q" * 10_000]})["g"].tolist()
     assert out == [[2, OOV], [2, 0], [2, OOV]]
     assert set(enc._rows["g"].slots) == {"a"}
+
+
+def test_schema_digest_follows_what_encodes_and_survives_json():
+    a = Schema("t", (Field("id", "categorical", vocab=("a", "b")),))
+    assert Schema.from_dict(a.to_dict()).digest() == a.digest()
+    assert Schema("t", (Field("id", "categorical", vocab=("b", "a")),)).digest() != a.digest()
