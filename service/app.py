@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
+from service.admission import Admission
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.metrics import Metrics, multiprocess_dir
@@ -49,8 +50,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     runtime = Runtime(settings, metrics)
     batcher = None
     if settings.batching:
-        pending = max(1, settings.max_queue) * settings.batch_max_rows
-        batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000, pending)
+        batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000)
 
     otel = settings.otel
     app = FastAPI(
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
+    app.state.admission = Admission(settings)  # the one back-pressure rule (service/admission.py)
     app.state.batcher = batcher
     app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher)
     # The routers' routes go straight into the app's route list (not include_router, whose per-request route

@@ -1,14 +1,14 @@
 """Optional micro-batching (APG_BATCHING=true): coalesce concurrent requests into one onnxruntime call.
 
-    batcher = MicroBatcher(runtime, max_rows=256, max_delay_s=0.002, max_pending_rows=64 * 256)
+    batcher = MicroBatcher(runtime, max_rows=256, max_delay_s=0.002)
     batcher.start()                                  # inside the serving loop
     out = await batcher.submit(model, feeds, rows)   # Inference with exactly this request's scores
 
 A batch opens with the oldest waiting request and closes when it holds `max_rows` rows or that request
 has waited `max_delay_s`. Requests are never split: one that would overflow the batch opens the next one,
 one with >= max_rows rows bypasses batching. A batch holds one Model only (a hot reload may leave requests
-for the old and the new model in the queue). Closed batches run through Runtime.infer, so the
-max_concurrency / max_queue bounds hold for batches; up to max_concurrency batches run at once.
+for the old and the new model in the queue). Closed batches run through Runtime.infer: up to max_concurrency
+batches at once. The batcher refuses nothing: how many requests can wait in it is service/admission.py's rule.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import NotReady, Overloaded
+from service.errors import NotReady
 from service.runtime import Inference, Model, Runtime
 
 log = logging.getLogger("apg.batching")
@@ -37,11 +37,10 @@ class _Request:
 
 
 class MicroBatcher:
-    def __init__(self, runtime: Runtime, max_rows: int, max_delay_s: float, max_pending_rows: int) -> None:
+    def __init__(self, runtime: Runtime, max_rows: int, max_delay_s: float) -> None:
         self.runtime = runtime
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
-        self.max_pending_rows = max_pending_rows
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._task: asyncio.Task | None = None
@@ -70,8 +69,6 @@ class MicroBatcher:
     async def submit(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
         if rows >= self.max_rows or self._task is None:
             return await self.runtime.infer(model, feeds, rows)
-        if self._pending_rows + rows > self.max_pending_rows:
-            raise Overloaded(f"{self._pending_rows} rows already wait for a batch")
         loop = asyncio.get_running_loop()
         request = _Request(model, feeds, rows, loop.create_future(), loop.time())
         self._pending.append(request)
@@ -120,7 +117,7 @@ class MicroBatcher:
             feeds = {name: np.concatenate([r.feeds[name] for r in batch]) for name in feeds}
         try:
             result = await self.runtime.infer(batch[0].model, feeds, rows)
-        except Exception as exc:  # Overloaded, or a failed onnxruntime call: every caller gets it
+        except Exception as exc:  # a failed onnxruntime call: every caller gets it
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(exc)

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.bundle import Bundle, check_signature, load_bundle
-from service.errors import BundleError, ConfigError, NotReady, Overloaded, ServiceError
+from service.errors import BundleError, ConfigError, NotReady, ServiceError
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -136,40 +136,16 @@ def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
     return feeds
 
 
-class _Admission:
-    """Runtime.admission's context manager (a class: a generator-based one costs ~10 µs a request)."""
-
-    __slots__ = ("runtime",)
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    async def __aenter__(self) -> None:
-        rt = self.runtime
-        if rt._requests >= rt.settings.max_concurrency + rt.settings.max_queue:
-            raise Overloaded(f"{rt._requests} scoring requests in progress (APG_MAX_CONCURRENCY + APG_MAX_QUEUE)")
-        rt._requests += 1
-        try:
-            await asyncio.sleep(0)
-        except BaseException:
-            rt._requests -= 1
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.runtime._requests -= 1
-
-
 class Runtime:
-    """Holds the current Model; bounds concurrent inferences and the queue in front of them."""
+    """Holds the current Model; runs at most max_concurrency inferences at once (the others wait for a slot;
+    service/admission.py bounds how many requests there are)."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.model: Model | None = None
         self.ready = False
-        self._waiting = 0
-        self._active = 0
-        self._requests = 0  # scoring requests in progress (admission)
+        self._calls = 0  # inference calls waiting for a slot or running (drain waits for them)
         # Created in start(): asyncio primitives belong to the serving loop, threads to the serving process.
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -190,37 +166,21 @@ class Runtime:
         self._install(model)
         self.ready = True
 
-    def admission(self) -> _Admission:
-        """One scoring request in progress (`async with runtime.admission():`): at most max_concurrency + max_queue
-        at once, beyond that Overloaded (503).
-
-        Entered first thing by the scoring routes, it yields to the loop once: requests that uvicorn has already
-        accepted are counted before any of them runs. An inline inference never yields, so without this a backlog
-        would wait unseen (and unbounded) in the loop's ready queue instead of being refused."""
-        return _Admission(self)
-
     async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
-        """Run `model` on feeds (small calls inline, larger ones in the thread pool); at most max_concurrency at
-        once, max_queue waiting."""
+        """Run `model` on feeds (small CPU calls inline, the others in the thread pool), at most max_concurrency
+        at once. A call waits for a slot; it is never refused here."""
         t0 = time.perf_counter()
-        if self._slots.locked() and self._waiting >= self.settings.max_queue:
-            raise Overloaded(f"{self._waiting} requests already wait for inference (APG_MAX_QUEUE)")
-        self._waiting += 1
+        self._calls += 1
         try:
-            await self._slots.acquire()
+            async with self._slots:
+                t1 = time.perf_counter()
+                if rows <= self.settings.inline_max_rows and model.provider == CPU:
+                    scores = model.run(feeds)  # tens of µs: cheaper than the hand-off to a pool thread and back
+                else:  # large calls, and every CUDA call: the loop parses the next requests while the device works
+                    scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
+                t2 = time.perf_counter()
         finally:
-            self._waiting -= 1
-        self._active += 1
-        try:
-            t1 = time.perf_counter()
-            if rows <= self.settings.inline_max_rows and model.provider == CPU:
-                scores = model.run(feeds)  # tens of µs: cheaper than the hand-off to a pool thread and back
-            else:  # large calls, and every CUDA call: the loop parses the next requests while the device works
-                scores = await asyncio.get_running_loop().run_in_executor(self._pool, model.run, feeds)
-            t2 = time.perf_counter()
-        finally:
-            self._active -= 1
-            self._slots.release()
+            self._calls -= 1
         self.metrics.batch_rows.observe(rows)
         return Inference(scores, t1 - t0, t2 - t1)
 
@@ -249,7 +209,7 @@ class Runtime:
         """Stop reporting ready, then wait (bounded) for in-flight inferences to finish."""
         self.ready = False
         deadline = time.monotonic() + timeout_s
-        while (self._active or self._waiting) and time.monotonic() < deadline:
+        while self._calls and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._pool is not None:
             self._pool.shutdown(wait=False)

@@ -8,8 +8,8 @@
 | `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
 | `APG_MAX_ROWS` | `4096` | rows per request; above → 413 |
 | `APG_MAX_BODY_BYTES` | `8388608` | request body size; above → 413 |
-| `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once |
-| `APG_MAX_QUEUE` | `64` | scoring requests in progress beyond MAX_CONCURRENCY + this → 503 + Retry-After |
+| `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once (more wait for a slot) |
+| `APG_MAX_QUEUE` | `64` | scoring requests a worker takes beyond MAX_CONCURRENCY, then 503 (service/admission.py) |
 | `APG_BATCHING` | `false` | coalesce concurrent requests into one onnxruntime call |
 | `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |

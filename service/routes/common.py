@@ -50,7 +50,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def state(request: Request) -> Any:
-    """app.state: settings, metrics, runtime, scorer (set by create_app)."""
+    """app.state: settings, metrics, runtime, admission, batcher, scorer (set by create_app)."""
     return request.app.state
 
 

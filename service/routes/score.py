@@ -52,7 +52,7 @@ RESPONSE_SCHEMA = {
 async def score(request: Request) -> Response:
     authorize(request)
     app = state(request)
-    async with app.runtime.admission():
+    async with app.admission:
         return await _score(app, request)
 
 

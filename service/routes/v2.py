@@ -150,7 +150,7 @@ for _path, _endpoint in (("/models/{name}/infer", infer), ("/models/{name}/versi
 
 async def _infer(request: Request) -> Response:
     app = state(request)
-    async with app.runtime.admission():
+    async with app.admission:
         return await _infer_admitted(app, request)
 
 

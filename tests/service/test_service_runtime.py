@@ -1,4 +1,5 @@
-"""Concurrency: overload (503), micro-batching, hot reload under load. Real concurrency on one event loop."""
+"""Concurrency: micro-batching, hot reload under load, inline vs pool calls. Real concurrency on one event loop
+(overload: test_service_admission.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from service_testing import make_app, run, serving
 from synthetic_bundle import ROWS, reference_scores
 
@@ -43,25 +43,6 @@ def slow_model_run(monkeypatch, seconds: float, rows: int | None = None) -> thre
 
     monkeypatch.setattr(Model, "run", slow)
     return started
-
-
-@pytest.mark.parametrize("inline", [0, 1024])  # in the pool, and on the event loop (the CPU default)
-def test_overload_is_503_with_retry_after(bundle, monkeypatch, inline):
-    # An inline call never yields to the loop: admission must still see the requests behind it and refuse the excess.
-    app = make_app(bundle.path, max_concurrency=1, max_queue=1, inline_max_rows=inline)
-
-    async def main():
-        async with serving(app) as c:
-            slow_model_run(monkeypatch, 0.3)
-            return await asyncio.gather(*[c.post("/score", json={"instances": ROWS[:1]}) for _ in range(6)])
-
-    responses = run(main())
-    codes = [r.status_code for r in responses]
-    assert set(codes) <= {200, 503} and codes.count(200) >= 2 and codes.count(503) >= 1, codes
-    for r in responses:
-        if r.status_code == 503:
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["error"]["code"] == "overloaded"
 
 
 def test_micro_batching_returns_each_caller_its_own_scores(bundle):
