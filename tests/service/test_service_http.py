@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 import pytest
 from fastapi import APIRouter, Depends
+from opentelemetry import trace
 from service_testing import TestClient, make_app
 from synthetic_bundle import ROWS, edit_manifest, reference_scores
 
@@ -224,9 +225,26 @@ def test_openapi_documents_the_token_on_scoring_routes(client):
         assert spec["paths"][path]["post"]["security"] == [{"HTTPBearer": []}], path
 
 
-def test_opentelemetry_is_off_unless_asked(bundle):
-    assert make_app(bundle.path)._telemetry["tracing"] is False  # no provider check per request
-    assert make_app(bundle.path, otel=True)._telemetry["tracing"] is True
+def test_opentelemetry_spans_only_when_asked(bundle, monkeypatch):
+    # A process may have a tracer provider for other reasons: FastAPI's request spans go to it only with APG_OTEL.
+    spans = []
+
+    class Tracer(trace.NoOpTracer):
+        def start_span(self, name, *args, **kwargs):
+            spans.append(name)
+            return super().start_span(name, *args, **kwargs)
+
+    class Provider(trace.TracerProvider):
+        def get_tracer(self, *args, **kwargs):
+            return Tracer()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", Provider)
+    with TestClient(make_app(bundle.path)) as c:
+        assert c.post("/score", json={"instances": ROWS[:1]}).status_code == 200
+    assert spans == []
+    with TestClient(make_app(bundle.path, otel=True)) as c:
+        assert c.post("/score", json={"instances": ROWS[:1]}).status_code == 200
+    assert "POST" in spans
 
 
 def test_openapi_documents_score_with_examples(client):

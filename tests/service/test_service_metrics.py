@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
+from service_testing import TestClient, make_app, make_settings
 from synthetic_bundle import ROWS
 
+from service.app import create_app
 from service.metrics import STAGES, Metrics, observe_many
 
 
@@ -80,9 +82,14 @@ def test_observe_many_equals_observe(n):
     assert bulk.get_sample_value("h_sum") == pytest.approx(loop.get_sample_value("h_sum"))
 
 
-def test_two_apps_two_registries(bundle):
-    # Metrics are built on the registry given (or a fresh one): two apps in one process never collide.
-    Metrics(CollectorRegistry())
-    Metrics(CollectorRegistry())
-    Metrics()
-    Metrics()
+def test_two_apps_in_one_process_count_separately(bundle):
+    # Each app builds its metrics on a fresh registry (or the one given): no "Duplicated timeseries" error, and one
+    # app's requests never show in the other's /metrics.
+    first, second = make_app(bundle.path), create_app(make_settings(bundle.path))  # the second: the default registry
+    with TestClient(first) as a, TestClient(second) as b:
+        assert a.post("/score", json={"instances": ROWS}).status_code == 200
+        assert value(a, "apg_requests_total", {"route": "/score", "code": "200"}) == 1
+        assert value(b, "apg_requests_total", {"route": "/score", "code": "200"}) is None
+        assert value(b, "apg_rows_scored_total") == 0
+        assert 'route="/score"' not in b.get("/metrics").text
+    assert Metrics().registry is not Metrics().registry
