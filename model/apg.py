@@ -14,7 +14,7 @@ U = U_l U_r (N×P·P×K) and V = V_l V_r (K×P·P×M); ``merge_overparam`` multi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,15 +25,26 @@ VARIANTS = ("shared", "lowrank", "basic")
 
 @dataclass(frozen=True)
 class APGConfig:
-    condition: str = "none"  # none | group | mix | self | static (control: z_i = 1 for every sample)
-    rank: int = 16  # K
-    overparam: int = 0  # P (0 = off)
-    variant: str = "shared"  # shared | lowrank | basic
-    cond_hidden: int = 32  # width of G's hidden layer (0 = linear G)
-    generate_bias: bool = False  # the paper's memory figures assume a static bias
-    group_field: str = "user_activity"  # group-wise: z = embedding of this field
-    mix_fields: tuple[str, ...] = ("user_id", "item_id", "occupation")  # mix-wise fields
-    mix_agg: str = "concat"  # concat | mean
+    # `help` and `choices` in the metadata become the options of `apg train` (scripts/config_args.py)
+    condition: str = field(
+        default="none",
+        metadata={"choices": CONDITIONS, "help": "APG condition strategy (static = control: low-rank layer with one "
+                  "learned S for all samples)"},
+    )  # fmt: skip
+    rank: int = field(default=16, metadata={"help": "APG rank K"})
+    overparam: int = field(default=0, metadata={"help": "over-parameterisation width P (0 = off; merged at export)"})
+    variant: str = field(default="shared", metadata={"choices": VARIANTS, "help": "APG layer variant"})
+    cond_hidden: int = field(default=32, metadata={"help": "width of G's hidden layer (0 = linear G)"})
+    generate_bias: bool = field(
+        default=False, metadata={"help": "G also generates the bias (the paper's memory figures assume a static one)"}
+    )
+    group_field: str = field(default="user_activity", metadata={"help": "group-wise: z = embedding of this field"})
+    mix_fields: tuple[str, ...] = field(
+        default=("user_id", "item_id", "occupation"), metadata={"help": "mix-wise: the fields whose embeddings make z"}
+    )
+    mix_agg: str = field(
+        default="concat", metadata={"choices": ("concat", "mean"), "help": "mix-wise: how the embeddings are joined"}
+    )
 
     def __post_init__(self):
         if self.condition not in CONDITIONS:

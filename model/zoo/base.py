@@ -7,20 +7,23 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from model.apg import APGMLP, APGConfig, Condition
 from features import Schema
+from model.apg import APGMLP, APGConfig, Condition
 from model.layers import MLP, FieldEmbedding
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "deepfm"
-    embed_dim: int = 16
-    hidden: tuple[int, ...] = (256, 128)  # the deep tower; APG replaces these layers
-    dropout: float = 0.0
-    cross_layers: int = 2  # DCN / DCNv2
-    att_layers: int = 2  # AutoInt
-    att_heads: int = 2
+    # `help` in the metadata becomes the options of `apg train` (scripts/config_args.py); the model names are the zoo's
+    model: str = field(default="deepfm", metadata={"help": "base model"})
+    embed_dim: int = field(default=16, metadata={"help": "embedding width per field"})
+    hidden: tuple[int, ...] = field(
+        default=(256, 128), metadata={"help": "deep tower widths (APG replaces these layers)"}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "dropout after each deep tower layer"})
+    cross_layers: int = field(default=2, metadata={"help": "cross layers (DCN, DCNv2)"})
+    att_layers: int = field(default=2, metadata={"help": "self-attention layers (AutoInt)"})
+    att_heads: int = field(default=2, metadata={"help": "attention heads per layer (AutoInt)"})
     apg: APGConfig = field(default_factory=APGConfig)
 
     def to_dict(self) -> dict:
