@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from features import Schema
+from model.layers import FieldEmbedding
+
 CONDITIONS = ("none", "group", "mix", "self", "static")  # static: a control, S learned but shared by all samples
 VARIANTS = ("shared", "lowrank", "basic")
 
@@ -44,6 +47,15 @@ class APGConfig:
     )
     mix_agg: str = field(
         default="concat", metadata={"choices": ("concat", "mean"), "help": "mix-wise: how the embeddings are joined"}
+    )
+    cond_embed: bool = field(
+        default=False,
+        metadata={"help": "group/mix-wise: z from embedding tables of its own (unit scale) instead of the input "
+                  "features' shared ones (measured: needed for group-wise S_i to adapt)"},
+    )  # fmt: skip
+    cond_norm: bool = field(default=False, metadata={"help": "group/mix-wise: LayerNorm on z (no affine)"})
+    gen_init_std: float = field(
+        default=0.0, metadata={"help": "std of G's output layer at init (0: S_i = I exactly at the start)"}
     )
 
     def __post_init__(self):
@@ -81,8 +93,8 @@ class APGLinear(nn.Module):
         self.g = generator(cond_dim, cfg.cond_hidden, sum(self.sizes))
         last = self.g if isinstance(self.g, nn.Linear) else self.g[-1]
         if cfg.variant == "shared":
-            nn.init.zeros_(last.weight)  # S_i starts at I
-            nn.init.zeros_(last.bias)
+            nn.init.normal_(last.weight, std=cfg.gen_init_std) if cfg.gen_init_std else nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)  # S_i starts at I (exactly, unless gen_init_std)
             if p:
                 self.u_l, self.u_r = _param(n, p, 1 / p), _param(p, k, 2 / k)
                 self.v_l, self.v_r = _param(k, p, 1 / p), _param(p, m, 1 / m)
@@ -173,29 +185,34 @@ class APGMLP(nn.Module):
 
 
 class Condition(nn.Module):
-    """Builds z_i from the field embeddings (B, F, d): group-wise, mix-wise; None for self-wise and no APG."""
+    """Builds z_i: group-wise and mix-wise from field embeddings (the model's shared ones (B, F, d), or tables of its
+    own with ``cond_embed``), a constant for the static control; None for self-wise and no APG."""
 
-    def __init__(self, cfg: APGConfig, field_names: list[str], dim: int):
+    def __init__(self, cfg: APGConfig, schema: Schema, dim: int):
         super().__init__()
         self.mode, self.agg = cfg.condition, cfg.mix_agg
+        field_names = [f.name for f in schema.fields]
         names = {"group": [cfg.group_field], "mix": list(cfg.mix_fields)}.get(cfg.condition, [])
         unknown = [n for n in names if n not in field_names]
         if unknown:
             raise ValueError(f"APG condition fields {unknown} are not in the schema {field_names}")
         self.register_buffer("idx", torch.tensor([field_names.index(n) for n in names], dtype=torch.long), False)
+        self.own = None
+        if cfg.cond_embed and names:
+            self.own = FieldEmbedding(schema.with_fields([schema.field(n) for n in names]), dim, std=1.0)
         # width of z: nothing (none, self), a constant 1 (static), or the picked embeddings (concat or mean)
         widths = {"none": 0, "self": 0, "static": 1, "group": dim}
         self.dim = widths.get(self.mode, dim * (len(names) if self.agg == "concat" else 1))
+        self.norm = nn.LayerNorm(self.dim, elementwise_affine=False) if cfg.cond_norm and names else None
 
-    def forward(self, e: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, e: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if self.mode in ("none", "self"):
             return None
         if self.mode == "static":
             return torch.ones(e.shape[0], 1, dtype=e.dtype, device=e.device)  # (B, 1): S = I + G(1) for all
-        picked = e[:, self.idx]  # (B, n, d)
-        if self.mode == "mix" and self.agg == "mean":
-            return picked.mean(1)
-        return picked.flatten(1)
+        picked = self.own(x) if self.own is not None else e[:, self.idx]  # (B, n, d)
+        z = picked.mean(1) if self.mode == "mix" and self.agg == "mean" else picked.flatten(1)
+        return self.norm(z) if self.norm is not None else z
 
 
 def merge_overparam(model: nn.Module) -> nn.Module:

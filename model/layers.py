@@ -14,13 +14,13 @@ from features import Schema
 class FieldEmbedding(nn.Module):
     """One table per field; multi-valued fields are mean-pooled over their non-zero (non-padding) positions."""
 
-    def __init__(self, schema: Schema, dim: int):
+    def __init__(self, schema: Schema, dim: int, std: float = 0.01):
         super().__init__()
         self.names = [f.name for f in schema.fields]
         self.multi = {f.name for f in schema.fields if f.kind == "multi"}
         self.tables = nn.ModuleDict({f.name: nn.Embedding(f.cardinality, dim) for f in schema.fields})
         for t in self.tables.values():
-            nn.init.normal_(t.weight, std=0.01)
+            nn.init.normal_(t.weight, std=std)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([self.embed(name, x[name]) for name in self.names], dim=1)  # (B, F, d)

@@ -22,5 +22,5 @@ class AutoInt(CTRModel):
 
     def logit(self, x):
         e = self.emb(x)
-        h = torch.cat([self.att(e).flatten(1), self.tower(e.flatten(1), self.condition(e))], dim=1)
+        h = torch.cat([self.att(e).flatten(1), self.tower(e.flatten(1), self.condition(e, x))], dim=1)
         return self.out(h).squeeze(-1)

@@ -46,7 +46,7 @@ class CTRModel(nn.Module):
         self.field_names = [f.name for f in schema.fields]
         self.num_fields = len(schema.fields)
         self.emb = FieldEmbedding(schema, cfg.embed_dim)
-        self.condition = Condition(cfg.apg, self.field_names, cfg.embed_dim)
+        self.condition = Condition(cfg.apg, schema, cfg.embed_dim)
 
     def make_tower(self, in_dim: int) -> nn.Module:
         """A static MLP, or an APG MLP when the config enables APG (variants are configuration, not copies)."""

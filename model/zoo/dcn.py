@@ -20,7 +20,7 @@ class DCN(CTRModel):
     def logit(self, x):
         e = self.emb(x)
         h = e.flatten(1)
-        return self.out(torch.cat([self.cross(h), self.tower(h, self.condition(e))], dim=1)).squeeze(-1)
+        return self.out(torch.cat([self.cross(h), self.tower(h, self.condition(e, x))], dim=1)).squeeze(-1)
 
 
 class DCNv2(DCN):

@@ -15,5 +15,5 @@ class DeepFM(CTRModel):
 
     def logit(self, x):
         e = self.emb(x)
-        deep = self.out(self.tower(e.flatten(1), self.condition(e))).squeeze(-1)
+        deep = self.out(self.tower(e.flatten(1), self.condition(e, x))).squeeze(-1)
         return self.linear(x) + self.fm(e) + deep

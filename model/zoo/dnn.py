@@ -13,4 +13,4 @@ class DNN(CTRModel):
 
     def logit(self, x):
         e = self.emb(x)  # (B, F, d)
-        return self.out(self.tower(e.flatten(1), self.condition(e))).squeeze(-1)
+        return self.out(self.tower(e.flatten(1), self.condition(e, x))).squeeze(-1)

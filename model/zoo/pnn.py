@@ -17,4 +17,4 @@ class PNN(CTRModel):
     def logit(self, x):
         e = self.emb(x)
         h = torch.cat([e.flatten(1), self.inner(e)], dim=1)
-        return self.out(self.tower(h, self.condition(e))).squeeze(-1)
+        return self.out(self.tower(h, self.condition(e, x))).squeeze(-1)

@@ -15,4 +15,4 @@ class WDL(CTRModel):
 
     def logit(self, x):
         e = self.emb(x)
-        return self.wide(x) + self.out(self.tower(e.flatten(1), self.condition(e))).squeeze(-1)
+        return self.wide(x) + self.out(self.tower(e.flatten(1), self.condition(e, x))).squeeze(-1)

@@ -103,3 +103,26 @@ def test_a_refused_export_leaves_the_old_bundle_and_no_temporary_folder(trained_
         mb.write_bundle(trained_runs["none"], out, optimise=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
     assert json.loads((out / "bundle.json").read_text())["model"] == first["model"]
+
+
+@pytest.mark.parametrize(
+    "options", [{"cond_embed": True}, {"cond_embed": True, "cond_norm": True, "gen_init_std": 0.01}]
+)
+def test_group_wise_with_its_own_condition_embedding_exports_with_parity(ml100k_small, tmp_path, options):
+    import torch
+
+    from model.apg import APGConfig
+    from model.zoo import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig("deepfm", hidden=(32, 16), apg=APGConfig("group", rank=4, generate_bias=True, **options))
+    model = build_model(ml100k_small.schema, cfg).eval()
+    assert {n.split(".")[2] for n, _ in model.condition.named_parameters()} == {"user_activity"}  # own.tables.<f>
+    x, _ = ml100k_small.part("test")
+    session = ort_session(export_onnx(model, ml100k_small.schema, tmp_path / "g.onnx"))
+    assert parity(model, session, x, batch_sizes=(1, 7, 1000))["max_abs_diff"] <= 1e-5
+    s = ort_session(export_onnx(model, ml100k_small.schema, tmp_path / "s.onnx", expose_s=True))
+    row = {k: np.repeat(v[:1], 2, axis=0) for k, v in x.items()}
+    row["user_activity"] = np.array([2, 3], dtype=np.int64)
+    out = s.run(["apg_s"], row)[0]
+    assert np.abs(out[0] - out[1]).max() > 1e-7 if options.get("gen_init_std") else out.shape[0] == 2
