@@ -12,10 +12,9 @@ from pathlib import Path
 
 from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, file_entry, input_specs
 from features.bundle import OPTIMISED_GRAPH, QUANTISED_GRAPH
-from model.data import load_dataset
 from model.export import OPSET, export_onnx, ort_predict, ort_session, parity
 from model.metrics import auc
-from model.train import load_run
+from model.train import load_run, load_test_split
 
 PARITY_TOLERANCE = 1e-5
 
@@ -46,12 +45,8 @@ def write_quantised(src: Path, dst: Path, x, y) -> dict:
 
 def write_bundle(run_dir: str | Path, out: str | Path, optimise: bool = True, quantise: bool = False) -> dict:
     """Export a training run to a bundle; refuses (raises) if ONNX and PyTorch disagree by more than 1e-5."""
-    model, schema, metrics = load_run(run_dir)
-    train_cfg = metrics["config"]["train"]
-    data = load_dataset(
-        train_cfg["data"], train_cfg["schema"], train_cfg["split"], train_cfg["seed"], train_cfg["limit"]
-    )
-    x_test, y_test = data.part("test")
+    model, schema, metrics = load_run(run_dir)  # refuses a schema.json that is not the one the model trained with
+    x_test, y_test = load_test_split(run_dir, schema)
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")

@@ -20,6 +20,8 @@ from model.data import Dataset, load_dataset
 from model.metrics import evaluate
 from model.zoo import CTRModel, ModelConfig, build_model
 
+TEST_SPLIT = "test.npz"  # the encoded test split, saved with every run
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -29,13 +31,22 @@ class TrainConfig:
         default=None, metadata={"help": "schema JSON for a CSV/Parquet dataset (see model/schemas/ml-100k.json)"}
     )
     split: str = field(default="random", metadata={"choices": ("random", "time"), "help": "80/10/10 split protocol"})
-    seed: int = field(default=0, metadata={"help": "seed of the split, the initialisation and the batches"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batch order (not the split)"})
+    split_seed: int = field(
+        default=0, metadata={"help": "seed of the random split: fixed, so that runs with other seeds pair up"}
+    )
     limit: int | None = field(default=None, metadata={"help": "use only the first N rows (tests, smoke runs)"})
     epochs: int = field(default=10, metadata={"help": "epochs at most"})
     batch_size: int = field(default=256, metadata={"help": "rows per training step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay"})
     patience: int = field(default=2, metadata={"help": "epochs without a better validation AUC before stopping"})
+    lr_decay: float = field(
+        default=0.1,
+        metadata={"help": "reduce on plateau: the learning rate is multiplied by this after an epoch without a "
+                  "better validation AUC (1 = constant, as FuxiCTR's default recipe uses 0.1)"},
+    )  # fmt: skip
+    device: str = field(default="cpu", metadata={"help": "torch device to train on (cpu, cuda)"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     missing_rate: float = field(
         default=0.0,
@@ -51,15 +62,17 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def to_tensors(x: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
+def to_tensors(x: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in x.items()}
 
 
 @torch.no_grad()
 def predict(model: CTRModel, x: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     n = len(next(iter(x.values())))
-    parts = [model(to_tensors({k: v[i : i + batch_size] for k, v in x.items()})) for i in range(0, n, batch_size)]
+    batches = (to_tensors({k: v[i : i + batch_size] for k, v in x.items()}, device) for i in range(0, n, batch_size))
+    parts = [model(xb).cpu() for xb in batches]
     return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
 
 
@@ -87,7 +100,9 @@ def evaluate_split(model: CTRModel, data: Dataset, split: str, ids_only: bool = 
 
 
 def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True) -> dict:
-    """Adam on mini-batches with early stopping on validation AUC; restores the best epoch's weights."""
+    """Adam on mini-batches, the learning rate reduced on a validation plateau, early stopping on validation AUC;
+    restores the best epoch's weights."""
+    model.to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     x, y = data.part("train")
@@ -104,14 +119,17 @@ def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True)
             xb = {k: v[rows] for k, v in x.items()}
             for name in droppable:  # feature dropout: the model learns what a missing feature means
                 xb = blank(xb, [name], gen.random(len(rows)) < cfg.missing_rate)
-            xb, yb = to_tensors(xb), torch.from_numpy(y[rows])
+            xb, yb = to_tensors(xb, cfg.device), torch.from_numpy(y[rows]).to(cfg.device)
             loss = loss_fn(model.logit(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(rows)
         valid = evaluate_split(model, data, "valid")
-        history.append({"epoch": epoch, "train_logloss": total / n, **{f"valid_{k}": v for k, v in valid.items()}})
+        lr = opt.param_groups[0]["lr"]
+        history.append(
+            {"epoch": epoch, "lr": lr, "train_logloss": total / n, **{f"valid_{k}": v for k, v in valid.items()}}
+        )
         if progress:
             print(f"epoch {epoch}: train logloss {total / n:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
         if valid["auc"] > best:
@@ -121,6 +139,8 @@ def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True)
             bad += 1
             if bad >= cfg.patience:
                 break
+            for group in opt.param_groups:  # reduce on plateau (training goes on from the current weights)
+                group["lr"] *= cfg.lr_decay
     model.load_state_dict(best_state)
     return {"history": history, "best_epoch": max(history, key=lambda h: h["valid_auc"])["epoch"]}
 
@@ -134,13 +154,15 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.threads)
-    data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.seed, cfg.limit)
+    data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit, cache=True)
     model = build_model(data.schema, model_cfg)
     start = time.perf_counter()
     result = fit(model, data, cfg, progress)
+    x_test, y_test = data.part("test")
     metrics = {
         "model": model_cfg.model,
         "apg": model_cfg.apg.condition,
+        "schema_sha256": data.schema.digest(),
         "valid": evaluate_split(model, data, "valid"),
         "test": evaluate_split(model, data, "test"),
         "test_ids_only": evaluate_split(model, data, "test", ids_only=True),
@@ -150,10 +172,30 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
         "history": result["history"],
         "config": {"model": model_cfg.to_dict(), "train": asdict(cfg)},
     }
+    if model_cfg.apg.enabled:
+        from model.adaptation import adaptation
+
+        metrics["adaptation"] = adaptation(model, x_test, y_test)
+    model.cpu()
     torch.save({"model_config": model_cfg.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
     data.schema.save(out / "schema.json")
+    np.savez_compressed(out / TEST_SPLIT, y=y_test, **{f"x/{k}": v for k, v in x_test.items()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def load_test_split(run_dir: str | Path, schema: Schema) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The encoded test split a run saved (export's parity and int8 checks need no data fetch or refit)."""
+    path = Path(run_dir) / TEST_SPLIT
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: this run predates it, train it again with `apg train`")
+    with np.load(path) as z:
+        x = {f.name: z[f"x/{f.name}"] for f in schema.fields if f"x/{f.name}" in z.files}
+        y = z["y"]
+    wrong = [f.name for f in schema.fields if f.name not in x or x[f.name].shape[1:] != ((f.width,) if f.width else ())]
+    if wrong:
+        raise ValueError(f"{path} does not match the run's schema (fields {wrong}): the run directory was edited")
+    return x, y
 
 
 def load_run(run_dir: str | Path) -> tuple[CTRModel, Schema, dict]:
@@ -164,6 +206,9 @@ def load_run(run_dir: str | Path) -> tuple[CTRModel, Schema, dict]:
             raise FileNotFoundError(f"{run_dir} is not a training run: {name} is missing (run `apg train` first)")
     ckpt = torch.load(run_dir / "model.pt", weights_only=True)
     schema = Schema.load(run_dir / "schema.json")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics.get("schema_sha256", schema.digest()) != schema.digest():
+        raise ValueError(f"{run_dir}/schema.json is not the schema this model was trained with (sha256 differs)")
     model = build_model(schema, ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), schema, json.loads((run_dir / "metrics.json").read_text())
+    return model.eval(), schema, metrics

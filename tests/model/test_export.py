@@ -126,3 +126,20 @@ def test_group_wise_with_its_own_condition_embedding_exports_with_parity(ml100k_
     row["user_activity"] = np.array([2, 3], dtype=np.int64)
     out = s.run(["apg_s"], row)[0]
     assert np.abs(out[0] - out[1]).max() > 1e-7 if options.get("gen_init_std") else out.shape[0] == 2
+
+
+def test_export_needs_no_data_and_refuses_a_schema_that_is_not_the_trained_one(trained_runs, tmp_path, monkeypatch):
+    import shutil
+
+    from model.bundle import write_bundle
+
+    run = shutil.copytree(trained_runs["none"], tmp_path / "run")
+    monkeypatch.setenv("APG_DATA_DIR", str(tmp_path / "no-data-here"))  # a refit would have to fetch MovieLens
+    report = write_bundle(run, tmp_path / "bundle", optimise=False)
+    assert report["parity"]["max_abs_diff"] <= 1e-5 and not (tmp_path / "no-data-here").exists()
+    schema = json.loads((run / "schema.json").read_text())
+    schema["fields"][0]["vocab"] = schema["fields"][0]["vocab"][::-1]  # same shape, other indices
+    (run / "schema.json").write_text(json.dumps(schema))
+    with pytest.raises(ValueError, match="not the schema this model was trained with"):
+        write_bundle(run, tmp_path / "bundle2")
+    assert not (tmp_path / "bundle2").exists()

@@ -45,3 +45,36 @@ def test_optional_fields_and_feature_dropout(ml100k_small, tmp_path):
     cfg = TrainConfig(limit=3000, epochs=1, batch_size=128, missing_rate=0.2)
     m = train_run(ModelConfig("dnn", hidden=(16,)), cfg, tmp_path, progress=False)
     assert 0 < m["test_ids_only"]["auc"] < 1 and m["config"]["train"]["missing_rate"] == 0.2
+
+
+def test_seeds_vary_the_initialisation_not_the_split_and_the_run_keeps_its_test_split(tmp_path):
+    import numpy as np
+
+    from model.train import load_test_split
+
+    mc = ModelConfig("dnn", hidden=(16,), apg=APGConfig("group", rank=4, cond_embed=True))
+    runs = {
+        s: train_run(mc, TrainConfig(limit=3000, epochs=1, seed=s), tmp_path / str(s), progress=False) for s in (0, 1)
+    }
+    assert runs[0]["test"]["auc"] != runs[1]["test"]["auc"]  # another initialisation...
+    schema = load_run(tmp_path / "0")[1]
+    (x0, y0), (x1, y1) = (load_test_split(tmp_path / str(s), schema) for s in (0, 1))
+    assert np.array_equal(y0, y1) and all(np.array_equal(x0[k], x1[k]) for k in x0)  # ...on the same test rows
+    assert runs[0]["schema_sha256"] == schema.digest()
+    report = runs[0]["adaptation"]
+    assert len(report["layers"]) == 1 and report["auc"] == runs[0]["test"]["auc"] and "mean_s_cost" in report
+
+
+def test_the_learning_rate_is_reduced_on_a_validation_plateau(tmp_path):
+    m = train_run(
+        ModelConfig("dnn", hidden=(8,)),
+        TrainConfig(limit=2000, epochs=6, patience=3, lr=0.05, lr_decay=0.5),
+        tmp_path,
+        progress=False,
+    )
+    lrs = [h["lr"] for h in m["history"]]
+    aucs = [h["valid_auc"] for h in m["history"]]
+    assert lrs[0] == 0.05
+    for i in range(1, len(lrs)):  # the rate after epoch i halves exactly when epoch i brought no new best
+        improved = aucs[i - 1] > max(aucs[: i - 1], default=-1.0)
+        assert lrs[i] == (lrs[i - 1] if improved else lrs[i - 1] * 0.5)
