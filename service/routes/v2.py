@@ -21,7 +21,8 @@ from service.errors import BadRequest, InvalidShape, NotFound, json_response
 from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
 from service.tensors import decode_inputs
 
-router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+router = APIRouter(prefix="/v2", tags=["kserve-v2"])  # health and metadata
+scoring = APIRouter(prefix="/v2", tags=["kserve-v2"], route_class=LeanRoute)  # the infer routes (hot path)
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -124,28 +125,25 @@ INFER_DOC = {
 }
 
 
+INFER = {
+    "summary": "Infer (JSON or binary tensors)",
+    "openapi_extra": INFER_DOC,
+    "responses": error_responses(400, 401, 404, 413, 415, 503),
+}
+
+
+@scoring.post("/models/{name}/infer", **INFER)
 async def infer(request: Request, name: str) -> Response:
     authorize(request)
     _model(request, name)  # 404 before reading the body; the answer names the model that scored
     return await _infer(request)
 
 
+@scoring.post("/models/{name}/versions/{version}/infer", **INFER)
 async def infer_version(request: Request, name: str, version: str) -> Response:
     authorize(request)
     _model(request, name, version)
     return await _infer(request)
-
-
-for _path, _endpoint in (("/models/{name}/infer", infer), ("/models/{name}/versions/{version}/infer", infer_version)):
-    router.add_api_route(
-        _path,
-        _endpoint,
-        methods=["POST"],
-        route_class_override=LeanRoute,
-        summary="Infer (JSON or binary tensors)",
-        openapi_extra=INFER_DOC,
-        responses=error_responses(400, 401, 404, 413, 415, 503),
-    )
 
 
 async def _infer(request: Request) -> Response:
