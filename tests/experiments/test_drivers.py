@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from scripts.cli import main
 
 
+@pytest.mark.slow  # trains every experiment's runs on a few rows
 def test_experiment_drivers_and_report_end_to_end(tmp_path):
     results = tmp_path / "results"
     assert main(["experiment", "all", "--quick", "--results", str(results)]) == 0

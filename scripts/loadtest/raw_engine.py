@@ -1,0 +1,147 @@
+"""The raw-socket engine of `apg loadtest --client raw` (the default for http:// URLs), also `apg bench`'s client.
+
+Plain HTTP/1.1 over keep-alive sockets driven by one selector loop: no HTTP library and no task per request, so one
+client core keeps up with several thousand requests/s (the httpx engine falls behind its schedule above ~400/s on
+one core: its *lag* column shows it). Same open-loop contract as the httpx engine: requests leave at their scheduled
+times on an idle connection or wait for one, and latency runs from the scheduled time (no coordinated omission).
+
+    rec = open_loop("127.0.0.1", 8000, [build_request("/score", body)], schedule, connections=64, timeout=10)
+    status = read_answer(key)      # on a selector key whose data holds {"buf": bytearray()}: a status, or None
+
+No TLS (https:// URLs use the httpx engine), no chunked answers (the service always sends Content-Length).
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections import deque
+
+import numpy as np
+
+from scripts.loadtest.records import Records
+
+
+def build_request(path: str, body: bytes, content_type: str = "application/json", headers: dict | None = None,
+                  host: str = "127.0.0.1") -> bytes:  # fmt: skip
+    """A whole HTTP/1.1 request (head + body)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_answer(key) -> int | None:
+    """Reads what arrived on the connection; the HTTP status once a whole answer is in (one is in flight), else
+    None. The answer's body is left in key.data["last"]."""
+    chunk = key.fileobj.recv(1 << 18)
+    if not chunk:
+        raise ConnectionError("the server closed a connection")
+    buf = key.data["buf"]
+    buf += chunk
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    at = head.find(b"\r\ncontent-length:")  # (not inference-header-content-length)
+    if at < 0:
+        raise ConnectionError(f"answer without Content-Length: {head[:80]!r}")
+    n = int(head[at + 17 :].split(b"\r\n", 1)[0])
+    if len(buf) < end + 4 + n:
+        return None
+    key.data["last"] = bytes(buf[end + 4 : end + 4 + n])
+    del buf[: end + 4 + n]
+    return int(head[9:12])
+
+
+def connect(host: str, port: int) -> socket.socket:
+    s = socket.create_connection((host, port), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setblocking(False)
+    return s
+
+
+def send(key, raw: bytes, timeout: float = 30.0) -> None:
+    key.fileobj.settimeout(timeout)  # requests are small: one sendall, then back to non-blocking reads
+    try:
+        key.fileobj.sendall(raw)
+    finally:
+        key.fileobj.setblocking(False)
+
+
+def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray, connections: int,
+              timeout: float = 10.0, drain: float = 5.0) -> Records:  # fmt: skip
+    """requests[i % len] leaves at schedule[i] s after the start on an idle one of `connections` connections, or
+    waits for one; a request unanswered `timeout` s after its send is a "timeout" (its connection is replaced);
+    requests not sent `drain` s after the last scheduled time are "unsent". Polls rather than sleeps when the next
+    send is under 1 ms away (epoll's timer has 1 ms steps). A connection the server closed while idle is replaced
+    (a request whose send fails twice is a "connection" error). OSError when the server cannot be reached."""
+    rec = Records(np.asarray(schedule, dtype=np.float64))
+    sel = selectors.DefaultSelector()
+    for _ in range(connections):
+        sel.register(connect(host, port), selectors.EVENT_READ, {"buf": bytearray(), "req": None})
+    idle, due, retried = deque(sel.get_map().values()), deque(), set()
+    n, i = len(schedule), 0
+    clock, start = time.perf_counter, time.perf_counter()
+    deadline = (schedule[-1] if n else 0.0) + drain
+    try:
+        while i < n or due or len(idle) < connections:
+            now = clock() - start
+            if now > deadline:
+                break
+            while i < n and schedule[i] <= now:
+                rec.dispatched[i] = now
+                due.append(i)
+                i += 1
+            while due and idle:
+                j, key = due.popleft(), idle.popleft()
+                try:
+                    send(key, requests[j % len(requests)], timeout)
+                except OSError:  # the server closed this idle connection (keep-alive timeout): once more, on a new one
+                    idle.appendleft(_replace(sel, key, rec, "connection", host, port))
+                    if j in retried:
+                        rec.error[j] = "connection"
+                    else:
+                        retried.add(j)
+                        due.appendleft(j)
+                    continue
+                rec.sent[j], key.data["req"] = clock() - start, j
+            wait = schedule[i] - (clock() - start) if i < n else 0.05
+            for key, _ in sel.select(0 if wait < 1e-3 else min(wait - 1e-3, 0.05)):
+                try:
+                    if key.data["req"] is None:  # an idle connection has nothing to say but its closing
+                        raise ConnectionError("closed while idle")
+                    status = read_answer(key)
+                except OSError:
+                    if key in idle:
+                        idle.remove(key)
+                    idle.append(_replace(sel, key, rec, "connection", host, port))
+                    continue
+                if status is not None:
+                    j = key.data["req"]
+                    rec.done[j], rec.status[j] = clock() - start, status
+                    rec.error[j] = None if 200 <= status < 300 else f"http_{status}"
+                    key.data["req"] = None
+                    idle.append(key)
+            now = clock() - start
+            for key in [k for k in sel.get_map().values() if k.data["req"] is not None]:
+                if now - rec.sent[key.data["req"]] > timeout:
+                    idle.append(_replace(sel, key, rec, "timeout", host, port))
+    finally:
+        for key in list(sel.get_map().values()):
+            if key.data["req"] is not None:
+                rec.error[key.data["req"]] = "timeout"
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+    for j in [*due, *range(i, n)]:
+        rec.error[j] = "unsent"
+    return rec
+
+
+def _replace(sel, key, rec: Records, error: str, host: str, port: int):
+    """The request in flight on `key` failed with `error`; a fresh connection takes the old one's place."""
+    if key.data["req"] is not None:
+        rec.error[key.data["req"]] = error
+    sel.unregister(key.fileobj)
+    key.fileobj.close()
+    return sel.register(connect(host, port), selectors.EVENT_READ, {"buf": bytearray(), "req": None})

@@ -1,0 +1,180 @@
+"""`apg bench`: --quick end to end against a real bundle (servers on 127.0.0.1), and its pure parts.
+
+No timing assertions (shared, noisy machines): the checks are on the shape of the results, the ratios being
+present and positive, the files, and the bodies and the client agreeing with the service's own decoders."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import orjson
+import pytest
+
+import service.metrics
+from scripts.bench import harness
+from scripts.bench.http_io import Connection, build_request, count_scores, stage_means, v2_binary_body
+from scripts.cli import main
+from scripts.loadtest.plan import RowSampler
+
+PATHS = {"score-rows", "score-columns", "v2-json", "v2-binary", "thin-columns"}
+SATURATED = ["score-rows", "score-columns", "v2-binary", "thin-columns"]
+STAGES = set(service.metrics.STAGES)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
+    out, md = tmp_path / "bench", tmp_path / "docs" / "PERF.md"
+    argv = ["--quick", "--bundle", str(bundle_dir), "--out", str(out), "--markdown", str(md),
+            "--run", str(trained_runs["self"]), "--whole-machine", "2"]  # fmt: skip
+    assert main(["bench", *argv]) == 0
+    printed = capsys.readouterr().out
+    for title in ("Throughput: ratio to the floor", "Stage breakdown", "knee ratio on/off", "torch eager", "Targets",
+                  "Ranking: one user", "Whole machine", "server saturated"):  # fmt: skip
+        assert title in printed
+    doc = orjson.loads((out / "bench.json").read_bytes())
+    sizes = {"1", "64"}
+    assert doc["batch_sizes"] == [1, 64] and doc["quick"] is True and doc["threads"] == 1
+    assert doc["server_env"]["APG_INTRA_OP_THREADS"] == "1" and doc["server_env"]["APG_BATCHING"] == "false"
+    assert set(doc["floor"]) == sizes and all(c["rows_per_s"] > 0 and c["p50_ms"] > 0 for c in doc["floor"].values())
+    # (b), (b'): every path at every batch size, as ratios to the floor (and to the thin app)
+    assert set(doc["http"]) == PATHS
+    for path, cells in doc["http"].items():
+        assert set(cells) == sizes
+        for cell in cells.values():
+            assert cell["calls"] >= 5 and cell["p99_ms"] >= cell["p50_ms"] > 0 and cell["request_bytes"] > 0
+            assert cell["ratio_to_floor"] > 0 and isinstance(cell["p50_overhead_ms"], float)
+            assert path == "thin-columns" or cell["ratio_to_thin"] > 0
+    # the stage breakdown from the service's own /metrics (the thin app has none)
+    assert set(doc["stages"]) == PATHS - {"thin-columns"}
+    for cells in doc["stages"].values():
+        assert set(cells) == sizes
+        for st in cells.values():
+            assert set(st) == STAGES | {"request"} and st["inference"] > 0 and st["request"] >= st["inference"]
+    # (c) micro-batching off vs on: the sweep ran and its knee ratios are there (None only when no rate met the SLO)
+    sweep = doc["batching"]
+    assert "knee_ratio_on_off" in sweep and (sweep["knee_ratio_on_off"] is None or sweep["knee_ratio_on_off"] > 0)
+    for mode in ("off", "on"):
+        s = sweep[mode]
+        assert s["runs"] and s["runs"][0]["target_rate"] == 50 and s["runs"][0]["requests"] > 0
+        assert "knee_ratio_to_floor" in s and (s["knee_rate"] is None) == (s["knee_ratio_to_floor"] is None)
+        assert s["knee_ratio_to_floor"] is None or s["knee_ratio_to_floor"] > 0
+        assert s["stages"]["request"] > 0
+    # (d) torch eager on the same model: parity with onnxruntime, and its ratio
+    assert set(doc["torch"]["by_batch"]) == sizes
+    for cell in doc["torch"]["by_batch"].values():
+        assert cell["ratio_to_floor"] > 0 and cell["max_abs_diff_vs_onnx"] < 1e-4
+    assert {t["met"] for t in doc["targets"]} <= {True, False, None} and len(doc["targets"]) >= 5
+    # batch 1 with the server saturated: every service path, the thin app, and the two raw ASGI references
+    sat = doc["saturation"]
+    assert sat["connections"] == 4 and list(sat["paths"]) == [*SATURATED, "bare-onnx", "bare"]
+    assert all(c["requests"] > 0 and c["p99_ms"] >= c["p50_ms"] > 0 for c in sat["paths"].values())
+    eight_k = next(t for t in doc["targets"] if "8000 requests/s" in t["target"])
+    assert eight_k["measured"] == sat["paths"]["score-rows"]["requests_per_s"]
+    # (e) ranking at --quick's 10 and 50 candidates: the three shapes gave the same scores, each has its cell
+    ranking = doc["ranking"]
+    assert doc["ranking_sizes"] == [10, 50] and set(ranking["by_n"]) == {"10", "50"} and "user_id" in ranking["context"]
+    for cells in ranking["by_n"].values():
+        assert cells["max_abs_diff"] <= 1e-6 and cells["floor"]["rows_per_s"] > 0
+        for shape in ("rows", "columns", "ranking"):
+            assert cells[shape]["calls"] >= 5 and cells[shape]["ratio_to_floor"] > 0
+        assert (
+            cells["ranking"]["request_bytes"] < cells["rows"]["request_bytes"] and cells["rows"]["bytes_vs_rows"] == 1
+        )
+    # (g) the whole machine: both floors, 2 workers with 2 connections, ratios to the better floor
+    m = doc["whole_machine"]
+    assert m["workers"] == 2 and m["batch"] == 1024 and m["pinned"] is False and m["floor"]["best"] in m["floor"]
+    assert m["floor"]["sessions"]["threads"] == 2 and m["floor"]["intra_op"]["rows_per_s"] > 0
+    for path in ("score-columns", "v2-binary"):
+        assert m[path]["threads"] == 2 and m[path]["calls"] >= 10 and m[path]["ratio_to_floor"] > 0
+        assert m[path]["connections_per_worker"] in (None, [2], [1, 1])
+    assert (out / "logs" / "service-workers.log").exists()
+    # the files
+    for name in ("throughput", "latency", "stages", "batching", "ranking"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG
+        assert (md.parent / "figures" / f"perf-{name}.png").read_bytes()[:8] == PNG
+    text = md.read_text()
+    assert "apg bench --quick --bundle" in text and "![throughput](figures/perf-throughput.png)" in text
+    assert "| batch | floor rows/s |" in text and "### Targets of issue 6" in text
+    assert (out / "logs" / "service.log").exists() and (out / "logs" / "thin.log").exists()
+
+
+def test_without_a_run_torch_is_skipped_with_a_note(capsys):
+    cfg = argparse.Namespace(run=None)
+    assert harness._torch(cfg, {}, {}, None) == {"skipped": "no --run given"}
+    assert "skipped" in capsys.readouterr().out
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    harness.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_quick_replaces_defaults_but_not_given_values(bundle_json):
+    cfg = harness.config_from_args(_args("--bundle", str(bundle_json), "--quick", "--duration", "0.5"), "cmd")
+    assert cfg.batch_sizes == (1, 64) and cfg.rates == (50.0, 100.0) and cfg.budget.duration == 0.5 and cfg.quick
+    assert cfg.ranking == (10, 50) and cfg.mlserver is None and cfg.whole_machine == 0
+    full = harness.config_from_args(_args("--bundle", str(bundle_json), "--batch-sizes", "4,2"), "cmd")
+    assert full.batch_sizes == (4, 2) and full.rates == harness.FULL["rates"] and full.budget.iterations == 20_000
+    assert full.run is None and full.markdown is None and full.threads == 1 and full.ranking == (100, 300, 1000)
+    off = harness.config_from_args(_args("--bundle", str(bundle_json), "--quick", "--ranking", "off"), "cmd")
+    assert off.ranking == ()
+    given = harness.config_from_args(
+        _args("--bundle", str(bundle_json), "--quick", "--ranking", "7", "--whole-machine", "3"), "c"
+    )
+    assert given.ranking == (7,) and given.whole_machine == 3
+
+
+def test_bad_options_and_a_missing_bundle_are_clear_errors(tmp_path, capsys):
+    assert main(["bench", "--bundle", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "no bundle at" in capsys.readouterr().err
+    for bad in (["--batch-sizes", "0,8"], ["--rates", "fast"], ["--ranking", "10,x"], ["--whole-machine", "two"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", *bad])
+        assert exc.value.code == 2
+    assert main(["bench", "--bundle", str(tmp_path), "--whole-machine", "1"]) == 2  # (the bundle is checked later)
+    assert "--whole-machine needs 2 or more workers" in capsys.readouterr().err
+
+
+def test_v2_binary_bodies_decode_with_the_service_decoder(schema):
+    from service.tensors import decode_inputs
+
+    sampler = RowSampler(schema, seed=0, unseen=0.1)
+    rows = sampler.rows(7)
+    body, n = v2_binary_body(rows, sampler.numeric)
+    header = orjson.loads(body[:n])
+    columns, batch = decode_inputs(header, body[n:], 1 << 20)
+    assert batch == 7 and header["outputs"] == [{"name": "score", "parameters": {"binary_data": True}}]
+    for name in rows[0]:
+        expected = [float(r[name]) if name in sampler.numeric else r[name] for r in rows]
+        assert list(columns[name]) == expected  # numbers may stay a numpy array (service/tensors.py)
+    padded = v2_binary_body([{"tags": ["x"]}, {"tags": ["y", "z"]}], set())
+    columns, _ = decode_inputs(orjson.loads(padded[0][: padded[1]]), padded[0][padded[1] :], 1 << 20)
+    assert columns["tags"] == [["x", ""], ["y", "z"]]
+
+
+def test_the_client_keeps_one_connection_and_reads_content_length(slow_server):
+    server = slow_server(0.0)
+    port = int(server.url.rsplit(":", 1)[1])
+    with Connection(port) as conn:
+        for _ in range(3):
+            status, headers, body = conn.request(build_request("/score", b'{"instances": [{}]}'))
+            assert status == 200 and orjson.loads(body) == {"scores": [0.5]} and count_scores(headers, body) == 1
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert len(posts) == 3 and posts[0][3] == b'{"instances": [{}]}'
+    assert posts[0][2]["content-type"] == "application/json"
+
+
+def test_count_scores_of_a_binary_v2_answer():
+    head = orjson.dumps({"outputs": [{"name": "score"}]})
+    raw = np.arange(5, dtype="<f4").tobytes()
+    assert count_scores({"inference-header-content-length": str(len(head))}, head + raw) == 5
+    assert count_scores({}, orjson.dumps({"outputs": [{"data": [0.1, 0.2]}]})) == 2
+
+
+def test_stage_means_are_deltas_per_observation_of_one_route():
+    before = {("stage", "parse"): (1.0, 10.0), ("route", "/score"): (2.0, 10.0), ("route", "/metrics"): (0.5, 3.0)}
+    after = {("stage", "parse"): (1.5, 20.0), ("stage", "queue"): (0.0, 0.0), ("route", "/score"): (3.0, 20.0),
+             ("route", "/metrics"): (0.9, 4.0)}  # fmt: skip
+    assert stage_means(before, after, "/score") == {"parse": 50.0, "request": 100.0}
