@@ -1,6 +1,7 @@
 # The two commands of the quick start:
 #   make serve   set up, fetch MovieLens-100K, train + export the default model if no bundle exists, and serve it
 #   make test    set up and run the whole test suite (what CI runs)
+#   make test-quick  the suite without the `slow` tests (no training, no server processes): the edit-test loop
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,13 +13,16 @@ PORT   ?= 8000
 # so that requests which leave optional features out still get calibrated scores (README, "Measured").
 TRAIN_ARGS ?= --model deepfm --apg self --rank 16 --missing-rate 0.1
 
-.PHONY: serve test setup setup-dev bundle lint
+.PHONY: serve test test-quick setup setup-dev bundle lint
 serve: setup $(BUNDLE)/bundle.json
 	$(BIN)/apg serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
 test: setup-dev
 	bash scripts/install_prometheus.sh
 	$(BIN)/python -m pytest -q
+
+test-quick: setup-dev
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bundle: $(BUNDLE)/bundle.json
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+# A test that uses one of these trains models (once per session) or starts `apg serve`: it is `slow` whether or not
+# it says so. Tests that train or start processes otherwise carry @pytest.mark.slow themselves.
+SLOW_FIXTURES = {"trained_runs", "bundle_dir", "apg_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def ml100k_small():
