@@ -26,7 +26,7 @@ def _doc(mlserver: bool = True, ranking: bool = True, machine: bool = True) -> d
     """A bench.json before add_ratios: floor 1000 rows/s at batch 1 and 100000 at 1024, the service paths at
     fixed fractions of it, MLServer at a quarter (batch 1) and half (batch 1024) of v2-json."""
     doc = {
-        "command": "python -m scripts.bench --mlserver", "created_at": "2026-01-01T00:00:00Z", "wall_s": 1.0,
+        "command": "apg bench --mlserver", "created_at": "2026-01-01T00:00:00Z", "wall_s": 1.0,
         "bundle": {"name": "m", "version": "1"}, "threads": 1, "batch_sizes": [1, 1024],
         "machine": {"cpus": 2, "load_average_before": [0, 0, 0], "load_average_after": [0, 0, 0], "platform": "x",
                     "python": "3.11", "onnxruntime": "1", "uvloop": True, "httptools": True},
