@@ -1,0 +1,255 @@
+"""The APG study, second edition (issue 11): paired runs on one fixed split, adaptation and calibration per run.
+
+    python -m scripts.experiments.study run --data ml-1m --models dnn,deepfm --arms base,self,group --seeds 1,2,3
+    python -m scripts.experiments.study report --data ml-1m          # docs/results/study-ml-1m.md + a plot
+
+Every run of a dataset shares one split (TrainConfig.split_seed); a seed varies the initialisation and batch order
+only, so "arm minus base on seed s" is a paired difference. Resumable: each finished run is one line of
+docs/results/study/<data>.jsonl keyed by (model, arm, seed, budget); a run already there is skipped, so a
+stopped session loses at most the run in progress. Seed 0 is kept for choices made on validation; the report reads
+the seeds it is given. Run directories (checkpoint, metrics, test split) go under runs/study/<data>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from model.apg import APGConfig
+from model.train import TrainConfig
+from model.zoo import ModelConfig
+from scripts.experiments.paired import fmt, paired, pooled
+
+RESULTS = Path("docs/results")
+RUNS = Path("runs/study")
+# Each arm is an APGConfig (the base: none). "group" has its own condition embedding: with the model's shared
+# embeddings group-wise S_i does not adapt ("group-shared", kept to show it); "static" is the control that learns
+# one S for every row (a low-rank tower with APG's parameters and no adaptation).
+ARMS: dict[str, APGConfig] = {
+    "base": APGConfig("none"),
+    "static": APGConfig("static"),
+    "self": APGConfig("self"),
+    "group": APGConfig("group", group_field="user_activity", cond_embed=True),
+    "group-shared": APGConfig("group", group_field="user_activity"),
+    "group-item": APGConfig("group", group_field="item_popularity", cond_embed=True),
+    "mix": APGConfig("mix"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    data: str = "ml-1m"
+    models: tuple[str, ...] = ("dnn", "deepfm")
+    arms: tuple[str, ...] = ("base", "self", "group")
+    seeds: tuple[int, ...] = (1, 2, 3)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2, batch_size=1024))
+
+    def budget(self) -> dict:
+        """What identifies the training budget of a run (not its seed, device or threads)."""
+        out = asdict(replace(self.train, data=self.data))
+        for k in ("seed", "device", "threads"):
+            out.pop(k)
+        return out
+
+
+def store_path(results: Path, data: str) -> Path:
+    return results / "study" / f"{data}.jsonl"
+
+
+def run_key(plan: Plan, model: str, arm: str, seed: int) -> str:
+    return json.dumps({"model": model, "arm": arm, "seed": seed, "budget": plan.budget()}, sort_keys=True)
+
+
+def read_store(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
+    """Train one run through `apg train`'s code path and return its record."""
+    from model.train import load_run, load_test_split, predict, train_run
+
+    cfg = replace(plan.train, data=plan.data, seed=seed)
+    out = runs / plan.data / f"{model}-{arm}-s{seed}"
+    start = time.perf_counter()
+    m = train_run(ModelConfig(model, apg=ARMS[arm]), cfg, out, progress=False)
+    net, schema, _ = load_run(out)
+    x, y = load_test_split(out, schema)
+    return {
+        "key": run_key(plan, model, arm, seed),
+        "data": plan.data,
+        "model": model,
+        "arm": arm,
+        "seed": seed,
+        "valid": m["valid"],
+        "test": m["test"],
+        "params": m["params"],
+        "train_seconds": m["train_seconds"],
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "best_epoch": m["best_epoch"],
+        "epochs_run": len(m["history"]),
+        "adaptation": m.get("adaptation"),
+        "by_activity": by_bucket(x, y, predict(net, x), schema, "user_activity"),
+        "budget": plan.budget(),
+    }
+
+
+def by_bucket(x: dict, y: np.ndarray, p: np.ndarray, schema, name: str) -> dict[str, dict]:
+    """Test AUC per bucket of a derived count field (e.g. the user's training interactions)."""
+    from model.metrics import auc
+
+    if name not in x:
+        return {}
+    labels = schema.field(name).vocab
+    out = {}
+    for index in np.unique(x[name]):
+        rows = x[name] == index
+        label = labels[index - 2] if index >= 2 else ("missing" if index == 0 else "unseen")
+        out[label] = {"auc": auc(y[rows], p[rows]), "rows": int(rows.sum())}
+    return out
+
+
+def run(plan: Plan, results: Path = RESULTS, runs: Path = RUNS) -> list[dict]:
+    path = store_path(results, plan.data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_store(path)
+    todo = [(m, a, s) for m in plan.models for s in plan.seeds for a in plan.arms if run_key(plan, m, a, s) not in done]
+    print(f"study {plan.data}: {len(done)} runs stored, {len(todo)} to train", flush=True)
+    for i, (m, a, s) in enumerate(todo, 1):
+        record = execute(plan, m, a, s, runs)
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        t = record["test"]
+        cost = (record["adaptation"] or {}).get("mean_s_cost")
+        extra = f"  mean-S cost {cost * 100:+.2f} pts" if cost is not None else ""
+        print(f"[{i}/{len(todo)}] {m} {a} seed {s}: test AUC {t['auc']:.4f} logloss {t['logloss']:.4f}"
+              f"  ({record['epochs_run']} epochs, {record['wall_seconds']} s){extra}", flush=True)  # fmt: skip
+    done = read_store(path)
+    return [done[run_key(plan, m, a, s)] for m in plan.models for s in plan.seeds for a in plan.arms]
+
+
+# ---------------------------------------------------------------- the report
+def report(records: list[dict], plan: Plan) -> str:
+    """Markdown: per model and arm, test AUC and paired lift over the base with 95 % CIs, calibration, adaptation;
+    pooled lift over models; AUC by user activity."""
+    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+    seeds = [s for s in plan.seeds if all((m, a, s) in by for m in plan.models for a in plan.arms)]
+    lines = [
+        f"Dataset {plan.data}, one fixed random split (split seed {plan.train.split_seed}), seeds {seeds} "
+        f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
+        f"(patience {plan.train.patience}) and learning rate ×{plan.train.lr_decay} on a validation plateau, "
+        f"batch {plan.train.batch_size}, lr {plan.train.lr}, the same for every arm. Lifts are paired differences "
+        "(arm − base on the same seed) in AUC points, mean [95 % t interval] (p, n); `mde` is the smallest lift this "
+        "design detects with 80 % power.",
+        "",
+        "| model | arm | test AUC | lift vs base | mde | Δ logloss | pred/obs CTR | spread S (layers) "
+        "| mean-S cost | adaptive |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lifts: dict[str, dict[str, dict[int, float]]] = {a: {} for a in plan.arms if a != "base"}
+    for m in plan.models:
+        for a in plan.arms:
+            rs = [by[(m, a, s)] for s in seeds]
+            if not rs:
+                continue
+            aucs = np.array([r["test"]["auc"] for r in rs]) * 100
+            row = f"| {m} | {a} | {aucs.mean():.2f} ± {aucs.std(ddof=1) if len(aucs) > 1 else 0:.2f} |"
+            if a == "base":
+                row += " | | |"
+            else:
+                d = {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in seeds}
+                lifts[a][m] = d
+                ll = paired([by[(m, a, s)]["test"]["logloss"] - by[(m, "base", s)]["test"]["logloss"] for s in seeds])
+                p = paired(list(d.values()))
+                row += f" {fmt(p)} | {p['mde'] * 100:.2f} | {ll['mean']:+.4f} |"
+            row += f" {np.mean([r['test']['ctr_ratio'] for r in rs]):.3f} |"
+            row += adaptation_cells(rs)
+            lines.append(row)
+    lines += ["", "Pooled over models (seed as the unit):", ""]
+    for a, d in lifts.items():
+        if d:
+            lines.append(f"- {a}: {fmt(pooled(d))}")
+    lines += ["", "Test AUC by the user's training interactions (bucket of `user_activity`), mean over seeds:", ""]
+    lines += activity_table(records, plan, seeds)
+    return "\n".join(lines) + "\n"
+
+
+def adaptation_cells(rs: list[dict]) -> str:
+    ad = [r["adaptation"] for r in rs if r.get("adaptation")]
+    if not ad:
+        return " | | |"
+    spreads = np.mean([[layer["spread"] or 0.0 for layer in a["layers"]] for a in ad], axis=0)
+    cost = paired([a["mean_s_cost"] for a in ad])
+    verdict = "yes" if all(a["adaptive"] for a in ad) else ("no" if not any(a["adaptive"] for a in ad) else "mixed")
+    return f" {' / '.join(f'{s:.3f}' for s in spreads)} | {fmt(cost)} | {verdict} |"
+
+
+def activity_table(records: list[dict], plan: Plan, seeds: list[int]) -> list[str]:
+    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+    buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
+    lines = ["| model | arm | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
+    for m in plan.models:
+        for a in plan.arms:
+            cells = []
+            for b in buckets:
+                vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in seeds if (m, a, s) in by]
+                vals = [v for v in vals if v is not None and not np.isnan(v)]
+                cells.append(f"{np.mean(vals) * 100:.2f}" if vals else "")
+            lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
+    rows = {b: by[(plan.models[0], plan.arms[0], seeds[0])]["by_activity"].get(b, {}).get("rows") for b in buckets}
+    lines.append("| rows | | " + " | ".join(str(rows[b] or "") for b in buckets) + " |")
+    return lines
+
+
+def _bucket_order(label: str) -> tuple[int, str]:
+    return (int(label), "") if label.isdigit() else (99, label)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.experiments.study",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("what", choices=["run", "report"])
+    p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
+    p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
+    p.add_argument("--arms", default="base,self,group", help=f"arms, comma-separated, of: {', '.join(ARMS)}")
+    p.add_argument("--seeds", default="1,2,3", help="initialisation seeds (0 is kept for choices on validation)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--limit", type=int, help="first N rows only (smoke runs)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 leaves a core for other work)")
+    p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the run store and the report go")
+    p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
+    a = p.parse_args(argv)
+    arms = tuple(a.arms.split(","))
+    unknown = [x for x in arms if x not in ARMS]
+    if unknown or "base" not in arms:
+        p.error(f"--arms must include base and name known arms; unknown: {unknown}")
+    train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
+                        threads=a.threads, device=a.device)  # fmt: skip
+    plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train)
+    if a.what == "run":
+        run(plan, a.results, a.runs)
+        return 0
+    records = list(read_store(store_path(a.results, plan.data)).values())
+    records = [r for r in records if r["budget"] == plan.budget()]
+    out = a.results / f"study-{plan.data}.md"
+    out.write_text(report(records, plan))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
