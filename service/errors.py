@@ -59,6 +59,15 @@ class NotFound(ServiceError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time. The connection is closed: its unread rest is not the next request."""
+
+    status, code = 408, "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -5,15 +5,17 @@ Everything runs on 127.0.0.1, every wait is bounded, and `stop` ends what `start
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,27 @@ def http(method: str, url: str, body: dict | bytes | None = None, timeout: float
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app, **config) -> Iterator[str]:
+    """A real uvicorn server of `app` in a thread on 127.0.0.1, `config` passed to uvicorn.Config; yields host:port.
+    The socket is bound before uvicorn starts (no port race)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", "lifespan": "on", **config}))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 60, interval=0.02, what="uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
 
 
 def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.25, what: str = "condition"):

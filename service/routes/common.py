@@ -3,6 +3,7 @@ and LeanRoute, the route class of the scoring hot path."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated, Any
 
@@ -12,7 +13,16 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import request_response
 
-from service.errors import BadRequest, Forbidden, InvalidJSON, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from service.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidJSON,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="Needed only when APG_AUTH_TOKEN is set.")
 
@@ -41,6 +51,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong bearer token.",
         403: "The admin API is off (no APG_ADMIN_TOKEN or APG_AUTH_TOKEN configured).",
         404: "Unknown model.",
+        408: "The body did not arrive within APG_BODY_TIMEOUT_S.",
         413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
         415: "Compressed bodies are not supported.",
         422: "Request validation failed.",
@@ -104,8 +115,11 @@ def _check(given: str, token: str) -> None:
         raise Unauthorized()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The whole body, read before the request is admitted (service/admission.py), so that a body still on its way
+    holds no place there: 413 as soon as it is known to exceed APG_MAX_BODY_BYTES, 408 when it has not all arrived
+    APG_BODY_TIMEOUT_S after the route began to read it."""
+    limit = settings.max_body_bytes
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send an uncompressed body")
@@ -115,6 +129,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes; the limit is {limit} (APG_MAX_BODY_BYTES)")
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await _read(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the body did not arrive within {settings.body_timeout_s:g} s (APG_BODY_TIMEOUT_S)"
+        ) from None
+
+
+async def _read(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

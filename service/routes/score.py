@@ -45,22 +45,22 @@ RESPONSE_SCHEMA = {
             "description": "One probability per row, in order.",
             "content": {"application/json": {"schema": RESPONSE_SCHEMA}},
         },
-        **error_responses(400, 401, 413, 415, 503),
+        **error_responses(400, 401, 408, 413, 415, 503),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def score(request: Request) -> Response:
     authorize(request)
     app = state(request)
-    async with app.admission:
-        return await _score(app, request)
-
-
-async def _score(app, request: Request) -> Response:
     t = time.perf_counter()
-    body = await read_body(request, app.settings.max_body_bytes)
+    body = await read_body(request, app.settings)  # first: a body on its way holds no place in admission
+    app.metrics.stage("receive", time.perf_counter() - t)
+    async with app.admission:
+        return await _score(app, request, body)
+
+
+async def _score(app, request: Request, body: bytes) -> Response:
     t0 = time.perf_counter()
-    app.metrics.stage("receive", t0 - t)
     payload = parse_json(body)
     app.metrics.stage("parse", time.perf_counter() - t0)
     if app.settings.log_features:

@@ -128,7 +128,7 @@ INFER_DOC = {
 INFER = {
     "summary": "Infer (JSON or binary tensors)",
     "openapi_extra": INFER_DOC,
-    "responses": error_responses(400, 401, 404, 413, 415, 503),
+    "responses": error_responses(400, 401, 404, 408, 413, 415, 503),
 }
 
 
@@ -148,15 +148,15 @@ async def infer_version(request: Request, name: str, version: str) -> Response:
 
 async def _infer(request: Request) -> Response:
     app = state(request)
-    async with app.admission:
-        return await _infer_admitted(app, request)
-
-
-async def _infer_admitted(app, request: Request) -> Response:
     t = time.perf_counter()
-    body = await read_body(request, app.settings.max_body_bytes)
+    body = await read_body(request, app.settings)  # first: a body on its way holds no place in admission
+    app.metrics.stage("receive", time.perf_counter() - t)
+    async with app.admission:
+        return await _infer_admitted(app, request, body)
+
+
+async def _infer_admitted(app, request: Request, body: bytes) -> Response:
     t0 = time.perf_counter()
-    app.metrics.stage("receive", t0 - t)
     header, blobs = _split(body, request.headers.get(HEADER))
     columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
     binary = _binary_output(header)

@@ -1,6 +1,6 @@
-"""service/admission.py: the one back-pressure rule. Each place a request can wait (reading its body, the inference
-queue, inline inference, the micro-batcher) is filled until the answer is 503, and every time it is the same gate:
-exactly MAX_CONCURRENCY + MAX_QUEUE requests get in, and the others the same answer."""
+"""service/admission.py: the one back-pressure rule. Each place an admitted request can wait (the inference queue,
+inline inference, the micro-batcher) is filled until the answer is 503, and every time it is the same gate: exactly
+MAX_CONCURRENCY + MAX_QUEUE requests get in, and the others the same answer. A body still on its way holds no place."""
 
 from __future__ import annotations
 
@@ -93,25 +93,34 @@ def test_full_queue_for_inference_is_503(bundle, monkeypatch, path, post):
     assert_one_gate(app, run(main()), route=path.replace(MODEL, "{name}"))
 
 
-def test_requests_still_reading_their_bodies_count(bundle, monkeypatch):
-    # Nothing reaches the model: three slow uploads fill the worker, and the others are refused before being read.
+def test_requests_still_reading_their_bodies_hold_no_place(bundle):
+    # Twice as many slow uploads as the gate takes, held mid-body: none is counted, and a normal request is scored.
     app = make_app(bundle.path, **LIMITS)
     body = b'{"instances": [{"user_id": "196", "item_id": "242"}]}'
 
     async def main():
-        arrived = asyncio.Event()
+        arrived, reading = asyncio.Event(), []
 
-        async def post_slowly(c, path):
-            async def upload():
-                yield body[:10]
-                await arrived.wait()
-                yield body[10:]
+        async def upload():
+            yield body[:10]
+            reading.append(1)  # the route asked for the rest: it is reading this body
+            await arrived.wait()
+            yield body[10:]
 
-            return await c.post(path, content=upload(), headers={"content-type": "application/json"})
+        async with serving(app) as c:
+            headers = {"content-type": "application/json"}
+            slow = [asyncio.create_task(c.post("/score", content=upload(), headers=headers)) for _ in range(SENT)]
+            async with asyncio.timeout(10):
+                while len(reading) < SENT:
+                    await asyncio.sleep(0.01)
+            normal = await post_rows(c, "/score")
+            in_progress = app.state.admission.in_progress
+            arrived.set()
+            return normal, in_progress, await asyncio.gather(*slow)
 
-        return await fill(app, "/score", post_slowly, lambda: arrived.set)
-
-    assert_one_gate(app, run(main()))
+    normal, in_progress, slow = run(main())
+    assert (normal.status_code, in_progress) == (200, 0)
+    assert {r.status_code for r in slow} <= {200, 503}  # admitted once their bodies are in, by the same rule
 
 
 def test_inline_inference_cannot_bypass_the_gate(bundle, monkeypatch):

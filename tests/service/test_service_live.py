@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import hypothesis
 import numpy as np
 import pytest
 import schemathesis
 import tritonclient.http as triton
-import uvicorn
+from live_server import uvicorn_thread
 from service_testing import make_app
 from synthetic_bundle import ROWS, reference_scores
 
@@ -24,20 +20,9 @@ ROWS_V2 = [r for r in ROWS if r.get("age") is not None]
 
 @pytest.fixture(scope="module")
 def live(bundle):
-    """host:port of a running server; the socket is bound before uvicorn starts (no port race)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(make_app(bundle.path), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(15)
-    sock.close()
+    """host:port of a running server."""
+    with uvicorn_thread(make_app(bundle.path)) as address:
+        yield address
 
 
 def as_v2(name, value):

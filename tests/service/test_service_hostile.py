@@ -1,0 +1,76 @@
+"""Hostile and unlucky clients against a real uvicorn on 127.0.0.1 (issue 13): each test replays one attack with raw
+sockets or a plain client, bounded in time (socket timeouts, polled waits with a deadline), and asserts on what the
+server answered and counted, never on how fast."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from live_server import http, uvicorn_thread, wait_for
+from service_testing import make_app
+from synthetic_bundle import ROWS
+
+LIMITS = {"max_concurrency": 1, "max_queue": 2}  # admission takes 3 scoring requests
+BODY_TIMEOUT_S = 3.0  # long enough for a normal request to be answered while the stalled ones wait
+SOCKET_TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    """(app, host:port): one server for the module; tests compare counters before and after."""
+    app = make_app(bundle.path, **LIMITS, body_timeout_s=BODY_TIMEOUT_S)
+    with uvicorn_thread(app) as address:
+        yield app, address
+
+
+def sample(app, name: str, labels: dict | None = None) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def answered(app, code: int, route: str = "/score") -> float:
+    return sample(app, "apg_requests_total", {"route": route, "code": str(code)})
+
+
+def connect(address: str) -> socket.socket:
+    host, port = address.split(":")
+    return socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_S)
+
+
+def start_upload(address: str, length: int, sent: bytes, path: str = "/score") -> socket.socket:
+    """A POST announcing `length` body bytes of which only `sent` go out (the rest: never, or later)."""
+    s = connect(address)
+    head = f"POST {path} HTTP/1.1\r\nHost: apg.test\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {length}\r\n\r\n"
+    s.sendall(head.encode() + sent)
+    return s
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (bounded by the socket timeout)."""
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_stalled_uploads_hold_no_admission_place_and_get_408(server):
+    # More stalled uploads than admission takes: a normal request is still scored, and each stalled one is
+    # answered 408 once APG_BODY_TIMEOUT_S has passed, and its connection closed.
+    app, address = server
+    before = answered(app, 408)
+    stalled = [start_upload(address, 1000, b'{"instances": [') for _ in range(app.state.admission.limit + 2)]
+    try:
+        wait_for(lambda: sample(app, "apg_inflight_requests") >= len(stalled), 10, what="the uploads to be in flight")
+        status, _ = http("POST", f"http://{address}/score", {"instances": ROWS[:1]}, timeout=SOCKET_TIMEOUT_S)
+        assert status == 200
+        assert answered(app, 408) == before, "the stalled uploads were answered before the normal request"
+        answers = [read_until_closed(s) for s in stalled]
+    finally:
+        for s in stalled:
+            s.close()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'"code":"request_timeout"' in answer and b"APG_BODY_TIMEOUT_S" in answer
+    assert answered(app, 408) - before == len(stalled)
+    assert app.state.admission.in_progress == 0
