@@ -68,6 +68,13 @@ class RequestTimeout(ServiceError):
         super().__init__(message, headers={"Connection": "close"})
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away before its body had arrived: nginx's 499, counted as such, not an error of ours
+    (and nobody reads the answer)."""
+
+    status, code = 499, "client_closed_request"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -11,10 +11,12 @@ import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 from starlette.routing import request_response
 
 from service.errors import (
     BadRequest,
+    ClientClosedRequest,
     Forbidden,
     InvalidJSON,
     PayloadTooLarge,
@@ -118,7 +120,7 @@ def _check(given: str, token: str) -> None:
 async def read_body(request: Request, settings: Settings) -> bytes:
     """The whole body, read before the request is admitted (service/admission.py), so that a body still on its way
     holds no place there: 413 as soon as it is known to exceed APG_MAX_BODY_BYTES, 408 when it has not all arrived
-    APG_BODY_TIMEOUT_S after the route began to read it."""
+    APG_BODY_TIMEOUT_S after the route began to read it, 499 when the client leaves first."""
     limit = settings.max_body_bytes
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
@@ -136,6 +138,8 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise RequestTimeout(
             f"the body did not arrive within {settings.body_timeout_s:g} s (APG_BODY_TIMEOUT_S)"
         ) from None
+    except ClientDisconnect:
+        raise ClientClosedRequest("the client closed the connection before its body had arrived") from None
 
 
 async def _read(request: Request, limit: int) -> bytes:

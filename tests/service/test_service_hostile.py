@@ -4,7 +4,10 @@ server answered and counted, never on how fast."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
+from collections.abc import Iterator
 
 import pytest
 from live_server import http, uvicorn_thread, wait_for
@@ -74,3 +77,30 @@ def test_stalled_uploads_hold_no_admission_place_and_get_408(server):
         assert b'"code":"request_timeout"' in answer and b"APG_BODY_TIMEOUT_S" in answer
     assert answered(app, 408) - before == len(stalled)
     assert app.state.admission.in_progress == 0
+
+
+@contextlib.contextmanager
+def errors_logged() -> Iterator[list[logging.LogRecord]]:
+    """The ERROR records of the service's loggers while the block runs."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("apg")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_client_leaving_mid_upload_is_a_499_not_an_error_of_ours(server):
+    app, address = server
+    before = {code: answered(app, code) for code in (499, 500)}
+    with errors_logged() as errors:
+        upload = start_upload(address, 1000, b'{"instances": [')
+        wait_for(lambda: sample(app, "apg_inflight_requests") >= 1, 10, what="the upload to be in flight")
+        upload.close()
+        wait_for(lambda: answered(app, 499) > before[499], 10, what="the 499 to be counted")
+    assert answered(app, 499) - before[499] == 1
+    assert answered(app, 500) == before[500]
+    assert not errors, [r.getMessage() for r in errors]
