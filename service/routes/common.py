@@ -4,7 +4,9 @@ and LeanRoute, the route class of the scoring hot path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -117,39 +119,69 @@ def _check(given: str, token: str) -> None:
         raise Unauthorized()
 
 
+DRAIN_MAX_BYTES = 64 * 1024 * 1024  # of a body refused for its size, read on and dropped before the 413
+
+
 async def read_body(request: Request, settings: Settings) -> bytes:
     """The whole body, read before the request is admitted (service/admission.py), so that a body still on its way
-    holds no place there: 413 as soon as it is known to exceed APG_MAX_BODY_BYTES, 408 when it has not all arrived
+    holds no place there: 413 when it exceeds APG_MAX_BODY_BYTES, 408 when it has not all arrived
     APG_BODY_TIMEOUT_S after the route began to read it, 499 when the client leaves first."""
     limit = settings.max_body_bytes
+    declared = _declared_length(request)
+    deadline = asyncio.get_running_loop().time() + settings.body_timeout_s
+    stream = request.stream()
+    if declared is None or declared <= limit:
+        try:
+            async with asyncio.timeout_at(deadline):
+                body = await _read(stream, limit)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within {settings.body_timeout_s:g} s (APG_BODY_TIMEOUT_S)"
+            ) from None
+        except ClientDisconnect:
+            raise ClientClosedRequest("the client closed the connection before its body had arrived") from None
+        if body is not None:
+            return body
+    await _drain(stream, declared, deadline)
+    body = f"body of {declared} bytes" if declared is not None and declared > limit else "body"
+    message = f"{body} larger than the limit of {limit} bytes (APG_MAX_BODY_BYTES)"
+    raise PayloadTooLarge(message, headers={"Connection": "close"})
+
+
+def _declared_length(request: Request) -> int | None:
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send an uncompressed body")
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise BadRequest(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body of {declared} bytes; the limit is {limit} (APG_MAX_BODY_BYTES)")
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            return await _read(request, limit)
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the body did not arrive within {settings.body_timeout_s:g} s (APG_BODY_TIMEOUT_S)"
-        ) from None
-    except ClientDisconnect:
-        raise ClientClosedRequest("the client closed the connection before its body had arrived") from None
+    if declared is not None and not (declared.isascii() and declared.isdigit()):
+        raise BadRequest(f"invalid Content-Length {declared!r}")
+    return None if declared is None else int(declared)
 
 
-async def _read(request: Request, limit: int) -> bytes:
+async def _read(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
+    """The body, or None as soon as it exceeds `limit` bytes (the rest left unread in `stream`)."""
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in stream:  # returning early leaves the generator suspended: _drain reads on from there
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"body larger than {limit} bytes (APG_MAX_BODY_BYTES)")
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(stream: AsyncIterator[bytes], declared: int | None, deadline: float) -> None:
+    """Read on and drop the rest of a refused body, up to DRAIN_MAX_BYTES and until `deadline`. Clients that send the
+    whole body before they read (urllib, http.client) then get the 413; with unread data left, the close that follows
+    would be a connection reset instead. A larger declared body is refused at once."""
+    if declared is not None and declared > DRAIN_MAX_BYTES:
+        return
+    size = 0
+    with contextlib.suppress(TimeoutError, ClientDisconnect):
+        async with asyncio.timeout_at(deadline):
+            async for chunk in stream:
+                size += len(chunk)
+                if size > DRAIN_MAX_BYTES:
+                    return
 
 
 def parse_json(body: bytes) -> Any:

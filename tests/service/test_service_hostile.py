@@ -5,9 +5,11 @@ server answered and counted, never on how fast."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Iterator
+from http.client import HTTPConnection
 
 import pytest
 from live_server import http, uvicorn_thread, wait_for
@@ -104,3 +106,33 @@ def test_a_client_leaving_mid_upload_is_a_499_not_an_error_of_ours(server):
     assert answered(app, 499) - before[499] == 1
     assert answered(app, 500) == before[500]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize("size", [9_000_000, 64_000_000])
+def test_a_plain_client_posting_too_large_a_body_reads_the_413(server, size):
+    # http.client sends the whole body before it reads: the server reads (and drops) it, then answers and closes.
+    app, address = server
+    connection = HTTPConnection(*address.split(":"), timeout=SOCKET_TIMEOUT_S)
+    try:
+        connection.request("POST", "/score", body=b" " * size, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 413 and response.getheader("connection") == "close"
+    assert body["error"]["code"] == "payload_too_large" and f"body of {size} bytes" in body["error"]["message"]
+
+
+def test_too_large_a_streamed_body_is_413_for_urllib_and_chunked_uploads(server):
+    app, address = server
+    status, body = http("POST", f"http://{address}/score", b" " * 9_000_000, timeout=SOCKET_TIMEOUT_S)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+    connection = HTTPConnection(*address.split(":"), timeout=SOCKET_TIMEOUT_S)
+    try:
+        chunks = (b" " * 1_000_000 for _ in range(16))  # no Content-Length: chunked
+        connection.request("POST", "/score", body=chunks, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 413 and body["error"]["message"].startswith("body larger than the limit")
