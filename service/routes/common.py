@@ -57,7 +57,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model.",
         408: "The body did not arrive within APG_BODY_TIMEOUT_S.",
         413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
-        415: "Compressed bodies are not supported.",
+        415: "A compressed body, or a form or text/plain Content-Type (send application/json, or none).",
         422: "Request validation failed.",
         503: "Not ready, draining, or overloaded (see Retry-After).",
     }
@@ -120,6 +120,9 @@ def _check(given: str, token: str) -> None:
 
 
 DRAIN_MAX_BYTES = 64 * 1024 * 1024  # of a body refused for its size, read on and dropped before the 413
+# The types a browser may send cross-origin without a CORS preflight: refused, so that no web page can make its
+# visitors' browsers score or reload here. No Content-Type at all (tritonclient.http sends none) stays accepted.
+SIMPLE_FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -149,10 +152,15 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 def _declared_length(request: Request) -> int | None:
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    """Content-Length, once Content-Type and Content-Encoding are ones we read (415 otherwise)."""
+    headers = request.headers
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type in SIMPLE_FORM_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {media_type!r} is not accepted; send application/json")
+    encoding = headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send an uncompressed body")
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and not (declared.isascii() and declared.isdigit()):
         raise BadRequest(f"invalid Content-Length {declared!r}")
     return None if declared is None else int(declared)

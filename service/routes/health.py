@@ -7,15 +7,26 @@ warmed up, and 503 while loading or draining. /metrics is the Prometheus text fo
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
 
-from service.errors import json_response
-from service.routes.common import error_responses, require_admin, state
+from service.errors import RequestInvalid, json_response
+from service.routes.common import error_responses, parse_json, read_body, require_admin, state
 
-
-class ReloadRequest(BaseModel):
-    bundle: str | None = Field(None, description="bundle directory; default: the configured APG_BUNDLE")
-
+RELOAD_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "bundle": {
+                        "type": ["string", "null"],
+                        "description": "bundle directory; default: the configured APG_BUNDLE",
+                    }
+                },
+            }
+        }
+    },
+}
 
 router = APIRouter(tags=["operations"])
 
@@ -41,13 +52,28 @@ async def metrics(request: Request) -> Response:
     "/admin/reload",
     summary="Hot-reload a bundle",
     dependencies=[Depends(require_admin)],
-    responses=error_responses(400, 401, 403, 422),
+    responses=error_responses(400, 401, 403, 408, 413, 415, 422),
+    openapi_extra={"requestBody": RELOAD_BODY},
 )
-async def reload(request: Request, body: ReloadRequest | None = None) -> Response:
-    runtime = state(request).runtime
-    previous = runtime.current
-    model = await runtime.reload(body.bundle if body else None)
+async def reload(request: Request) -> Response:
+    app = state(request)
+    target = _reload_target(await read_body(request, app.settings))  # read like /score's: no Content-Type needed
+    previous = app.runtime.current
+    model = await app.runtime.reload(target)
     return json_response(200, {"model": _describe(model), "previous": _describe(previous)})
+
+
+def _reload_target(body: bytes) -> str | None:
+    """`{"bundle": "path"}` → the path; no body, `{}` or a null bundle → None (the configured bundle)."""
+    if not body.strip():
+        return None
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise RequestInvalid('expected a JSON object: {"bundle": "path"}')
+    target = payload.get("bundle")
+    if not isinstance(target, str | None):
+        raise RequestInvalid("'bundle' must be a bundle directory (a string) or null", field="bundle")
+    return target
 
 
 def _describe(model) -> dict[str, str]:

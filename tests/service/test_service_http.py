@@ -138,6 +138,33 @@ def test_compressed_body_is_415(client):
     assert_error(r, 415, "unsupported_media_type")
 
 
+V2_BODY = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
+                      {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["242"]}]}  # fmt: skip
+POSTS = {"/score": {"instances": ROWS[:1]}, "/v2/models/synthetic-apg/infer": V2_BODY, "/admin/reload": {}}
+
+
+@pytest.mark.parametrize("path", list(POSTS))
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded", "Multipart/Form-Data; boundary=x"],
+)
+def test_bodies_a_browser_may_send_cross_origin_are_415(client, path, content_type):
+    # The CORS-simple types need no preflight: refusing them keeps web pages from scoring through a visitor's browser.
+    r = client.post(path, content=orjson.dumps(POSTS[path]), headers={"content-type": content_type})
+    assert r.status_code == 415, r.text
+    error = r.json() if path.startswith("/v2/") else r.json()["error"]
+    assert error["code"] == "unsupported_media_type" and "application/json" in str(error)
+
+
+@pytest.mark.parametrize("path", list(POSTS))
+@pytest.mark.parametrize("content_type", [None, "application/json", "application/json; charset=utf-8"])
+def test_json_or_no_content_type_is_read(client, path, content_type):
+    # No Content-Type is what tritonclient.http sends, and what `curl --data-binary @-` without -H amounts to.
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post(path, content=orjson.dumps(POSTS[path]), headers=headers)
+    assert r.status_code == 200, r.text
+
+
 def test_admin_api_is_off_without_a_token_and_needs_its_own_when_set(bundle):
     with TestClient(make_app(bundle.path, admin_token=None)) as c:
         assert_error(c.post("/admin/reload", json={}), 403, "forbidden")
