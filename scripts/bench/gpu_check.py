@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from features import RowSampler
 from scripts.bench.http_io import Connection, Servers, build_request, service_command
 from scripts.bench.measure import Budget, stats, timed
-from scripts.loadtest.plan import RowSampler, encode_body
+from scripts.loadtest.plan import encode_body
 
 CUDA = "CUDAExecutionProvider"
 

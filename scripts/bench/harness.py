@@ -35,6 +35,7 @@ from pathlib import Path
 
 import orjson
 
+from features import RowSampler
 from scripts.bench import machine, mlserver_peer, performance_report, saturate
 from scripts.bench.http_io import MLSERVER_PATH, PATHS, Servers, request_bytes, service_command, thin_command
 from scripts.bench.measure import (
@@ -48,7 +49,6 @@ from scripts.bench.measure import (
     timed,
 )
 from scripts.bench.ranking import measure_ranking
-from scripts.loadtest.plan import RowSampler
 
 FULL = {
     "batch_sizes": (1, 8, 64, 256, 1024, 4096),

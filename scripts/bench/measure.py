@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from features import RowSampler
 from scripts.bench.http_io import HOST, Connection, build_request, count_scores, scrape, stage_means
 from scripts.loadtest.latency_report import find_knee, passes, summarise
-from scripts.loadtest.plan import RowSampler, build_bodies, build_schedule
+from scripts.loadtest.plan import build_bodies, build_schedule
 from scripts.loadtest.raw_engine import open_loop
 from scripts.loadtest.records import LoadConfig
 

@@ -48,7 +48,8 @@ def request_body(bundle: Path, body: str, batch: int) -> tuple[str, bytes]:
     """(path, body bytes) for `batch` sampled rows in one of BODIES."""
     import orjson
 
-    from scripts.loadtest.plan import RowSampler, encode_body
+    from features import RowSampler
+    from scripts.loadtest.plan import encode_body
 
     sampler = RowSampler(orjson.loads((bundle / "bundle.json").read_bytes())["schema"], seed=0)
     rows = sampler.rows(batch)
@@ -151,8 +152,8 @@ def encode_only(bundle: Path, batch: int, calls: int) -> dict[str, float]:
     again and again, and on each body freshly parsed (new string objects, whose hashes are not cached yet)."""
     import orjson
 
-    from features import Encoder
-    from scripts.loadtest.plan import RowSampler, encode_body
+    from features import Encoder, RowSampler
+    from scripts.loadtest.plan import encode_body
 
     manifest = orjson.loads((bundle / "bundle.json").read_bytes())
     encoder, sampler = Encoder(manifest["schema"]), RowSampler(manifest["schema"], seed=0)

@@ -21,9 +21,10 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
+from features import RowSampler
 from scripts.bench.http_io import Connection, build_request
 from scripts.bench.measure import Budget, measure_path, stats, timed
-from scripts.loadtest.plan import RowSampler, encode_body
+from scripts.loadtest.plan import encode_body
 
 SHAPES = ("rows", "columns", "ranking")
 USER_PROFILE = ("age", "gender", "occupation", "zip_code")

@@ -13,17 +13,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from features import RowSampler, read_schema
 from scripts.loadtest.httpx_engine import run_load, wait_ready
 from scripts.loadtest.latency_report import find_knee, format_table, passes, summarise, write_results
-from scripts.loadtest.plan import (
-    RowSampler,
-    build_bodies,
-    build_schedule,
-    check_target,
-    endpoint,
-    load_schema,
-    sweep_rates,
-)
+from scripts.loadtest.plan import build_bodies, build_schedule, check_target, endpoint, sweep_rates
 from scripts.loadtest.raw_engine import build_request, open_loop
 from scripts.loadtest.records import LoadConfig, Records
 
@@ -36,7 +29,7 @@ def run_from_args(args) -> int:
     planned = sum(r * (args.duration + args.warmup) for r in rates)
     if planned > args.max_requests:
         raise ValueError(f"the plan sends about {planned:.0f} requests, over --max-requests {args.max_requests}")
-    schema, bundle_model = load_schema(args.bundle)
+    schema, bundle_model = read_schema(args.bundle)
     path = endpoint(args.format, args.model or bundle_model)
     bodies = build_bodies(RowSampler(schema, args.seed, args.unseen), args.format, args.rows, args.pool)
     token = args.token or os.environ.get("APG_AUTH_TOKEN")

@@ -27,14 +27,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "scripts/loadtest/locustfile.py needs Locust, which this project does not install: pip install locust"
     ) from exc
 
-from scripts.loadtest.plan import RowSampler, build_bodies, check_target, load_schema
+from features import RowSampler, read_schema
+from scripts.loadtest.plan import build_bodies, check_target
 
 _BODIES: list[bytes] = []  # built once per process, on the first user's start (never at import)
 
 
 def _bodies() -> list[bytes]:
     if not _BODIES:
-        schema, _ = load_schema(os.environ.get("APG_LOCUST_BUNDLE", "bundles/default"))
+        schema, _ = read_schema(os.environ.get("APG_LOCUST_BUNDLE", "bundles/default"))
         sampler = RowSampler(schema, seed=int(os.environ.get("APG_LOCUST_SEED", "0")))
         fmt, rows = os.environ.get("APG_LOCUST_FORMAT", "rows"), int(os.environ.get("APG_LOCUST_ROWS", "1"))
         _BODIES.extend(build_bodies(sampler, fmt, rows, pool=256))

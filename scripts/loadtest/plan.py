@@ -2,7 +2,7 @@
 
     check_target("http://127.0.0.1:8000")                  # refuses non-loopback hosts unless allowed
     build_schedule(200, 10, "poisson", seed=0)              # send times in seconds from the start
-    schema, model = load_schema("bundles/default")
+    schema, model = read_schema("bundles/default")          # features: the bundle's schema, and its sampler
     bodies = build_bodies(RowSampler(schema), "columns", rows=16, pool=256)
 
 Everything here is pure (no network) and runs before the first request is sent, so none of it is timed.
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import random
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
+
+from features import RowSampler
 
 # ---------------------------------------------------------------- safety
 
@@ -69,68 +69,6 @@ def sweep_rates(args) -> list[float]:
 
 
 # ---------------------------------------------------------------- request bodies
-
-
-def load_schema(path: str | Path) -> tuple[dict, str | None]:
-    """(fitted schema, model name) from a bundle directory, its bundle.json, or a bare schema.json."""
-    p = Path(path)
-    p = p / "bundle.json" if p.is_dir() else p
-    if not p.exists():
-        raise FileNotFoundError(f"no bundle at {path} (need a bundle directory or its bundle.json; see docs/BUNDLE.md)")
-    doc = orjson.loads(p.read_bytes())
-    schema = doc.get("schema", doc)
-    if not isinstance(schema.get("fields"), list):
-        raise ValueError(f"{p} holds no feature schema ('schema.fields')")
-    return schema, (doc.get("model") or {}).get("name")
-
-
-class RowSampler:
-    """Raw request rows drawn from a fitted schema: vocabulary values (a fraction `unseen` of them unknown),
-    numbers inside the bucket edges, 1-3 values of a multi-valued field. One value per raw feature (a field's
-    `source`); fields derived from another field's source need none of their own."""
-
-    def __init__(self, schema: dict, seed: int = 0, unseen: float = 0.02) -> None:
-        self.rng = random.Random(seed)
-        self.unseen = unseen
-        by_source: dict[str, list[dict]] = {}
-        for f in schema["fields"]:
-            by_source.setdefault(f.get("source") or f["name"], []).append(f)
-        # the field that generates a source: the first one that is not a mapping of it
-        self.features = {s: next((f for f in fs if not f.get("mapping")), fs[0]) for s, fs in by_source.items()}
-
-    @property
-    def numeric(self) -> set[str]:
-        return {s for s, f in self.features.items() if f["kind"] == "numeric"}
-
-    def row(self) -> dict:
-        return {source: self._value(f) for source, f in self.features.items()}
-
-    def rows(self, n: int) -> list[dict]:
-        return [self.row() for _ in range(n)]
-
-    def _value(self, f: dict):
-        rng = self.rng
-        if f["kind"] == "numeric":
-            lo, hi = min(f["edges"]), max(f["edges"])
-            if all(float(e).is_integer() for e in f["edges"]):
-                return rng.randint(int(lo), int(hi))
-            return round(rng.uniform(lo, hi), 3)
-        if f["kind"] == "multi":
-            vocab = f.get("vocab") or []
-            k = rng.randint(1, max(1, min(3, f.get("max_len") or 1, len(vocab))))
-            values = [self._known_or_unseen(v) for v in (rng.sample(vocab, k) if vocab else [None] * k)]
-            return f["sep"].join(values) if f.get("sep") else values
-        if f.get("mapping"):  # a source only read by a derived field: use the keys it knows
-            return self._known_or_unseen(rng.choice(list(f["mapping"])))
-        value = self._known_or_unseen(rng.choice(f["vocab"]) if f.get("vocab") else None)
-        if f.get("prefix"):  # the vocabulary holds prefixes (e.g. zip "55"): complete a full raw value
-            value += "".join(rng.choice("0123456789") for _ in range(3))
-        return value
-
-    def _known_or_unseen(self, value: str | None) -> str:
-        if value is None or self.rng.random() < self.unseen:
-            return f"unseen-{self.rng.randrange(10**6)}"
-        return value
 
 
 def endpoint(fmt: str, model: str | None) -> str:

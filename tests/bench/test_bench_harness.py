@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 import service.metrics
+from features import RowSampler
 from scripts.bench import harness
 from scripts.bench.http_io import Connection, build_request, count_scores, stage_means, v2_binary_body
 from scripts.cli import main
-from scripts.loadtest.plan import RowSampler
 
 PATHS = {"score-rows", "score-columns", "v2-json", "v2-binary", "thin-columns"}
 SATURATED = ["score-rows", "score-columns", "v2-binary", "thin-columns"]

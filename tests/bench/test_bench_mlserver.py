@@ -92,7 +92,8 @@ def test_the_runtime_decodes_v2_json_as_the_service_does(schema):
     python = mlserver_peer.venv_python(mlserver_peer.DEFAULT_VENV)
     if not python.exists():
         pytest.skip(f"no {mlserver_peer.DEFAULT_VENV.name}/ (python -m scripts.bench.mlserver_peer setup)")
-    from scripts.loadtest.plan import RowSampler, encode_body
+    from features import RowSampler
+    from scripts.loadtest.plan import encode_body
     from service.tensors import decode_inputs
 
     sampler = RowSampler(schema, seed=3)

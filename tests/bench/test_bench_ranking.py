@@ -7,8 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
+from features import RowSampler
 from scripts.bench.ranking import SHAPES, context_features, ranking_requests, same_scores
-from scripts.loadtest.plan import RowSampler
 
 
 def test_the_user_side_is_the_user_column_the_user_named_and_the_profile(schema):

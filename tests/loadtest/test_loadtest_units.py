@@ -8,9 +8,10 @@ import numpy as np
 import orjson
 import pytest
 
+from features import RowSampler
 from scripts.cli import main
 from scripts.loadtest import httpx_engine, latency_report, plan
-from scripts.loadtest.plan import RowSampler, build_schedule, check_target, encode_body
+from scripts.loadtest.plan import build_schedule, check_target, encode_body
 from scripts.loadtest.records import LoadConfig, Records
 
 
@@ -108,15 +109,6 @@ def test_body_pool_and_endpoints(schema):
     assert plan.endpoint("v2", "m") == "/v2/models/m/infer"
     with pytest.raises(ValueError, match="model name"):
         plan.endpoint("v2", None)
-
-
-def test_load_schema_reads_a_bundle_dir_or_a_schema_file(bundle_json, schema, tmp_path):
-    assert plan.load_schema(bundle_json) == (schema, "tiny")
-    bare = tmp_path / "schema.json"
-    bare.write_bytes(orjson.dumps(schema))
-    assert plan.load_schema(bare) == (schema, None)
-    with pytest.raises(FileNotFoundError):
-        plan.load_schema(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------ safety
