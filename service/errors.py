@@ -83,6 +83,12 @@ class TooManyRows(PayloadTooLarge):
     code = "too_many_rows"
 
 
+class HeaderFieldsTooLarge(ServiceError):
+    """A request head over APG_MAX_HEADER_BYTES or APG_MAX_HEADERS (answered by service/protocol.py, before the app)."""
+
+    status, code = 431, "header_fields_too_large"
+
+
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
 

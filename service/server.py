@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from service.bundle import load_bundle
 from service.settings import Settings
@@ -46,12 +47,22 @@ def serve(
             host=host,
             port=port,
             workers=workers if workers > 1 else None,
-            loop="auto",  # uvloop when installed
-            http="auto",  # httptools when installed
-            log_level=settings.log_level,
-            access_log=False,  # the app writes its own JSON access log
-            timeout_graceful_shutdown=30,
+            **uvicorn_options(settings),
         )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn.Config options of the service (serve's, and the live tests')."""
+    from service.protocol import bounded_http  # imports uvicorn, as serve does: only when serving
+
+    return {
+        "loop": "auto",  # uvloop when installed
+        "http": bounded_http(settings),  # httptools with bounded request heads (service/protocol.py)
+        "h11_max_incomplete_event_size": settings.max_header_bytes,  # in case uvicorn runs h11
+        "log_level": settings.log_level,
+        "access_log": False,  # the app writes its own JSON access log
+        "timeout_graceful_shutdown": 30,
+    }
 
 
 class _Stopped(Exception):

@@ -8,6 +8,8 @@
 | `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
 | `APG_MAX_ROWS` | `4096` | rows per request; above → 413 |
 | `APG_MAX_BODY_BYTES` | `8388608` | request body size; above → 413 |
+| `APG_MAX_HEADER_BYTES` | `16384` | request line + header fields, in bytes; above → 431 and the connection closed |
+| `APG_MAX_HEADERS` | `100` | header fields per request; above → 431 |
 | `APG_BODY_TIMEOUT_S` | `10` | seconds a request body may take to arrive, read before admission; after → 408 |
 | `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once (more wait for a slot) |
 | `APG_MAX_QUEUE` | `64` | scoring requests a worker takes beyond MAX_CONCURRENCY, then 503 (service/admission.py) |
@@ -41,6 +43,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0)
     max_rows: int = Field(4096, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_headers: int = Field(100, ge=8)
     body_timeout_s: float = Field(10.0, gt=0)
     max_concurrency: int = Field(4, ge=1)
     max_queue: int = Field(64, ge=0)

@@ -4,6 +4,7 @@ server answered and counted, never on how fast."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -16,6 +17,8 @@ from live_server import http, uvicorn_thread, wait_for
 from service_testing import make_app
 from synthetic_bundle import ROWS
 
+from service.server import uvicorn_options
+
 LIMITS = {"max_concurrency": 1, "max_queue": 2}  # admission takes 3 scoring requests
 BODY_TIMEOUT_S = 3.0  # long enough for a normal request to be answered while the stalled ones wait
 SOCKET_TIMEOUT_S = 20.0
@@ -25,7 +28,7 @@ SOCKET_TIMEOUT_S = 20.0
 def server(bundle):
     """(app, host:port): one server for the module; tests compare counters before and after."""
     app = make_app(bundle.path, **LIMITS, body_timeout_s=BODY_TIMEOUT_S)
-    with uvicorn_thread(app) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:  # as `apg serve` runs it
         yield app, address
 
 
@@ -136,3 +139,49 @@ def test_too_large_a_streamed_body_is_413_for_urllib_and_chunked_uploads(server)
     finally:
         connection.close()
     assert response.status == 413 and body["error"]["message"].startswith("body larger than the limit")
+
+
+def livez(address: str) -> int:
+    return http("GET", f"http://{address}/livez", timeout=SOCKET_TIMEOUT_S)[0]
+
+
+def send_head(address: str, head: bytes) -> bytes:
+    """Send a request head (as much of it as the server takes) and return what it answers; b"" if it reset."""
+    with connect(address) as s:
+        try:
+            s.sendall(head)
+            return read_until_closed(s)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+
+def test_a_huge_header_is_refused_early_and_livez_answers_meanwhile(server):
+    # 1 MB in one header field, sent from a thread while /livez is asked: the server stops reading after
+    # APG_MAX_HEADER_BYTES and one socket read, answers 431 and closes (a client still sending may see a reset).
+    app, address = server
+    head = b"GET /livez HTTP/1.1\r\nHost: apg.test\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(send_head, address, head)
+        assert livez(address) == 200
+        refused = answer.result(timeout=SOCKET_TIMEOUT_S)
+    assert refused == b"" or refused.startswith(b"HTTP/1.1 431 "), refused[:200]
+    assert livez(address) == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ([b"X-Big: " + b"a" * 20_000], 431),  # complete, in one read: checked exactly
+        ([b"X-%d: v" % i for i in range(101)], 431),
+        ([b"X-%d: v" % i for i in range(90)] + [b"X-Big: " + b"a" * 10_000], 200),
+    ],
+    ids=["20KB-field", "101-fields", "90-fields-10KB"],
+)
+def test_header_limits_431(server, fields, code):
+    app, address = server
+    head = b"\r\n".join([b"GET /livez HTTP/1.1", b"Host: apg.test", b"Connection: close", *fields]) + b"\r\n\r\n"
+    answer = send_head(address, head)
+    assert answer.startswith(b"HTTP/1.1 %d " % code), answer[:200]
+    if code == 431:
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert body["error"]["code"] == "header_fields_too_large" and "APG_MAX_HEADER" in body["error"]["message"]

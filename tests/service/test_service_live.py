@@ -12,6 +12,7 @@ from service_testing import make_app
 from synthetic_bundle import ROWS, reference_scores
 
 from service.bundle import load_bundle
+from service.server import uvicorn_options
 
 MODEL = "synthetic-apg"
 FEATURES = ["user_id", "item_id", "age", "gender", "zip_code", "genres"]
@@ -20,8 +21,9 @@ ROWS_V2 = [r for r in ROWS if r.get("age") is not None]
 
 @pytest.fixture(scope="module")
 def live(bundle):
-    """host:port of a running server."""
-    with uvicorn_thread(make_app(bundle.path)) as address:
+    """host:port of a running server, run as `apg serve` runs it."""
+    app = make_app(bundle.path)
+    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
         yield address
 
 
