@@ -5,7 +5,8 @@
 
 Nothing happens at import. create_app wires the objects; the lifespan does the work: load + validate +
 warm the bundle (readiness turns on), start the micro-batcher, and on shutdown turn readiness off,
-drain in-flight inferences and stop the batcher. SIGHUP reloads the configured bundle in place.
+drain in-flight inferences and stop the batcher. SIGHUP reloads the configured bundle in place. SIGTERM first
+turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets uvicorn shut down.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,11 +85,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.batcher is not None:
         app.state.batcher.start()
     hangup = _on_sighup(runtime)
+    uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s)
     try:
         yield
     finally:
         if hangup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if uvicorn_sigterm is not None:
+            signal.signal(signal.SIGTERM, uvicorn_sigterm)
         if app.state.batcher is not None:  # first: its running batches still need the runtime's thread pool
             await app.state.batcher.stop()
         await runtime.drain()
@@ -110,6 +115,31 @@ def _on_sighup(runtime: Runtime) -> bool:
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
+
+
+def _on_sigterm(runtime: Runtime, grace_s: float) -> Any:
+    """SIGTERM → readiness off at once (503, so load balancers stop sending), requests still served for `grace_s`,
+    then the server's own graceful shutdown: the handler found (uvicorn's), called as if the signal came then.
+    A second SIGTERM goes straight to it. Returns that handler to put back, or None when nothing was installed
+    (no grace, not the main thread, or no server handler to defer to)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if grace_s <= 0 or threading.current_thread() is not threading.main_thread() or not callable(previous):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def shut_down_later() -> None:
+        log.info("SIGTERM: readiness off, shutting down in %g s (APG_DRAIN_GRACE_S)", grace_s)
+        loop.call_later(grace_s, previous, signal.SIGTERM, None)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if runtime.draining:
+            previous(signum, frame)
+            return
+        runtime.draining = True
+        loop.call_soon_threadsafe(shut_down_later)  # signal handlers run between bytecodes: hand over to the loop
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return previous
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

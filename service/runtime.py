@@ -145,6 +145,7 @@ class Runtime:
         self.metrics = metrics
         self.model: Model | None = None
         self.ready = False
+        self.draining = False  # after SIGTERM: readiness probes say 503 while requests are still served
         self._calls = 0  # inference calls waiting for a slot or running (drain waits for them)
         # Created in start(): asyncio primitives belong to the serving loop, threads to the serving process.
         self._pool: ThreadPoolExecutor | None = None
@@ -157,6 +158,12 @@ class Runtime:
         if model is None or not self.ready:
             raise NotReady()
         return model
+
+    def readiness(self) -> Model:
+        """The model, for readiness probes: NotReady while loading, and also while draining (scoring goes on)."""
+        if self.draining:
+            raise NotReady("draining: this server is shutting down; send new requests elsewhere")
+        return self.current
 
     async def start(self) -> None:
         n = self.settings.max_concurrency

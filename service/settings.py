@@ -17,6 +17,7 @@
 | `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
 | `APG_INLINE_MAX_ROWS` | `1024` | CPU calls of at most this many rows run on the event loop, not the pool (0 = never) |
+| `APG_DRAIN_GRACE_S` | `5` | after SIGTERM: seconds /readyz says 503 while requests are still served, then shutdown |
 | `APG_AUTH_TOKEN` | unset | bearer token for /score, /v2/models/*/infer and /admin/*; health and metrics stay open |
 | `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (default: APG_AUTH_TOKEN); neither set: /admin/* is off (403) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(256, ge=1)
     batch_max_delay_ms: float = Field(2.0, ge=0.0)
     inline_max_rows: int = Field(1024, ge=0)
+    drain_grace_s: float = Field(5.0, ge=0.0)
     auth_token: SecretStr | None = None
     admin_token: SecretStr | None = None  # /admin/*: this token, else auth_token; neither set = admin API off
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"

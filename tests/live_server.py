@@ -130,6 +130,7 @@ def start_apg(bundle: Path, log: Path, extra_env: dict[str, str] | None = None) 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APG_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {"APG_PROVIDERS": "cpu", "APG_LOG_LEVEL": "warning", "APG_WARMUP_BATCH_SIZES": "1,8"}
+    env |= {"APG_DRAIN_GRACE_S": "0"}  # stop() would wait the drain grace out
     env |= extra_env or {}
     cmd = [
         sys.executable,

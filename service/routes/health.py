@@ -1,7 +1,8 @@
 """Probes, metrics and admin: GET /livez, GET /readyz, GET /metrics, POST /admin/reload.
 
 /livez is 200 while the process serves HTTP at all; /readyz is 200 only once the model is loaded and
-warmed up, and 503 while loading or draining. /metrics is the Prometheus text format (all workers).
+warmed up, and 503 while loading or draining (from SIGTERM on, while requests are still served: APG_DRAIN_GRACE_S).
+/metrics is the Prometheus text format (all workers).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def livez() -> Response:
 
 @router.get("/readyz", summary="Readiness probe", responses=error_responses(503))
 async def readyz(request: Request) -> Response:
-    model = state(request).runtime.current  # NotReady → 503
+    model = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
     return json_response(200, {"status": "ready", "model": _describe(model)})
 
 

@@ -51,7 +51,7 @@ async def live() -> Response:
 
 @router.get("/health/ready", summary="Readiness", responses=error_responses(503))
 async def ready(request: Request) -> Response:
-    _ = state(request).runtime.current  # NotReady → 503
+    _ = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
     return json_response(200, {"ready": True})
 
 

@@ -36,10 +36,12 @@ def wait_for(predicate, what: str, timeout: float = 60.0, proc: subprocess.Popen
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """The service as a process; no drain grace unless `env` asks for one (stop() would wait it out)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})},
+        env={**inherited, "APG_DRAIN_GRACE_S": "0", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,6 +87,27 @@ def test_serve_sighup_reload_and_graceful_stop(tmp_path):
     finally:
         code = stop(proc)
     assert code == 0
+
+
+@pytest.mark.slow
+def test_sigterm_turns_readiness_off_while_requests_are_still_served(tmp_path):
+    bundle = build_bundle(tmp_path / "bundle", version="v1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"APG_WARMUP_BATCH_SIZES": "1", "APG_DRAIN_GRACE_S": "4"}
+    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], env)
+    try:
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        draining = wait_for(lambda: (r := httpx.get(f"{url}/readyz")).status_code == 503 and r, "503", proc=proc)
+        assert draining.json()["error"]["code"] == "not_ready" and "draining" in draining.text
+        assert draining.headers["retry-after"] == "1"
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503
+        scored = httpx.post(f"{url}/score", json={"instances": ROWS})  # still served during the grace
+        assert scored.status_code == 200 and httpx.get(f"{url}/livez").status_code == 200
+        assert proc.wait(timeout=30) == 0  # then it shuts down by itself
+    finally:
+        stop(proc)
 
 
 @pytest.mark.slow
