@@ -58,10 +58,16 @@ def test_a_subcommand_imports_its_own_module_only():
 
 @pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
 def test_every_subcommand_help_names_itself_and_shows_defaults(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main([*argv, "--help"])
-    out = capsys.readouterr().out
-    assert exc.value.code == 0
+    try:
+        code = cli.main([*argv, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    if code == 2 and not _torch_imports():  # a serving-only install: the extra to install, not a traceback
+        assert argv[0] in ("data", "train", "experiment") and "needs the 'train' extra" in captured.err
+        return
+    out = captured.out
+    assert code == 0
     assert out.startswith(f"usage: apg {' '.join(argv)} ")
     assert "(default: " in out or argv in (["experiment"], ["export"])  # (no option of theirs has a default)
 
@@ -104,3 +110,11 @@ def test_an_option_named_run_reaches_its_command(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "bundle")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("apg export: error:") and "no-run" in err
+
+
+def _torch_imports() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True

@@ -1,5 +1,9 @@
 """A tiny version of the paired study driver: resumable, paired on common seeds, the report's columns filled."""
 
+import pytest
+
+pytest.importorskip("torch")  # training-side tests: skipped where torch is absent (a serving-only install)
+
 import json
 
 from scripts.experiments.study import main

@@ -95,6 +95,7 @@ def write_generic(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_generic_dataset_trains_without_code_changes(tmp_path, fmt):
+    pytest.importorskip("torch")
     from model.train import TrainConfig, train_run
     from model.zoo import ModelConfig
 

@@ -1,5 +1,9 @@
 """A short real training run writes a checkpoint and metrics; it is deterministic for a seed."""
 
+import pytest
+
+pytest.importorskip("torch")  # training-side tests: skipped where torch is absent (a serving-only install)
+
 import json
 
 from model.apg import APGConfig
