@@ -153,9 +153,12 @@ async def _service_error(request: Request, exc: ServiceError) -> Response:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-    field, row = _loc_to_field(tuple(first.get("loc", ())))
-    error_class = InvalidJSON if first.get("type") == "json_invalid" else RequestInvalid
-    return render(request, error_class(str(first.get("msg")), field=field, row=row))
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":  # loc is ("body", character offset): no field, no row
+        detail = (first.get("ctx") or {}).get("error", first.get("msg"))
+        return render(request, InvalidJSON(f"malformed JSON at character {loc[-1] if loc else '?'}: {detail}"))
+    field, row = _loc_to_field(loc)
+    return render(request, RequestInvalid(str(first.get("msg")), field=field, row=row))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

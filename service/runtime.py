@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from features import GRAPH
 from service.bundle import Bundle, check_signature, load_bundle
 from service.errors import BundleError, ConfigError, NotReady, ServiceError
 from service.metrics import Metrics
@@ -82,13 +83,13 @@ def load_model(path: str | Path, settings: Settings) -> Model:
     # model.opt.onnx was optimised for the CPU provider; a CUDA session gets the portable graph.
     graph = bundle.graph_path(optimised=providers == [CPU])
     try:
-        session = _session(graph, providers, settings)
-    except Exception as exc:  # onnxruntime raises its own exception types for broken graphs
-        if graph.name == "model.onnx":
-            raise BundleError(f"onnxruntime cannot load {graph}: {exc}") from None
-        log.warning("cannot load %s (%s); falling back to model.onnx", graph, exc)
+        session = _open(graph, providers, settings)
+    except BundleError as exc:
+        if graph.name == GRAPH:
+            raise
+        log.warning("%s; falling back to %s", exc.message, GRAPH)
         graph = bundle.graph_path(optimised=False)
-        session = _session(graph, providers, settings)
+        session = _open(graph, providers, settings)
     check_signature(bundle, session)
     model = Model(bundle, session, session.get_providers()[0], graph)
     warm_up(model, settings.warmup_batch_sizes)
@@ -99,6 +100,13 @@ def provider_options(providers: list[str], settings: Settings) -> list:
     """onnxruntime's `providers` argument: CUDA with TF32 matrix products off unless APG_CUDA_TF32 (on an H200 TF32
     moved scores by up to 6.6e-4 from the CPU's; off they agree to 2e-7: docs/GPU.md)."""
     return [(CUDA, {"use_tf32": "1" if settings.cuda_tf32 else "0"}) if p == CUDA else p for p in providers]
+
+
+def _open(graph: Path, providers: list[str], settings: Settings) -> ort.InferenceSession:
+    try:
+        return _session(graph, providers, settings)
+    except Exception as exc:  # onnxruntime raises its own exception types for broken graphs
+        raise BundleError(f"onnxruntime cannot load {graph}: {exc}") from None
 
 
 def _session(graph: Path, providers: list[str], settings: Settings) -> ort.InferenceSession:

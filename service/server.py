@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.bundle import load_bundle
+from service.middleware import configure_logging
+from service.runtime import load_model, resolve_providers
 from service.settings import Settings
 
 
@@ -39,7 +40,8 @@ def serve(
     if log_level is not None:
         os.environ["APG_LOG_LEVEL"] = log_level
     settings = Settings()  # validates every APG_* variable once, before any worker starts
-    load_bundle(settings.bundle)  # fail fast with the bundle's own message, not from inside a worker
+    configure_logging(settings.log_level)  # the check's warnings (a graph fallback) as the workers write them
+    check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
     with _multiprocess_dir(workers), _stop_on_signals():
         uvicorn.run(
             "service.app:create_app",
@@ -63,6 +65,14 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,  # the app writes its own JSON access log
         "timeout_graceful_shutdown": 30,
     }
+
+
+def check_bundle(settings: Settings) -> None:
+    """BundleError/ConfigError unless the configured bundle would serve: its files and checksums, the providers asked
+    for, and its graph opened, checked against the manifest and warmed up on the CPU (a device context in this
+    process would stay for its lifetime; CUDA-only failures still surface in the worker)."""
+    resolve_providers(settings.providers)
+    load_model(settings.bundle, settings.model_copy(update={"providers": "cpu"}))
 
 
 class _Stopped(Exception):

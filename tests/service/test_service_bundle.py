@@ -93,6 +93,24 @@ def test_refuses_unloadable_graph(tmp_path):
         load_model(b.path, make_settings(b.path))
 
 
+def test_an_unparsable_fallback_graph_is_a_bundle_error(tmp_path):
+    # Both graphs checksum-valid but not ONNX: the optimised one fails, then the fallback (it raised onnxruntime's
+    # own error, a traceback and exit 3 at start-up, instead of BundleError).
+    b = build_bundle(tmp_path / "b")
+    unparsable_graphs(b.path)
+    with pytest.raises(BundleError, match="onnxruntime cannot load .*model.onnx"):
+        load_model(b.path, make_settings(b.path))
+
+
+def unparsable_graphs(path) -> None:
+    """model.onnx and model.opt.onnx made of bytes that are no ONNX graph, both listed with their true sha256."""
+    files = {}
+    for name in ("model.onnx", "model.opt.onnx"):
+        (path / name).write_bytes(b"not an onnx graph")
+        files[name] = {"sha256": hashlib.sha256(b"not an onnx graph").hexdigest()}
+    edit_manifest(path, files=files)
+
+
 def test_providers():
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     assert resolve_providers("auto")[-1] == "CPUExecutionProvider"

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from live_server import free_port, stop
 from synthetic_bundle import ROWS, build_bundle
+from test_service_bundle import unparsable_graphs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,22 @@ def test_bad_bundle_fails_fast(tmp_path):
         [sys.executable, "-m", "service", "--bundle", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True
     )
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_unparsable_graph_fails_fast_in_one_line(tmp_path):
+    bundle = build_bundle(tmp_path / "bundle")
+    unparsable_graphs(bundle.path)
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "--bundle", str(bundle.path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.splitlines()  # the fallback's warning (a JSON log line), then the one error
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+    assert "onnxruntime cannot load" in lines[-1] and "model.onnx" in lines[-1] and "Traceback" not in out.stderr
 
 
 def test_import_boundary():
