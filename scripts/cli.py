@@ -27,7 +27,7 @@ EXAMPLES = """examples:
 """
 OWN_PACKAGES = ("scripts", "model", "service", "features")
 TRAIN_FLAGS = {"condition": "apg"}  # APGConfig.condition is --apg
-DATA_FIELDS = ("data", "schema", "split", "seed")  # the TrainConfig fields `apg data` reads
+DATA_FIELDS = ("data", "schema", "split", "split_seed")  # the TrainConfig fields `apg data` reads
 EXPERIMENTS = {  # `apg experiment NAME`, in the order `apg experiment all` runs them (scripts/experiments/drivers.py)
     "select": "every base model x {group, mix, self}, seed 0: each model's condition chosen on validation",
     "auc": "every base model without / with its chosen APG condition, N seeds",
@@ -89,18 +89,19 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
     from model.train import TrainConfig
     from scripts.config_args import add_config_arguments
 
-    add_config_arguments(p, TrainConfig, only=DATA_FIELDS)
+    add_config_arguments(p, TrainConfig, only=DATA_FIELDS, overrides={"data": {"metavar": "DATA"}})
+    p.add_argument("--dataset", dest="data", help="the same as --data (a named dataset: ml-100k, ml-1m)")
 
 
 def cmd_data(args) -> int:
-    from model.data import cache_dir, fetch_ml100k, load_dataset
+    from model.data import DATASETS, cache_dir, fetch, load_dataset
 
-    folder = fetch_ml100k() if args.data == "ml-100k" else None
-    data = load_dataset(args.data, args.schema, args.split, args.seed)
+    folder = fetch(args.data) if args.data in DATASETS else None
+    data = load_dataset(args.data, args.schema, args.split, args.split_seed, cache=True)
     n, users = len(data.y), data.users
-    print(f"data: {args.data}  (cache: {cache_dir()})" if args.data == "ml-100k" else f"data: {args.data}")
-    if args.data == "ml-100k":
-        print(f"files: {folder}")
+    print(f"data: {args.data}  (cache: {cache_dir()})" if folder else f"data: {args.data}")
+    if folder:
+        print(f"files: {folder} (sha256 verified)")
     print(f"rows: {n}  users: {len(set(users))}  positive rate: {data.y.mean():.4f}")
     for name, rows in data.splits.items():
         print(f"  {name:5s} {len(rows):7d} rows  positive rate {data.y[rows].mean():.4f}")
