@@ -67,8 +67,9 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"bundle directory {str(root)!r} does not exist")
     manifest = _read_manifest(root / MANIFEST)
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{MANIFEST}: unknown format_version {version!r} (this service reads {FORMAT_VERSION})")
+    if version != FORMAT_VERSION:  # named only when it is a format version at all: never echo a file's contents
+        told = f" {version}" if isinstance(version, int) and not isinstance(version, bool) else ""
+        raise BundleError(f"{MANIFEST}: unknown format_version{told} (this service reads {FORMAT_VERSION})")
     model = _require(manifest, "model", dict)
     files = _require(manifest, "files", dict)
     if GRAPH not in files:
@@ -123,6 +124,8 @@ def _shape_matches(declared: tuple[int, ...], graph: list) -> bool:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    if path.is_symlink():  # it could point at any readable file; the graph and its other files are checked in place
+        raise BundleError(f"{path.name} in {str(path.parent)!r} is a symbolic link; it must be a regular file")
     if not path.is_file():
         raise BundleError(f"missing {path.name} in {str(path.parent)!r}")
     try:
@@ -162,7 +165,7 @@ def _tensor_specs(manifest: dict, key: str) -> tuple[TensorSpec, ...]:
         try:
             specs.append(TensorSpec(str(item["name"]), str(item["dtype"]), tuple(int(d) for d in item["shape"])))
         except (KeyError, TypeError, ValueError):
-            raise BundleError(f"{MANIFEST}: each of {key!r} needs name, dtype and shape, got {item!r}") from None
+            raise BundleError(f"{MANIFEST}: each of {key!r} needs name, dtype and shape") from None
     return tuple(specs)
 
 

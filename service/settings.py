@@ -18,8 +18,9 @@
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
 | `APG_INLINE_MAX_ROWS` | `1024` | CPU calls of at most this many rows run on the event loop, not the pool (0 = never) |
 | `APG_DRAIN_GRACE_S` | `5` | after SIGTERM: seconds /readyz says 503 while requests are still served, then shutdown |
-| `APG_AUTH_TOKEN` | unset | bearer token for /score, /v2/models/*/infer and /admin/*; health and metrics stay open |
-| `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (default: APG_AUTH_TOKEN); neither set: /admin/* is off (403) |
+| `APG_AUTH_TOKEN` | unset | bearer token for /score and /v2/models/*/infer; health and metrics stay open |
+| `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (never APG_AUTH_TOKEN); unset: /admin/* is off (403) |
+| `APG_BUNDLE_ROOT` | unset | where /admin/reload may load bundles (symlinks resolved); default: APG_BUNDLE's parent |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
 | `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
 | `APG_OTEL` | `false` | FastAPI's OpenTelemetry spans, metrics, logs (needs a provider); off saves a check a request |
@@ -55,7 +56,8 @@ class Settings(BaseSettings):
     inline_max_rows: int = Field(1024, ge=0)
     drain_grace_s: float = Field(5.0, ge=0.0)
     auth_token: SecretStr | None = None
-    admin_token: SecretStr | None = None  # /admin/*: this token, else auth_token; neither set = admin API off
+    admin_token: SecretStr | None = None  # /admin/*: this token; unset = admin API off
+    bundle_root: Path | None = None  # /admin/reload loads only bundles inside it (default: APG_BUNDLE's parent)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_features: bool = False
     otel: bool = False
@@ -90,5 +92,10 @@ class Settings(BaseSettings):
         return self.auth_token.get_secret_value() if self.auth_token else None
 
     def admin(self) -> str | None:
-        """The bearer token of /admin/*: APG_ADMIN_TOKEN, else APG_AUTH_TOKEN, else None (admin API off)."""
-        return self.admin_token.get_secret_value() if self.admin_token else self.token()
+        """The bearer token of /admin/*: APG_ADMIN_TOKEN, else None (admin API off). Never APG_AUTH_TOKEN:
+        a scoring client must not be able to swap the model."""
+        return self.admin_token.get_secret_value() if self.admin_token else None
+
+    def bundles(self) -> Path:
+        """The directory /admin/reload may load bundles from: APG_BUNDLE_ROOT, else the configured bundle's parent."""
+        return (self.bundle_root or self.bundle.absolute().parent).resolve()

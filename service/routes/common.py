@@ -53,7 +53,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed JSON or an invalid feature value (the error names the field and row).",
         401: "Missing or wrong bearer token.",
-        403: "The admin API is off (no APG_ADMIN_TOKEN or APG_AUTH_TOKEN configured).",
+        403: "The admin API is off (no APG_ADMIN_TOKEN), or the bundle lies outside APG_BUNDLE_ROOT.",
         404: "Unknown model.",
         408: "The body did not arrive within APG_BODY_TIMEOUT_S.",
         413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
@@ -110,7 +110,7 @@ async def require_admin(
     """/admin/* always needs a bearer token (it loads files from disk); with none configured it is off."""
     token = state(request).settings.admin()
     if token is None:
-        raise Forbidden("the admin API is off: set APG_ADMIN_TOKEN (or APG_AUTH_TOKEN); SIGHUP still reloads")
+        raise Forbidden("the admin API is off: set APG_ADMIN_TOKEN; SIGHUP still reloads")
     _check(credentials.credentials if credentials is not None else "", token)
 
 

@@ -7,9 +7,11 @@ warmed up, and 503 while loading or draining (from SIGTERM on, while requests ar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Request, Response
 
-from service.errors import RequestInvalid, json_response
+from service.errors import Forbidden, RequestInvalid, json_response
 from service.routes.common import error_responses, parse_json, read_body, require_admin, state
 
 RELOAD_BODY = {
@@ -58,14 +60,15 @@ async def metrics(request: Request) -> Response:
 )
 async def reload(request: Request) -> Response:
     app = state(request)
-    target = _reload_target(await read_body(request, app.settings))  # read like /score's: no Content-Type needed
+    target = _reload_target(await read_body(request, app.settings), app.settings.bundles())  # no Content-Type needed
     previous = app.runtime.current
     model = await app.runtime.reload(target)
     return json_response(200, {"model": _describe(model), "previous": _describe(previous)})
 
 
-def _reload_target(body: bytes) -> str | None:
-    """`{"bundle": "path"}` → the path; no body, `{}` or a null bundle → None (the configured bundle)."""
+def _reload_target(body: bytes, root: Path) -> Path | None:
+    """`{"bundle": "path"}` → the path, confined to `root`; no body, `{}` or a null bundle → None (the configured
+    bundle)."""
     if not body.strip():
         return None
     payload = parse_json(body)
@@ -74,7 +77,20 @@ def _reload_target(body: bytes) -> str | None:
     target = payload.get("bundle")
     if not isinstance(target, str | None):
         raise RequestInvalid("'bundle' must be a bundle directory (a string) or null", field="bundle")
-    return target
+    return None if target is None else _confined(target, root)
+
+
+def _confined(given: str, root: Path) -> Path:
+    """`given` with its symlinks resolved, when that lies in `root` (APG_BUNDLE_ROOT); 403 otherwise, the same
+    answer whether or not it exists, so that the admin API tells nothing about the rest of the file system."""
+    outside = Forbidden(f"bundle {given!r} is not inside APG_BUNDLE_ROOT", field="bundle")
+    try:
+        path = Path(given).resolve()
+    except (OSError, ValueError, RuntimeError):  # an embedded NUL byte, a symlink loop (RuntimeError before 3.13)
+        raise outside from None
+    if path != root and root not in path.parents:
+        raise outside
+    return path
 
 
 def _describe(model) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ ADMIN = {"Authorization": "Bearer admin-test"}  # every test client sends it; /s
 def make_settings(bundle_path: Path, **overrides) -> Settings:
     values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
     values["admin_token"] = "admin-test"
+    values["bundle_root"] = Path(tempfile.gettempdir())  # tests reload bundles from their own tmp_path
     values["inline_max_rows"] = 0  # the thread-pool path, so that a slowed Model.run cannot block the loop
     return Settings(**(values | overrides))
 

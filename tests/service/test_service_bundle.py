@@ -111,6 +111,19 @@ def unparsable_graphs(path) -> None:
     edit_manifest(path, files=files)
 
 
+def test_a_symlinked_manifest_is_refused_and_no_manifest_content_is_echoed(tmp_path):
+    # A symlinked bundle.json could read any JSON file; refused before it is read. Neither is a stray field echoed.
+    b, other = build_bundle(tmp_path / "b"), build_bundle(tmp_path / "other")
+    (b.path / "bundle.json").unlink()
+    (b.path / "bundle.json").symlink_to(other.path / "bundle.json")
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle(b.path)
+    edit_manifest(other.path, format_version="secret contents")
+    with pytest.raises(BundleError, match="unknown format_version [(]") as info:
+        load_bundle(other.path)
+    assert "secret" not in info.value.message
+
+
 def test_providers():
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     assert resolve_providers("auto")[-1] == "CPUExecutionProvider"

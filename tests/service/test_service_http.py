@@ -8,8 +8,8 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from opentelemetry import trace
 from pydantic import BaseModel
-from service_testing import TestClient, make_app
-from synthetic_bundle import ROWS, edit_manifest, reference_scores
+from service_testing import ADMIN, TestClient, make_app
+from synthetic_bundle import ROWS, build_bundle, edit_manifest, reference_scores
 
 from service.bundle import load_bundle
 from service.errors import install_error_handlers
@@ -170,8 +170,8 @@ def test_json_or_no_content_type_is_read(client, path, content_type):
 def test_admin_api_is_off_without_a_token_and_needs_its_own_when_set(bundle):
     with TestClient(make_app(bundle.path, admin_token=None)) as c:
         assert_error(c.post("/admin/reload", json={}), 403, "forbidden")
-    with TestClient(make_app(bundle.path, admin_token=None, auth_token="s3cret")) as c:  # falls back to auth_token
-        assert c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    with TestClient(make_app(bundle.path, admin_token=None, auth_token="s3cret")) as c:  # a scoring token is not enough
+        assert_error(c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"}), 403, "forbidden")
     with TestClient(make_app(bundle.path, admin_token="adm", auth_token="s3cret")) as c:
         assert_error(c.post("/admin/reload", json={}, headers={"Authorization": "Bearer s3cret"}), 401)
         assert c.post("/admin/reload", json={}, headers={"Authorization": "Bearer adm"}).status_code == 200
@@ -227,7 +227,7 @@ def test_admin_reload(client, make_bundle):
     np.testing.assert_allclose(scored["scores"], expected(v2, ROWS), atol=1e-6)
     edit_manifest(v2.path, format_version=99)
     assert_error(client.post("/admin/reload", json={"bundle": str(v2.path)}), 422, "invalid_bundle")
-    assert_error(client.post("/admin/reload", json={"bundle": "/no/such/dir\u0000"}), 422, "invalid_bundle")
+    assert_error(client.post("/admin/reload", json={"bundle": str(v2.path) + "/no/such\u0000"}), 403, "forbidden")
     assert_error(client.post("/admin/reload", json={"bundle": 5}), 422, "validation_error", "bundle")
     malformed = client.post("/admin/reload", content=b'{"bundle": ', headers={"content-type": "application/json"})
     assert_error(malformed, 400, "invalid_json", row=None)  # not the character offset
@@ -253,6 +253,21 @@ def test_fastapi_parsed_malformed_json_names_no_row():
     error = r.json()["error"]
     assert (r.status_code, error["code"], error["row"]) == (400, "invalid_json", None)
     assert error["message"] == "malformed JSON at character 11: Expecting value"
+
+
+def test_reload_is_confined_to_the_bundle_root(tmp_path):
+    # Default APG_BUNDLE_ROOT: the served bundle's parent. Outside it, existing or not, through a symlink or not,
+    # the answer is the same 403, and nothing of the file system shows in it.
+    served, inside = build_bundle(tmp_path / "root" / "v1"), build_bundle(tmp_path / "root" / "v2", version="v2")
+    outside = build_bundle(tmp_path / "elsewhere" / "v3", version="v3")
+    (tmp_path / "root" / "link").symlink_to(outside.path)
+    with TestClient(make_app(served.path, bundle_root=None), headers=ADMIN) as c:
+        answers = []
+        for target in [outside.path, tmp_path / "root" / "link", "/etc", "/no/such/dir", tmp_path / "root" / ".."]:
+            error = assert_error(c.post("/admin/reload", json={"bundle": str(target)}), 403, "forbidden", "bundle")
+            answers.append(error["message"].replace(repr(str(target)), "X"))
+        assert set(answers) == {"bundle X is not inside APG_BUNDLE_ROOT"}
+        assert c.post("/admin/reload", json={"bundle": str(inside.path)}).json()["model"]["version"] == "v2"
 
 
 def test_unknown_routes_and_methods_are_json(client):
