@@ -1,7 +1,7 @@
 """The APG study, second edition (issue 11): paired runs on one fixed split, adaptation and calibration per run.
 
-    python -m scripts.experiments.study run --data ml-1m --models dnn,deepfm --arms base,self,group --seeds 1,2,3
-    python -m scripts.experiments.study report --data ml-1m          # docs/results/study-ml-1m.md + a plot
+    apg experiment study run --data ml-1m --models dnn,deepfm --arms base,self,group --seeds 1,2,3
+    apg experiment study report --data ml-1m          # docs/results/study-ml-1m.md
 
 Every run of a dataset shares one split (TrainConfig.split_seed); a seed varies the initialisation and batch order
 only, so "arm minus base on seed s" is a paired difference. Resumable: each finished run is one line of
@@ -212,43 +212,49 @@ def _bucket_order(label: str) -> tuple[int, str]:
     return (int(label), "") if label.isdigit() else (99, label)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m scripts.experiments.study",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("what", choices=["run", "report"])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["run", "report"], help="train the missing runs, or write the report")
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
     p.add_argument("--arms", default="base,self,group", help=f"arms, comma-separated, of: {', '.join(ARMS)}")
     p.add_argument("--seeds", default="1,2,3", help="initialisation seeds (0 is kept for choices on validation)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--patience", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=10, help="epochs at most")
+    p.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows per training step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--limit", type=int, help="first N rows only (smoke runs)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 leaves a core for other work)")
     p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the run store and the report go")
     p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
-    a = p.parse_args(argv)
+
+
+def run_from_args(a: argparse.Namespace) -> int:
     arms = tuple(a.arms.split(","))
     unknown = [x for x in arms if x not in ARMS]
     if unknown or "base" not in arms:
-        p.error(f"--arms must include base and name known arms; unknown: {unknown}")
+        raise ValueError(f"--arms must include base and name known arms ({', '.join(ARMS)}); unknown: {unknown}")
     train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
                         threads=a.threads, device=a.device)  # fmt: skip
     plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train)
     if a.what == "run":
         run(plan, a.results, a.runs)
         return 0
-    records = list(read_store(store_path(a.results, plan.data)).values())
-    records = [r for r in records if r["budget"] == plan.budget()]
+    records = [r for r in read_store(store_path(a.results, plan.data)).values() if r["budget"] == plan.budget()]
     out = a.results / f"study-{plan.data}.md"
     out.write_text(report(records, plan))
     print(out.read_text())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.experiments.study",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":

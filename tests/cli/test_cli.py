@@ -15,7 +15,7 @@ from scripts import cli
 REPO = Path(__file__).resolve().parents[2]
 TOOLING = ("torch", "httpx", "model", "scripts.bench", "scripts.loadtest", "scripts.experiments")
 SUBCOMMANDS = [["data"], ["train"], ["export"], ["serve"], ["loadtest"], ["bench"], ["experiment"],
-               *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "report")])]  # fmt: skip
+               *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "study", "report")])]  # fmt: skip
 
 
 def modules_after(code: str) -> set[str]:
