@@ -5,7 +5,7 @@
 
 Nothing happens at import. create_app wires the objects; the lifespan does the work: load + validate +
 warm the bundle (readiness turns on), start the micro-batcher, and on shutdown turn readiness off,
-drain in-flight inferences and stop the batcher. SIGHUP reloads the configured bundle in place. SIGTERM first
+drain in-flight inferences and stop the batcher. SIGHUP reloads the served bundle in place. SIGTERM first
 turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets uvicorn shut down.
 """
 
@@ -103,11 +103,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _on_sighup(runtime: Runtime) -> bool:
-    """SIGHUP → reload the configured bundle. Only possible on the main thread's loop (not in tests' threads)."""
+    """SIGHUP → reload the bundle being served (after a POST /admin/reload, that one, not the configured one).
+    Only possible on the main thread's loop (not in tests' threads)."""
     loop = asyncio.get_running_loop()
 
     def reload() -> None:
-        task = loop.create_task(runtime.reload())
+        served = runtime.model.bundle.path if runtime.model is not None else runtime.settings.bundle
+        log.info("SIGHUP: reloading %s, the bundle being served", served)
+        task = loop.create_task(runtime.reload(served))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by reload(); keep it quiet
 
     try:

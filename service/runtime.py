@@ -217,7 +217,8 @@ class Runtime:
             old = self.model
             self._install(model)  # the swap: one reference assignment
             self.metrics.reloads.labels("ok").inc()
-            log.info("reloaded %s %s → %s", model.name, old.version if old else None, model.version)
+            was = f"{old.name} {old.version}" if old else "nothing"
+            log.info("reloaded %s: %s → %s %s", target, was, model.name, model.version)
             return model
 
     async def drain(self, timeout_s: float = 30.0) -> None:

@@ -87,23 +87,34 @@ def test_import_boundary():
 
 
 @pytest.mark.slow
-def test_serve_sighup_reload_and_graceful_stop(tmp_path):
+def test_serve_sighup_reloads_the_served_bundle_and_stops_gracefully(tmp_path):
     bundle = build_bundle(tmp_path / "bundle", version="v1")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], {"APG_WARMUP_BATCH_SIZES": "1"})
+    env = {"APG_WARMUP_BATCH_SIZES": "1", "APG_ADMIN_TOKEN": "adm"}
+    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], env)
+    version = lambda want: httpx.get(f"{url}/readyz").json()["model"]["version"] == want  # noqa: E731
     try:
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
         scored = httpx.post(f"{url}/score", json={"instances": ROWS}).json()
         assert scored["model"]["version"] == "v1"
         build_bundle(bundle.path, version="v2", seed=9)  # new files in place, then SIGHUP
         proc.send_signal(signal.SIGHUP)
-        version = lambda: httpx.get(f"{url}/readyz").json()["model"]["version"] == "v2"  # noqa: E731
-        wait_for(version, "the SIGHUP reload", proc=proc)
+        wait_for(lambda: version("v2"), "the SIGHUP reload", proc=proc)
         assert httpx.post(f"{url}/score", json={"instances": ROWS}).json()["model"]["version"] == "v2"
+        # After an admin reload to another bundle, SIGHUP reloads that one (it switched back to the first).
+        other = build_bundle(tmp_path / "other", version="o1", name="other-apg")
+        admin = {"Authorization": "Bearer adm"}
+        assert httpx.post(f"{url}/admin/reload", json={"bundle": str(other.path)}, headers=admin).status_code == 200
+        build_bundle(other.path, version="o2", seed=3, name="other-apg")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: version("o2"), "the SIGHUP reload of the served bundle", proc=proc)
     finally:
         code = stop(proc)
     assert code == 0
+    log = proc.stderr.read()
+    assert f"SIGHUP: reloading {other.path.resolve()}, the bundle being served" in log
+    assert f"reloaded {other.path.resolve()}: other-apg o1 → other-apg o2" in log
 
 
 @pytest.mark.slow
