@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from features import RowSampler
+from features import RowSampler, read_schema
 from scripts.bench.http_io import Connection, Servers, build_request, service_command
 from scripts.bench.measure import Budget, stats, timed
 from scripts.loadtest.plan import encode_body
@@ -74,7 +74,7 @@ def over_http(
     bundle: Path, out: Path, models: dict, rows: list[dict], sizes: list[int], budget: Budget, tf32: bool
 ) -> dict:
     """The real service on each provider: its /readyz provider, its scores against CPU, closed-loop rows/s."""
-    schema = orjson.loads((bundle / "bundle.json").read_bytes())["schema"]
+    schema, _ = read_schema(bundle)
     numeric = RowSampler(schema).numeric
     result = {}
     with Servers(out / "logs") as servers:
@@ -115,7 +115,7 @@ def batching_sweep(bundle: Path, out: Path, cuda: bool, rates: list[float], dura
     errors <= 1 %), as `apg bench` measures them on CPU."""
     from scripts.bench.measure import sweep_batching
 
-    schema = orjson.loads((bundle / "bundle.json").read_bytes())["schema"]
+    schema, _ = read_schema(bundle)
     env = {**os.environ, "APG_PROVIDERS": "cuda" if cuda else "cpu", "APG_INTRA_OP_THREADS": "1",
            "APG_LOG_LEVEL": "warning", "APG_CUDA_TF32": str(tf32).lower()}  # fmt: skip
     with Servers(out / "logs") as servers:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as exc:
         print(f"{exc}: install onnxruntime-gpu on a machine with a GPU (or pass --allow-cpu)", file=sys.stderr)
         return 2
-    rows = RowSampler(orjson.loads((args.bundle / "bundle.json").read_bytes())["schema"], seed=0).rows(max(sizes))
+    rows = RowSampler(read_schema(args.bundle)[0], seed=0).rows(max(sizes))
     print(f"providers: cuda session on {models['cuda'].provider} ({models['cuda'].graph.name}); in-process:")
     doc = {
         "command": " ".join(["python -m scripts.bench.gpu_check", *(argv if argv is not None else sys.argv[1:])]),

@@ -108,7 +108,7 @@ def measure_path(port: int, reqs: list[bytes], rows: int, budget: Budget, route:
 
 
 def sweep_batching(
-    ports: dict[str, int], schema: dict, rates, duration: float, slo_ms: float, max_errors: float, say=None
+    ports: dict[str, int], schema, rates, duration: float, slo_ms: float, max_errors: float, say=None
 ) -> dict:
     """(c) batch-1 /score rows at each rate (Poisson, open loop: raw_engine.open_loop, summarised like
     scripts/loadtest's runs) against the service without and with micro-batching (ports {"off": .., "on": ..});

@@ -48,10 +48,10 @@ def request_body(bundle: Path, body: str, batch: int) -> tuple[str, bytes]:
     """(path, body bytes) for `batch` sampled rows in one of BODIES."""
     import orjson
 
-    from features import RowSampler
+    from features import RowSampler, read_schema
     from scripts.loadtest.plan import encode_body
 
-    sampler = RowSampler(orjson.loads((bundle / "bundle.json").read_bytes())["schema"], seed=0)
+    sampler = RowSampler(read_schema(bundle)[0], seed=0)
     rows = sampler.rows(batch)
     if body == "ranking":  # the first row's user side as the context, every row's item side as a candidate
         user = {k for k in rows[0] if "user" in k or k in ("age", "gender", "occupation", "zip_code")}

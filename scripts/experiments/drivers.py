@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from features import FIRST
 from model.apg import APGConfig
 from model.train import TrainConfig
 from model.zoo import ModelConfig
@@ -130,7 +131,7 @@ def by_bucket(data, pred: np.ndarray) -> dict[str, dict]:
     out = {}
     for index in np.unique(buckets):
         m = buckets == index
-        label = activity.vocab[index - 2] if index >= 2 else "missing"
+        label = activity.vocab[index - FIRST] if index >= FIRST else "missing"
         out[label] = {"auc": auc(y[m], pred[m]), "rows": int(m.sum())}
     return out
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features import FIRST, MISSING
 from model.apg import APGConfig
 from model.train import TrainConfig
 from model.zoo import ModelConfig
@@ -111,7 +112,7 @@ def by_bucket(x: dict, y: np.ndarray, p: np.ndarray, schema, name: str) -> dict[
     out = {}
     for index in np.unique(x[name]):
         rows = x[name] == index
-        label = labels[index - 2] if index >= 2 else ("missing" if index == 0 else "unseen")
+        label = labels[index - FIRST] if index >= FIRST else ("missing" if index == MISSING else "unseen")
         out[label] = {"auc": auc(y[rows], p[rows]), "rows": int(rows.sum())}
     return out
 
