@@ -12,6 +12,7 @@ Sessions are created in the app lifespan (after uvicorn forks workers), never at
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,11 @@ class Model:
     @property
     def encoder(self):  # features.Encoder
         return self.bundle.encoder
+
+    @functools.cached_property
+    def vocabulary_inputs(self) -> tuple[str, ...]:
+        """The inputs looked up in a vocabulary (categorical, multi): where index OOV means out of vocabulary."""
+        return tuple(f.name for f in self.encoder.fields if f.kind != "numeric")
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Blocking onnxruntime call: {input: int64 array} → scores (B,) float32."""

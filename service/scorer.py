@@ -50,6 +50,7 @@ class Scorer:
         model = self.runtime.current  # (NotReady while loading or draining)
         t0 = time.perf_counter()
         feeds = encode(model.encoder)
+        self.metrics.count_oov(model.vocabulary_inputs, feeds)
         self.metrics.stage("preprocess", time.perf_counter() - t0)
         rows = len(next(iter(feeds.values())))
         run = self.batcher.submit if self.batcher is not None else self.runtime.infer

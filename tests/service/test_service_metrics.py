@@ -36,6 +36,18 @@ def test_counters_and_histograms_move(client):
     assert value(client, "apg_inflight_requests") == 0
 
 
+@pytest.mark.parametrize("rows", [1, 300])  # the list path and the numpy path of count_oov
+def test_out_of_vocabulary_values_are_counted_per_feature(client, rows):
+    # unknown user (its derived user_activity maps to "cold": in vocabulary), two unknown genres of three,
+    # a zip prefix not in the vocabulary; numeric age in its lowest bucket (index 1, the OOV index) is no OOV.
+    row = {"user_id": "nobody", "item_id": "242", "age": 1, "zip_code": "99999", "genres": "Comedy|Jazz|Opera"}
+    assert client.post("/score", json={"instances": [row] * rows}).status_code == 200
+    counted = {f: value(client, "apg_oov_values_total", {"feature": f}) for f in ("user_id", "genres", "zip_prefix")}
+    assert counted == {"user_id": rows, "genres": 2 * rows, "zip_prefix": rows}
+    for feature in ("item_id", "age", "gender", "user_activity"):
+        assert value(client, "apg_oov_values_total", {"feature": feature}) is None
+
+
 def test_reload_counters_exist_before_any_reload(client):
     for result in ("ok", "error"):
         assert value(client, "apg_model_reloads_total", {"result": result}) == 0
