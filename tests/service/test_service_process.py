@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from live_server import free_port, stop
-from synthetic_bundle import ROWS, build_bundle
+from synthetic_bundle import ROWS, SyntheticBundle, build_bundle
 from test_service_bundle import unparsable_graphs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,22 @@ def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def serve_v1(tmp_path: Path, env: dict) -> tuple[SyntheticBundle, str, subprocess.Popen]:
+    """`python -m service` of a fresh v1 synthetic bundle on a free port, once ready: (bundle, url, process)."""
+    bundle = build_bundle(tmp_path / "bundle", version="v1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(
+        ["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], {"APG_WARMUP_BATCH_SIZES": "1", **env}
+    )
+    try:
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return bundle, url, proc
 
 
 def test_help():
@@ -88,14 +104,9 @@ def test_import_boundary():
 
 @pytest.mark.slow
 def test_serve_sighup_reloads_the_served_bundle_and_stops_gracefully(tmp_path):
-    bundle = build_bundle(tmp_path / "bundle", version="v1")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"APG_WARMUP_BATCH_SIZES": "1", "APG_ADMIN_TOKEN": "adm"}
-    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], env)
+    bundle, url, proc = serve_v1(tmp_path, {"APG_ADMIN_TOKEN": "adm"})
     version = lambda want: httpx.get(f"{url}/readyz").json()["model"]["version"] == want  # noqa: E731
     try:
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
         scored = httpx.post(f"{url}/score", json={"instances": ROWS}).json()
         assert scored["model"]["version"] == "v1"
         build_bundle(bundle.path, version="v2", seed=9)  # new files in place, then SIGHUP
@@ -119,13 +130,8 @@ def test_serve_sighup_reloads_the_served_bundle_and_stops_gracefully(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_turns_readiness_off_while_requests_are_still_served(tmp_path):
-    bundle = build_bundle(tmp_path / "bundle", version="v1")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"APG_WARMUP_BATCH_SIZES": "1", "APG_DRAIN_GRACE_S": "4"}
-    proc = start(["-m", "service", "--bundle", str(bundle.path), "--port", str(port)], env)
+    _, url, proc = serve_v1(tmp_path, {"APG_DRAIN_GRACE_S": "4"})
     try:
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness", proc=proc)
         proc.send_signal(signal.SIGTERM)
         draining = wait_for(lambda: (r := httpx.get(f"{url}/readyz")).status_code == 503 and r, "503", proc=proc)
         assert draining.json()["error"]["code"] == "not_ready" and "draining" in draining.text
