@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from features import FIRST, MISSING
+from features import FIRST, MISSING, Schema
 from model.apg import APGConfig
+from model.data import SCHEMAS
 from model.train import TrainConfig
 from model.zoo import ModelConfig
 from scripts.experiments.paired import fmt, paired, pooled
@@ -141,9 +142,11 @@ def report(records: list[dict], plan: Plan) -> str:
     """Markdown: per model and arm, test AUC and paired lift over the base with 95 % CIs, calibration, adaptation;
     pooled lift over models; AUC by user activity."""
     by = {(r["model"], r["arm"], r["seed"]): r for r in records}
-    seeds = [s for s in plan.seeds if all((m, a, s) in by for m in plan.models for a in plan.arms)]
+    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
     lines = [
-        f"Dataset {plan.data}, one fixed random split (split seed {plan.train.split_seed}), seeds {seeds} "
+        f"Dataset {plan.data}, one fixed random split (split seed {plan.train.split_seed}), seeds "
+        + "; ".join(f"{m} {complete[m]}" for m in plan.models)
+        + " "
         f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
         f"(patience {plan.train.patience}) and learning rate ×{plan.train.lr_decay} on a validation plateau, "
         f"batch {plan.train.batch_size}, lr {plan.train.lr}, the same for every arm. Lifts are paired differences "
@@ -156,6 +159,7 @@ def report(records: list[dict], plan: Plan) -> str:
     ]
     lifts: dict[str, dict[str, dict[int, float]]] = {a: {} for a in plan.arms if a != "base"}
     for m in plan.models:
+        seeds = complete[m]
         for a in plan.arms:
             rs = [by[(m, a, s)] for s in seeds]
             if not rs:
@@ -177,8 +181,14 @@ def report(records: list[dict], plan: Plan) -> str:
     for a, d in lifts.items():
         if d:
             lines.append(f"- {a}: {fmt(pooled(d))}")
-    lines += ["", "Test AUC by the user's training interactions (bucket of `user_activity`), mean over seeds:", ""]
-    lines += activity_table(records, plan, seeds)
+    edges = [int(e) for e in Schema.load(SCHEMAS / f"{plan.data}.json").field("user_activity").edges]
+    lines += [
+        "",
+        "Test AUC by the user's training interactions (`user_activity` bucket b holds users with "
+        f"edges[b-1] ≤ n < edges[b] ratings in the training split, edges {edges}), mean over seeds:",
+        "",
+    ]
+    lines += activity_table(records, plan, complete)
     return "\n".join(lines) + "\n"
 
 
@@ -192,25 +202,40 @@ def adaptation_cells(rs: list[dict]) -> str:
     return f" {' / '.join(f'{s:.3f}' for s in spreads)} | {fmt(cost)} | {verdict} |"
 
 
-def activity_table(records: list[dict], plan: Plan, seeds: list[int]) -> list[str]:
+def activity_table(records: list[dict], plan: Plan, complete: dict[str, list[int]]) -> list[str]:
     by = {(r["model"], r["arm"], r["seed"]): r for r in records}
     buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
     lines = ["| model | arm | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
-    for m in plan.models:
+    for m in (m for m in plan.models if complete[m]):
         for a in plan.arms:
             cells = []
             for b in buckets:
-                vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in seeds if (m, a, s) in by]
+                vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in complete[m]]
                 vals = [v for v in vals if v is not None and not np.isnan(v)]
                 cells.append(f"{np.mean(vals) * 100:.2f}" if vals else "")
             lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
-    rows = {b: by[(plan.models[0], plan.arms[0], seeds[0])]["by_activity"].get(b, {}).get("rows") for b in buckets}
+    rows = {b: records[0]["by_activity"].get(b, {}).get("rows") for b in buckets}  # the same test rows in every run
     lines.append("| rows | | " + " | ".join(str(rows[b] or "") for b in buckets) + " |")
     return lines
 
 
 def _bucket_order(label: str) -> tuple[int, str]:
     return (int(label), "") if label.isdigit() else (99, label)
+
+
+def section(results: Path, plan: Plan | None = None) -> list[str]:
+    """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet)."""
+    plan = plan or Plan()
+    records = [r for r in read_store(store_path(results, plan.data)).values() if r["budget"] == plan.budget()]
+    if not records:
+        return []
+    command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
+               f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}")  # fmt: skip
+    return [
+        f"Command: `{command}` (then `apg experiment report`); {len(records)} runs stored.",
+        "",
+        report(records, plan),
+    ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
