@@ -108,15 +108,13 @@ def mlp_table(batches: tuple[int, ...], repeats: int, quick: bool, tmp: Path) ->
 
 
 def deepfm_table(runs: list[str], batches: tuple[int, ...], repeats: int, tmp: Path) -> list[dict]:
-    from model.data import load_dataset
     from model.export import export_onnx
-    from model.train import load_run
+    from model.train import load_run, load_test_split
 
     rows = []
     for run in runs:
         model, schema, metrics = load_run(run)
-        t = metrics["config"]["train"]
-        x, _ = load_dataset(t["data"], t["schema"], t["split"], t["seed"], t["limit"]).part("test")
+        x, _ = load_test_split(run, schema)  # the run's own test rows: no refit, the split it was trained on
         path = export_onnx(model, schema, tmp / f"{Path(run).name}.onnx")
         sess, row = session(path), {"variant": f"{metrics['model']} apg={metrics['apg']} ({run})"}
         row["params_train"] = row["params_deployed"] = metrics["params"]
