@@ -54,8 +54,8 @@ def read_answer(key) -> int | None:
     return int(head[9:12])
 
 
-def connect(host: str, port: int) -> socket.socket:
-    s = socket.create_connection((host, port), timeout=30)
+def connect(host: str, port: int, timeout: float = 30.0) -> socket.socket:
+    s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setblocking(False)
     return s
@@ -75,17 +75,20 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
     waits for one; a request unanswered `timeout` s after its send is a "timeout" (its connection is replaced);
     requests not sent `drain` s after the last scheduled time are "unsent". Polls rather than sleeps when the next
     send is under 1 ms away (epoll's timer has 1 ms steps). A connection the server closed while idle is replaced
-    (a request whose send fails twice is a "connection" error). OSError when the server cannot be reached."""
+    (a request whose send fails twice is a "connection" error); when the server refuses the new connection (it shut
+    down or crashed) the slot stays empty and each request that finds no connection tries to open one, or is a
+    "connect_refused" ("connect" for other failures) error, so a run across a shutdown still ends with its records.
+    OSError when the server cannot be reached at the start."""
     rec = Records(np.asarray(schedule, dtype=np.float64))
     sel = selectors.DefaultSelector()
     for _ in range(connections):
-        sel.register(connect(host, port), selectors.EVENT_READ, {"buf": bytearray(), "req": None})
+        _register(sel, connect(host, port, timeout))
     idle, due, retried = deque(sel.get_map().values()), deque(), set()
     n, i = len(schedule), 0
     clock, start = time.perf_counter, time.perf_counter()
     deadline = (schedule[-1] if n else 0.0) + drain
     try:
-        while i < n or due or len(idle) < connections:
+        while i < n or due or len(idle) < len(sel.get_map()):  # (the last: requests in flight)
             now = clock() - start
             if now > deadline:
                 break
@@ -93,12 +96,19 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
                 rec.dispatched[i] = now
                 due.append(i)
                 i += 1
-            while due and idle:
-                j, key = due.popleft(), idle.popleft()
+            while due and (idle or len(sel.get_map()) < connections):
+                j = due.popleft()
+                if not idle:  # a slot the server refused to refill (see _replace): try again for this request
+                    try:
+                        idle.append(_register(sel, connect(host, port, timeout)))
+                    except OSError as exc:
+                        rec.error[j] = "connect_refused" if isinstance(exc, ConnectionRefusedError) else "connect"
+                        continue
+                key = idle.popleft()
                 try:
                     send(key, requests[j % len(requests)], timeout)
                 except OSError:  # the server closed this idle connection (keep-alive timeout): once more, on a new one
-                    idle.appendleft(_replace(sel, key, rec, "connection", host, port))
+                    idle.extendleft(_replace(sel, key, rec, "connection", host, port, timeout))
                     if j in retried:
                         rec.error[j] = "connection"
                     else:
@@ -115,7 +125,7 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
                 except OSError:
                     if key in idle:
                         idle.remove(key)
-                    idle.append(_replace(sel, key, rec, "connection", host, port))
+                    idle.extend(_replace(sel, key, rec, "connection", host, port, timeout))
                     continue
                 if status is not None:
                     j = key.data["req"]
@@ -126,7 +136,7 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
             now = clock() - start
             for key in [k for k in sel.get_map().values() if k.data["req"] is not None]:
                 if now - rec.sent[key.data["req"]] > timeout:
-                    idle.append(_replace(sel, key, rec, "timeout", host, port))
+                    idle.extend(_replace(sel, key, rec, "timeout", host, port, timeout))
     finally:
         for key in list(sel.get_map().values()):
             if key.data["req"] is not None:
@@ -138,10 +148,18 @@ def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray,
     return rec
 
 
-def _replace(sel, key, rec: Records, error: str, host: str, port: int):
-    """The request in flight on `key` failed with `error`; a fresh connection takes the old one's place."""
+def _register(sel, sock: socket.socket):
+    return sel.register(sock, selectors.EVENT_READ, {"buf": bytearray(), "req": None})
+
+
+def _replace(sel, key, rec: Records, error: str, host: str, port: int, timeout: float = 30.0) -> list:
+    """The request in flight on `key` failed with `error`; a fresh connection takes the old one's place: [its key],
+    or [] when the server refuses it (the slot stays empty until a request needs it)."""
     if key.data["req"] is not None:
         rec.error[key.data["req"]] = error
     sel.unregister(key.fileobj)
     key.fileobj.close()
-    return sel.register(connect(host, port), selectors.EVENT_READ, {"buf": bytearray(), "req": None})
+    try:
+        return [_register(sel, connect(host, port, timeout))]
+    except OSError:
+        return []

@@ -38,7 +38,7 @@ class Records:
     status: np.ndarray = field(init=False)
     error: list[str | None] = field(
         init=False
-    )  # http_<code> | timeout | connect | connection | unsent | cancelled | error_<exception>
+    )  # http_<code> | timeout | connect | connect_refused | connection | unsent | cancelled | error_<exception>
 
     def __post_init__(self) -> None:
         n = len(self.scheduled)

@@ -7,6 +7,8 @@ scheduled <= sent <= done, and lower bounds that the server's own capacity impos
 from __future__ import annotations
 
 import csv
+import socket
+import threading
 
 import numpy as np
 import orjson
@@ -76,6 +78,37 @@ def test_raw_engine_times_out_a_stuck_request_and_carries_on(slow_server):
     cfg = LoadConfig(url=slow_server(0.3).url, rate=10, duration=0.3, arrivals="constant", timeout=0.1, drain=0.5)
     rec = run_engine(cfg, [b"{}"], build_schedule(10, 0.3, "constant"), "raw")
     assert rec.error == ["timeout"] * 3 and np.isnan(rec.done).all()
+
+
+def serve_then_shut_down(answers: int) -> tuple[str, threading.Thread]:
+    """A server on 127.0.0.1 that answers `answers` requests on its first connection, then stops listening and
+    closes that connection: a shutdown or a crash, seen from the client."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        reader = conn.makefile("rb")
+        for _ in range(answers):
+            head = b"".join(iter(reader.readline, b"\r\n")).lower()
+            reader.read(int(head.split(b"content-length:")[1].split(b"\r\n")[0]))
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        listener.close()  # refused from here on
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_raw_engine_counts_refused_reconnects_and_finishes_the_run():
+    # The server answers 3 requests, then goes away: the rest cannot reconnect. The run must still end with its
+    # records (so a summary and a CSV), the refused ones counted as errors of their own kind.
+    url, thread = serve_then_shut_down(answers=3)
+    rec, s = run(url, rate=20, duration=0.5, drain=2.0, engine="raw")
+    thread.join(5)
+    assert s["requests"] == 10 and s["ok"] == 3 and list(rec.status[:3]) == [200] * 3
+    assert s["errors"].get("connect_refused", 0) >= 6  # the 4th may have gone out on the closing connection
+    assert sum(s["errors"].values()) == 7 and set(s["errors"]) <= {"connect_refused", "connection"}
 
 
 def test_a_run_writes_json_csv_png(slow_server, bundle_json, tmp_path, capsys):
