@@ -30,6 +30,7 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
 from service.routes import health, score, v2
+from service.routes.common import document_security
 from service.runtime import Runtime
 from service.scorer import Scorer
 from service.settings import Settings
@@ -40,7 +41,9 @@ DESCRIPTION = """Click-through-rate scoring with an APG (Adaptive Parameter Gene
 
 `POST /score` takes raw feature values (rows, columns, or one context against candidates) and returns one
 click probability per row. The KServe v2 routes under `/v2` speak the Open Inference Protocol
-(`tritonclient.http` works unchanged). Errors are JSON: `{"error": {"code", "message", "field", "row"}}`.
+(`tritonclient.http` works unchanged). Errors are JSON: `{"error": {"code", "message", "field", "row"}}`; under
+`/v2`, as the protocol wants, `{"error": "<message>", "code", "field", "row"}`. The bearer token is declared on the
+scoring routes when the server has one (APG_AUTH_TOKEN); `/admin` always needs APG_ADMIN_TOKEN.
 """
 
 
@@ -152,6 +155,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None and getattr(app.state, "openapi_key", "") == key:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    document_security(schema, app.routes, app.state.settings.token() is not None)
     if model is not None:
         body = score.request_body_doc(model.encoder, app.state.settings.max_rows)
         schema["paths"]["/score"]["post"]["requestBody"] = body

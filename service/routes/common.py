@@ -28,7 +28,7 @@ from service.errors import (
 )
 from service.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="Needed only when APG_AUTH_TOKEN is set.")
+_bearer = HTTPBearer(auto_error=False, description="APG_AUTH_TOKEN for scoring (when set), APG_ADMIN_TOKEN for /admin.")
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -46,10 +46,21 @@ ERROR_SCHEMA = {
     },
     "required": ["error"],
 }
+# KServe v2 routes send the message as a string `error` (the protocol; tritonclient reads it), details beside it
+V2_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "code": {"type": "string"},
+        "field": {"type": ["string", "null"]},
+        "row": {"type": ["integer", "null"]},
+    },
+    "required": ["error", "code"],
+}
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the error statuses a route can answer."""
+def error_responses(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can answer (v2: in the KServe v2 shape)."""
     text = {
         400: "Malformed JSON or an invalid feature value (the error names the field and row).",
         401: "Missing or wrong bearer token.",
@@ -61,7 +72,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Request validation failed.",
         503: "Not ready, draining, or overloaded (see Retry-After).",
     }
-    return {s: {"description": text[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses}
+    schema = V2_ERROR_SCHEMA if v2 else ERROR_SCHEMA
+    return {s: {"description": text[s], "content": {"application/json": {"schema": schema}}} for s in statuses}
 
 
 def state(request: Request) -> Any:
@@ -82,14 +94,14 @@ class LeanRoute(APIRoute):
     """The route class of the scoring hot path: documented by FastAPI like any route (OpenAPI from the
     declaration), dispatched without its dependency solver and response serialisation, which cost more than
     the model at batch 1 (docs/OPTIMISATIONS.md). The endpoint takes the Request and the path parameters as
-    keyword arguments, returns a Response, and checks the token itself with `authorize`. Route dependencies
+    keyword arguments, returns a Response, and checks the token itself with `authorize` (`document_security` then
+    declares the bearer scheme in OpenAPI, when a token is configured). Route dependencies
     would silently not run, so they are refused; for the same reason these routes are put in the app's route list
     directly, never through `include_router(..., dependencies=...)`, whose dependencies would be skipped too."""
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         if kwargs.get("dependencies"):
             raise TypeError(f"LeanRoute {path} runs no dependencies: call authorize(request) in the endpoint")
-        kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), "security": [{"HTTPBearer": []}]}
         super().__init__(path, endpoint, **kwargs)
         # Starlette's request/response wrapper, without FastAPI's per-request exit stacks (they serve dependencies
         # with yield, which this route has none of) and its body-size wrapper (read_body enforces the limit).
@@ -102,6 +114,18 @@ class LeanRoute(APIRoute):
             return await endpoint(request, **request.path_params)
 
         return handler
+
+
+def document_security(schema: dict[str, Any], routes: list[Any], token_set: bool) -> None:
+    """OpenAPI: the LeanRoute operations need the bearer token exactly when APG_AUTH_TOKEN is set (authorize)."""
+    if not token_set:
+        return
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.setdefault("HTTPBearer", {"type": "http", "scheme": "bearer"})
+    for route in routes:
+        if isinstance(route, LeanRoute):
+            for method in route.methods:
+                schema["paths"][route.path_format][method.lower()]["security"] = [{"HTTPBearer": []}]
 
 
 async def require_admin(

@@ -22,6 +22,11 @@ from service.routes.common import LeanRoute, authorize, error_responses, parse_j
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)
 
+RANKING_DESCRIPTION = (
+    "One context scored against each candidate: a feature is given in the context or in the candidates, not both"
+    " (400 invalid_shape); a required feature in the context or in every candidate."
+)
+
 RESPONSE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -77,17 +82,25 @@ async def _score(app, request: Request, body: bytes) -> Response:
 
 
 def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
-    """OpenAPI requestBody for /score: the three shapes, with this model's features and real examples."""
+    """OpenAPI requestBody for /score: the three shapes, with this model's features and real examples. As strict as
+    the encoder, but for one ranking rule, stated in the description only: a feature is given in the context or
+    in the candidates, not both (as JSON Schema, one anyOf per feature: 2^features branches, which generators
+    such as schemathesis cannot expand)."""
     info = encoder.describe()
-    props = {name: _value_schema(f.numeric, f.multi) for name, f in info.items()}
+    props = {name: _value_schema(f.numeric, f.multi, f.required) for name, f in info.items()}
     required = sorted(name for name, f in info.items() if f.required)
     row = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
     partial = {"type": "object", "properties": props, "additionalProperties": False}
     columns = {name: {"type": "array", "items": s, "minItems": 1, "maxItems": max_rows} for name, s in props.items()}
+    ranking = _object(
+        context=partial, candidates={"type": "array", "items": partial, "minItems": 1, "maxItems": max_rows}
+    )
+    ranking["description"] = RANKING_DESCRIPTION
+    ranking["allOf"] = [_context_or_candidates(name) for name in required]
     shapes = [
         _object(instances={"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}),
         _object(inputs={"type": "object", "properties": columns, "required": required, "additionalProperties": False}),
-        _object(context=partial, candidates={"type": "array", "items": partial, "minItems": 1, "maxItems": max_rows}),
+        ranking,
     ]
     rows = encoder.example_rows(3)
     user = [n for n in info if "user" in n] or list(info)[:1]
@@ -109,13 +122,25 @@ def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": {"oneOf": shapes}, "examples": examples}}}
 
 
-def _value_schema(numeric: bool, multi: bool) -> dict[str, Any]:
+def _value_schema(numeric: bool, multi: bool, required: bool) -> dict[str, Any]:
+    """What the encoder reads; null and blank strings are missing, which a required feature may not be."""
     if numeric:
-        return {"type": ["number", "null"]}
-    scalar: dict[str, Any] = {"type": ["string", "integer", "boolean", "null"]}
+        return {"type": "number"} if required else {"type": ["number", "null"]}
+    kinds: list[dict[str, Any]] = [{"type": "string", "pattern": r"\S"} if required else {"type": "string"}]
+    kinds.append({"type": ["number", "boolean"] if required else ["number", "boolean", "null"]})
     if multi:  # one string split on the field's separator, or a list of values
-        return {"anyOf": [scalar, {"type": "array", "items": {"type": ["string", "integer"]}}]}
-    return scalar
+        kinds.append({"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}})
+    return {"anyOf": kinds}
+
+
+def _context_or_candidates(name: str) -> dict[str, Any]:
+    """A required feature: in the context (and then in no candidate) or in every candidate."""
+    has, lacks = {"required": [name]}, {"not": {"required": [name]}}
+    return {"anyOf": [_ranking(has, lacks), _ranking(lacks, has)]}
+
+
+def _ranking(context: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {"context": context, "candidates": {"items": candidate}}}
 
 
 def _object(**props: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ binary when asked via `parameters.binary_data` (per output) or `binary_data_outp
 
 from __future__ import annotations
 
+import copy
 import time
 from importlib import metadata
 from typing import Any
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.errors import BadRequest, InvalidShape, NotFound, json_response
 from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
-from service.tensors import decode_inputs
+from service.tensors import NUMPY, decode_inputs
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])  # health and metadata
 scoring = APIRouter(prefix="/v2", tags=["kserve-v2"], route_class=LeanRoute)  # the infer routes (hot path)
@@ -49,28 +50,30 @@ async def live() -> Response:
     return json_response(200, {"live": True})
 
 
-@router.get("/health/ready", summary="Readiness", responses=error_responses(503))
+@router.get("/health/ready", summary="Readiness", responses=error_responses(503, v2=True))
 async def ready(request: Request) -> Response:
     _ = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
     return json_response(200, {"ready": True})
 
 
-@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503))
+@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503, v2=True))
 async def model_metadata(request: Request, name: str) -> Response:
     return _metadata(_model(request, name))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata", responses=error_responses(404, 503))
+@router.get("/models/{name}/versions/{version}", summary="Model metadata", responses=error_responses(404, 503, v2=True))
 async def model_version_metadata(request: Request, name: str, version: str) -> Response:
     return _metadata(_model(request, name, version))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503))
+@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503, v2=True))
 async def model_ready(request: Request, name: str) -> Response:
     return json_response(200, {"name": _model(request, name).name, "ready": True})
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness", responses=error_responses(404, 503))
+@router.get(
+    "/models/{name}/versions/{version}/ready", summary="Model readiness", responses=error_responses(404, 503, v2=True)
+)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     return json_response(200, {"name": _model(request, name, version).name, "ready": True})
 
@@ -99,22 +102,41 @@ INFER_DOC = {
                     "type": "object",
                     "properties": {
                         "id": {"type": "string"},
-                        "parameters": {"type": "object"},
+                        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
                         "inputs": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {
                                 "type": "object",
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                                    "datatype": {"type": "string"},
+                                    "shape": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 1},
+                                        "minItems": 1,
+                                        "maxItems": 2,
+                                    },
+                                    "datatype": {"type": "string", "enum": ["BYTES", *NUMPY]},
                                     "data": {"type": "array"},
                                     "parameters": {"type": "object"},
                                 },
                                 "required": ["name", "shape", "datatype"],
                             },
                         },
-                        "outputs": {"type": "array", "items": {"type": "object"}},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string", "enum": ["score"]},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
+                                },
+                                "required": ["name"],
+                            },
+                        },
                     },
                     "required": ["inputs"],
                 }
@@ -128,7 +150,7 @@ INFER_DOC = {
 INFER = {
     "summary": "Infer (JSON or binary tensors)",
     "openapi_extra": INFER_DOC,
-    "responses": error_responses(400, 401, 404, 408, 413, 415, 503),
+    "responses": error_responses(400, 401, 404, 408, 413, 415, 503, v2=True),
 }
 
 
@@ -220,8 +242,10 @@ def _response(header: dict, scored: Any, binary: bool) -> Response:
 
 def document_model(schema: dict[str, Any], model: Any) -> None:
     """OpenAPI for the served model: `name`/`version` path parameters are its name and version (the only ones
-    that exist; others answer 404), and the infer request gets an example with one tensor per raw feature."""
+    that exist; others answer 404), and the infer request names its raw features (the required ones present)
+    and gets an example with one tensor per raw feature."""
     allowed = {"name": model.name, "version": model.version}
+    features = model.encoder.describe()
     for path, item in schema["paths"].items():
         if not path.startswith("/v2/models/"):
             continue
@@ -231,6 +255,14 @@ def document_model(schema: dict[str, Any], model: Any) -> None:
                     param["schema"] = {"type": "string", "enum": [allowed[param["name"]]]}
             content = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if content is not None:
+                content["schema"] = body = copy.deepcopy(content["schema"])
+                inputs = body["properties"]["inputs"]
+                inputs["items"]["properties"]["name"]["enum"] = list(features)
+                inputs["allOf"] = [
+                    {"contains": {"properties": {"name": {"const": name}}}}
+                    for name, f in features.items()
+                    if f.required
+                ]
                 content["example"] = _infer_example(model.encoder)
 
 

@@ -282,11 +282,25 @@ def test_lean_routes_refuse_dependencies():
         router.add_api_route("/x", lambda request: None, methods=["POST"], dependencies=[Depends(lambda: None)])
 
 
-def test_openapi_documents_the_token_on_scoring_routes(client):
-    spec = client.get("/openapi.json").json()
-    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_openapi_declares_the_token_on_scoring_routes_only_when_one_is_set(bundle, token):
+    with TestClient(make_app(bundle.path, auth_token=token)) as c:
+        spec = c.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"  # /admin always needs one
+    assert spec["paths"]["/admin/reload"]["post"]["security"] == [{"HTTPBearer": []}]
     for path in ("/score", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        assert spec["paths"][path]["post"]["security"] == [{"HTTPBearer": []}], path
+        declared = spec["paths"][path]["post"].get("security")
+        assert declared == ([{"HTTPBearer": []}] if token else None), path
+
+
+def test_openapi_documents_v2_errors_as_sent(client):
+    spec = client.get("/openapi.json").json()
+    v2 = spec["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert v2["schema"]["properties"]["error"] == {"type": "string"}
+    body = client.post("/v2/models/synthetic-apg/infer", json={"inputs": []}).json()
+    assert isinstance(body["error"], str) and set(body) <= set(v2["schema"]["properties"])
+    score = spec["paths"]["/score"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert score["schema"]["properties"]["error"]["type"] == "object"
 
 
 def test_opentelemetry_spans_only_when_asked(bundle, monkeypatch):
