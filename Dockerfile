@@ -118,7 +118,7 @@ CMD ["--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------------------------------------------- serve
 # The default target: CPU serving image. Python, /opt/venv (onnxruntime, fastapi, uvicorn, prometheus-client,
-# numpy, pydantic, orjson) and nothing else.
+# numpy, pydantic, orjson, fastapi-offline) and nothing else.
 FROM ${PYTHON_IMAGE} AS serve
 RUN groupadd --system --gid 10001 apg \
  && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg

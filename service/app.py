@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from service.admission import Admission
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000)
 
     otel = settings.otel
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI whose /docs and /redoc load their assets from here, not a CDN (work offline)
         title="APG CTR scoring",
         version="1",
         description=DESCRIPTION,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import orjson
 import pytest
@@ -344,3 +346,18 @@ def test_a_bug_is_a_500_json_with_request_id(client, monkeypatch):
     assert_error(r, 500, "internal")
     assert r.headers["x-request-id"] == "bug-1"
     assert client.get("/livez").status_code == 200  # and the process serves on
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_only_local_assets(client, page):
+    # Offline, a page that loads Swagger UI or ReDoc from a CDN is blank: every asset must come from this server.
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", html.text)
+    assets = [u for u in urls if u != "/openapi.json"]
+    assert assets, html.text
+    for url in assets:
+        assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+        answer = client.get(url)
+        assert answer.status_code == 200 and answer.content, url
+    assert not re.search(r"https?://(?!127\.0\.0\.1|localhost)[^'\"]*\.(?:js|css)", html.text)
