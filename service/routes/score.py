@@ -22,6 +22,10 @@ from service.routes.common import LeanRoute, authorize, error_responses, parse_j
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)
 
+OOV_NOTE = (
+    "A value outside the vocabulary scores like a missing value, without an error; apg_oov_values_total{feature}"
+    " counts them."
+)
 RANKING_DESCRIPTION = (
     "One context scored against each candidate: a feature is given in the context or in the candidates, not both"
     " (400 invalid_shape); a required feature in the context or in every candidate."
@@ -87,7 +91,10 @@ def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
     in the candidates, not both (as JSON Schema, one anyOf per feature: 2^features branches, which generators
     such as schemathesis cannot expand)."""
     info = encoder.describe()
+    seps = {f.source: f.sep for f in encoder.fields if f.kind == "multi"}
     props = {name: _value_schema(f.numeric, f.multi, f.required) for name, f in info.items()}
+    for name, sep in seps.items():
+        props[name]["description"] = _multi_description(sep)
     required = sorted(name for name, f in info.items() if f.required)
     row = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
     partial = {"type": "object", "properties": props, "additionalProperties": False}
@@ -105,8 +112,10 @@ def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
     rows = encoder.example_rows(3)
     user = [n for n in info if "user" in n] or list(info)[:1]
     context = {k: v for k, v in rows[0].items() if k in user}
+    listed = [{k: v.split(seps[k]) if seps.get(k) and isinstance(v, str) else v for k, v in r.items()} for r in rows]
     examples = {
         "rows": {"summary": "rows (TF-Serving 'instances')", "value": {"instances": rows}},
+        "lists": {"summary": "rows, multi-valued features as JSON lists", "value": {"instances": listed}},
         "columns": {
             "summary": "columns (TF-Serving 'inputs')",
             "value": {"inputs": {k: [r[k] for r in rows] for k in info}},
@@ -131,6 +140,17 @@ def _value_schema(numeric: bool, multi: bool, required: bool) -> dict[str, Any]:
     if multi:  # one string split on the field's separator, or a list of values
         kinds.append({"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}})
     return {"anyOf": kinds}
+
+
+def _multi_description(sep: str | None) -> str:
+    """What a client can send for a multi-valued feature, and what an unknown value becomes."""
+    if not sep:
+        return "Multi-valued: a JSON list (['Comedy', 'Drama']). " + OOV_NOTE
+    other = ";" if sep == "," else ","
+    return (
+        f"Multi-valued: one string joined with {sep!r} ('Comedy{sep}Drama') or a JSON list (['Comedy', 'Drama']). A"
+        f" string joined with another separator ('Comedy{other}Drama') is one unknown value. " + OOV_NOTE
+    )
 
 
 def _context_or_candidates(name: str) -> dict[str, Any]:

@@ -330,7 +330,7 @@ def test_opentelemetry_spans_only_when_asked(bundle, monkeypatch):
 def test_openapi_documents_score_with_examples(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(body["examples"]) == {"rows", "columns", "ranking"}
+    assert set(body["examples"]) == {"rows", "lists", "columns", "ranking"}
     assert len(body["schema"]["oneOf"]) == 3
     for example in body["examples"].values():  # the examples score
         assert client.post("/score", json=example["value"]).status_code == 200
@@ -361,3 +361,14 @@ def test_docs_pages_load_only_local_assets(client, page):
         answer = client.get(url)
         assert answer.status_code == 200 and answer.content, url
     assert not re.search(r"https?://(?!127\.0\.0\.1|localhost)[^'\"]*\.(?:js|css)", html.text)
+
+
+def test_openapi_documents_the_multi_valued_separator_and_both_forms_score_alike(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
+    genres = body["schema"]["oneOf"][0]["properties"]["instances"]["items"]["properties"]["genres"]
+    assert "'|'" in genres["description"] and "apg_oov_values_total" in genres["description"]
+    joined, listed = body["examples"]["rows"]["value"], body["examples"]["lists"]["value"]
+    assert all(isinstance(r["genres"], str) for r in joined["instances"])
+    assert [r["genres"] for r in listed["instances"]] == [r["genres"].split("|") for r in joined["instances"]]
+    assert client.post("/score", json=listed).json() == client.post("/score", json=joined).json()
