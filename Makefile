@@ -9,9 +9,12 @@ BUNDLE ?= bundles/default
 RUN    ?= runs/default
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# The default model: DeepFM with self-wise APG layers (about 20 s of training on 2 cores), trained with feature dropout
-# so that requests which leave optional features out still get calibrated scores (README, "Measured").
-TRAIN_ARGS ?= --model deepfm --apg self --rank 16 --missing-rate 0.1
+# The default model: DeepFM with self-wise APG layers, trained with feature dropout so that requests which leave
+# optional features out still get calibrated scores (README, "Measured"). Measured with 2 torch threads on 2 cores:
+# 35 s quiet, 685 s with the other core busy (intra-op threads wait on each other when one is descheduled). One
+# thread cannot fall into that; `make serve TRAIN_THREADS=2` to use both cores of an idle machine.
+TRAIN_THREADS ?= 1
+TRAIN_ARGS ?= --model deepfm --apg self --rank 16 --missing-rate 0.1 --threads $(TRAIN_THREADS)
 
 .PHONY: serve test test-quick setup setup-dev bundle lint
 serve: setup $(BUNDLE)/bundle.json
