@@ -19,12 +19,15 @@ random URLs cannot blow up the label set. Latency buckets run from 100 µs to 10
 
 Several workers: when `PROMETHEUS_MULTIPROC_DIR` is set (service.server does it for `--workers > 1`) every
 worker writes its samples there and `/metrics` aggregates them with the multiprocess collector; gauges use
-`livesum`, so a dead worker's in-flight requests and model info drop out.
+`livesum`, so a dead worker's in-flight requests and model info drop out: a worker that stops drops its own, and
+`/metrics` drops those of workers that were killed (forget_dead_workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 
 import numpy as np
 from prometheus_client import (
@@ -129,11 +132,31 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) for GET /metrics; aggregates all workers in multiprocess mode."""
-        if multiprocess_dir():
+        path = multiprocess_dir()
+        if path:
+            forget_dead_workers(path)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def forget_dead_workers(path: str) -> None:
+    """Drop the live gauges of workers that are gone. A worker that shuts down drops its own (the app's lifespan);
+    one that was killed cannot, and uvicorn starts a new one beside its files: without this, its in-flight requests
+    and its apg_model_info would be summed in for ever."""
+    pids = {int(m.group(1)) for f in os.listdir(path) if (m := _LIVE_FILE.fullmatch(f))}
+    for pid in pids - {os.getpid()}:
+        try:
+            os.kill(pid, 0)  # no signal: does the process exist?
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):  # another worker's /metrics may be at it too
+                multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # exists, another user's
+            pass
+
+
+_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:

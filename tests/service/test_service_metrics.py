@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
@@ -105,3 +110,45 @@ def test_two_apps_in_one_process_count_separately(bundle):
         assert value(b, "apg_rows_scored_total") == 0
         assert 'route="/score"' not in b.get("/metrics").text
     assert Metrics().registry is not Metrics().registry
+
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = """
+import sys
+from service.metrics import Metrics
+m = Metrics()
+m.inflight.inc(int(sys.argv[1]))
+m.set_model("synthetic-apg", "v1", "abc", "cpu")
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes stdin (a live worker) or kills it
+"""
+
+
+@pytest.mark.slow  # starts two processes
+def test_a_killed_workers_live_gauges_leave_the_aggregate(tmp_path, monkeypatch):
+    # Two "workers" write their gauges to one PROMETHEUS_MULTIPROC_DIR; one is killed (it cannot mark itself dead).
+    # /metrics must sum only the live one: in-flight 2, apg_model_info 1 (not 7 and 2).
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(n)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for n in (2, 5)
+    ]
+    try:
+        assert [w.stdout.readline().strip() for w in workers] == ["ready", "ready"]
+        workers[1].kill()
+        workers[1].wait(10)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        text = Metrics(CollectorRegistry()).exposition()[0].decode()
+        assert sample(text, "apg_inflight_requests") == 2
+        assert sample(text, "apg_model_info") == 1
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait(10)
+
+
+def sample(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name) and not line.startswith("#")]
+    return float(line.rsplit(" ", 1)[1])
