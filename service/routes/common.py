@@ -30,33 +30,17 @@ from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="APG_AUTH_TOKEN for scoring (when set), APG_ADMIN_TOKEN for /admin.")
 
+_DETAILS = {"code": {"type": "string"}, "field": {"type": ["string", "null"]}, "row": {"type": ["integer", "null"]}}
+_MESSAGE = {"type": "string"}
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": ["string", "null"]},
-                "row": {"type": ["integer", "null"]},
-            },
-            "required": ["code", "message"],
-        }
+        "error": {"type": "object", "properties": {**_DETAILS, "message": _MESSAGE}, "required": ["code", "message"]}
     },
     "required": ["error"],
 }
 # KServe v2 routes send the message as a string `error` (the protocol; tritonclient reads it), details beside it
-V2_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {"type": "string"},
-        "code": {"type": "string"},
-        "field": {"type": ["string", "null"]},
-        "row": {"type": ["integer", "null"]},
-    },
-    "required": ["error", "code"],
-}
+V2_ERROR_SCHEMA = {"type": "object", "properties": {"error": _MESSAGE, **_DETAILS}, "required": ["error", "code"]}
 
 
 def error_responses(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:

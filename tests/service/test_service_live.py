@@ -92,36 +92,6 @@ def test_tritonclient_errors_are_exceptions(live):
     assert info.value.status() == "400" and "user_id" in str(info.value)
 
 
-@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
-def test_schemathesis_finds_no_server_error(live, mode):
-    """Bounded: a dozen generated requests per operation and mode, against the documented schema."""
-    schema = schemathesis.openapi.from_url(f"http://{live}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 10
-    seen = []
-    for operation in operations:
-
-        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis.settings(
-            max_examples=12,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(hypothesis.HealthCheck),
-            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-        )
-        def check(case):
-            response = case.call(base_url=f"http://{live}", timeout=30)
-            seen.append(response.status_code)
-            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
-
-        try:
-            check()
-        except hypothesis.errors.Unsatisfiable:  # nothing to make negative (e.g. GET /livez has no inputs)
-            assert mode is schemathesis.GenerationMode.NEGATIVE
-    assert seen and max(seen) < 500
-
-
 # A refusal by size (413: more rows than APG_MAX_ROWS) is a rejection too; schemathesis's default list lacks it.
 REJECTIONS = [*SchemathesisConfig().projects.default.checks.negative_data_rejection.expected_statuses, "413"]
 CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": REJECTIONS}}})
@@ -143,7 +113,8 @@ def beyond_json_schema(case) -> bool:
 
 @pytest.mark.parametrize("auth", [False, True])
 def test_schemathesis_all_checks_hold(bundle, auth):
-    """`schemathesis --checks all`, bounded: a few generated requests per operation and mode, every check, with auth
+    """`schemathesis --checks all` (not_a_server_error among them), bounded: a few generated requests per operation
+    and mode, every check, with auth
     off and on (the bearer scheme is declared exactly when APG_AUTH_TOKEN is set). Two checks are left out where
     the schema cannot be exact:
     - positive_data_acceptance on the v2 infer routes: a tensor's `data` must hold prod(shape) values and every
