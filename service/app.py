@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from service.admission import Admission
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
+from service.fanout import ANNOUNCEMENT, ReloadFanout
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
 from service.routes import health, score, v2
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.state.runtime = runtime
     app.state.admission = Admission(settings)  # the one back-pressure rule (service/admission.py)
     app.state.batcher = batcher
+    shared = multiprocess_dir()  # several workers: a reload in one reaches them all (service/fanout.py)
+    app.state.fanout = ReloadFanout(Path(shared) / ANNOUNCEMENT, runtime) if shared else None
     app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
@@ -89,10 +93,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.batcher is not None:
         app.state.batcher.start()
     hangup = _on_sighup(runtime)
+    follow = asyncio.create_task(app.state.fanout.follow()) if app.state.fanout is not None else None
     uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s)
     try:
         yield
     finally:
+        if follow is not None:
+            follow.cancel()
         if hangup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if uvicorn_sigterm is not None:

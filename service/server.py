@@ -4,8 +4,9 @@
 
 Each worker is a separate process with its own onnxruntime session (created in its lifespan, after the
 fork/spawn). With several workers the Prometheus samples of all of them go to one PROMETHEUS_MULTIPROC_DIR:
-a fresh temporary directory unless the variable is already set, removed again on exit. SIGTERM/SIGINT shut
-down gracefully (in-flight requests finish, readiness turns off, the batcher stops) and `serve` returns.
+a fresh temporary directory unless the variable is already set, removed again on exit; a hot reload reaches
+every worker through it too (service/fanout.py). SIGTERM/SIGINT shut down gracefully (in-flight requests finish,
+readiness turns off, the batcher stops) and `serve` returns.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.fanout import ANNOUNCEMENT
 from service.middleware import configure_logging
 from service.runtime import load_model, resolve_providers
 from service.settings import Settings
@@ -115,6 +117,7 @@ def _multiprocess_dir(workers: int) -> Iterator[None]:
         Path(given).mkdir(parents=True, exist_ok=True)
         for stale in Path(given).glob("*.db"):  # samples of an earlier run would be summed in
             stale.unlink()
+        (Path(given) / ANNOUNCEMENT).unlink(missing_ok=True)  # and its last reload followed
         yield
         return
     path = tempfile.mkdtemp(prefix="apg-prometheus-")

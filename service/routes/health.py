@@ -63,6 +63,8 @@ async def reload(request: Request) -> Response:
     target = _reload_target(await read_body(request, app.settings), app.settings.bundles())  # no Content-Type needed
     previous = app.runtime.current
     model = await app.runtime.reload(target)
+    if app.fanout is not None:  # --workers N: the others follow within a moment (service/fanout.py)
+        app.fanout.announce(model)
     return json_response(200, {"model": _describe(model), "previous": _describe(previous)})
 
 

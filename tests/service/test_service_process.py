@@ -170,3 +170,32 @@ def test_two_workers_share_metrics(tmp_path, bundle):
         code = stop(proc)
     assert code == 0
     assert not list(tmp.glob("apg-prometheus-*")), "the multiprocess directory should be removed on exit"
+
+
+def test_an_admin_reload_reaches_every_worker(tmp_path):
+    # POST /admin/reload lands in one of two workers; the other must follow (service/fanout.py), so that every
+    # answer after a short while names the new version and apg_model_info counts two workers serving it.
+    v1, v2 = (build_bundle(tmp_path / v, version=v, seed=i) for i, v in enumerate(("v1", "v2")))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    code = f"from service.server import serve; serve({str(v1.path)!r}, '127.0.0.1', {port}, 2)"
+    env = {"APG_WARMUP_BATCH_SIZES": "1", "APG_ADMIN_TOKEN": "admin-t", "APG_BUNDLE_ROOT": str(tmp_path)}
+    proc = start(["-c", code], {"TMPDIR": str(tmp_path), **env})
+    try:
+
+        def info() -> dict[str, float]:  # version → workers serving it
+            lines = [
+                line for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith("apg_model_info{")
+            ]
+            return {line.split('version="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+
+        wait_for(lambda: info().get("v1") == 2.0, "two workers serving v1", proc=proc)
+        auth = {"Authorization": "Bearer admin-t"}
+        answer = httpx.post(f"{url}/admin/reload", json={"bundle": str(v2.path)}, headers=auth, timeout=60)
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == "v2"
+        wait_for(lambda: info().get("v2") == 2.0 and not info().get("v1"), "both workers on v2", proc=proc)
+        versions = {httpx.post(f"{url}/score", json={"instances": ROWS}).json()["model"]["version"] for _ in range(20)}
+        assert versions == {"v2"}  # a new connection each: both workers answered
+    finally:
+        code = stop(proc)
+    assert code == 0

@@ -1,0 +1,63 @@
+"""A hot reload that reaches every worker of `apg serve --workers N`.
+
+    fanout = ReloadFanout(Path(shared_dir) / ANNOUNCEMENT, runtime)
+    fanout.announce(model)        # after POST /admin/reload succeeded in this worker
+    await fanout.follow()         # in every worker's lifespan: reload what another worker announced
+
+uvicorn's workers share nothing but the directory service.server makes for them (PROMETHEUS_MULTIPROC_DIR), so the
+worker that took the reload writes the bundle it now serves there (atomically: a temporary file, then a rename), and
+every worker polls that file and reloads the announced bundle when its checksum differs from the one it serves.
+Each worker's reload is the usual one: loaded and warmed beside the old model, swapped atomically, so no request
+fails; a worker started later (uvicorn replaces a dead one) picks up the announced bundle too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import orjson
+
+from service.runtime import Runtime
+
+log = logging.getLogger("apg.fanout")
+
+ANNOUNCEMENT = "reload.json"  # in the workers' shared directory
+POLL_S = 0.25  # how long another worker may go on serving the old model, plus its load and warm-up time
+
+
+class ReloadFanout:
+    def __init__(self, path: Path, runtime: Runtime) -> None:
+        self.path, self.runtime = path, runtime
+        self._seen: int | None = None  # st_mtime_ns of the announcement last read
+
+    def announce(self, model) -> None:
+        """Tell the other workers to serve `model`'s bundle."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_bytes(orjson.dumps({"bundle": str(model.bundle.path), "checksum": model.bundle.checksum}))
+        tmp.replace(self.path)
+
+    async def follow(self) -> None:
+        """Poll the announcement for ever (cancelled at shutdown); a refused reload is logged by Runtime.reload."""
+        while True:
+            try:
+                await self.check()
+            except Exception as exc:  # the old model keeps serving; the next announcement is tried again
+                log.warning("announced reload not followed: %s", exc)
+            await asyncio.sleep(POLL_S)
+
+    async def check(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._seen:
+            return
+        self._seen = mtime
+        wanted = orjson.loads(self.path.read_bytes())
+        current = self.runtime.model
+        if current is None or current.bundle.checksum != wanted["checksum"]:
+            log.info("reload announced by another worker: %s", wanted["bundle"])
+            await self.runtime.reload(wanted["bundle"])
