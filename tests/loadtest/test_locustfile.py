@@ -31,7 +31,7 @@ def _locust(host: str, bundle: Path, out: Path, **env: str) -> subprocess.Comple
     if importlib.util.find_spec("locust") is None:  # (not importorskip: importing Locust here would patch this process)
         pytest.skip("Locust is not installed (it is in the dev extra)")
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host, "--users", "2",
-            "--spawn-rate", "2", "--run-time", "2s", "--csv", str(out / "locust"),
+            "--spawn-rate", "2", "--run-time", "3s", "--csv", str(out / "locust"),
             "--only-summary"]  # fmt: skip
     env = {**os.environ, "APG_LOCUST_BUNDLE": str(bundle), "APG_LOCUST_ROWS": "3", **env}
     return subprocess.run(

@@ -25,7 +25,8 @@ def captured(bundle):
     apg = logging.getLogger("apg")
     handler = next(h for h in apg.handlers if getattr(h, "_apg", False))
     buffer = io.StringIO()
-    old = handler.setStream(buffer)
+    # swapped, not setStream(): that flushes the old stream, which an earlier test's captured stderr may have closed
+    old, handler.stream = handler.stream, buffer
     apps = []
 
     def client(**overrides):
