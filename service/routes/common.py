@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -209,3 +210,14 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         hint = " (NaN and Infinity are not JSON numbers)" if b"NaN" in body or b"Infinity" in body else ""
         raise InvalidJSON(f"malformed JSON{hint}: {exc}") from None
+
+
+async def received_then_admitted(request: Request, handler) -> Response:
+    """The start of every scoring route: read the body (timed as the `receive` stage), then take a place in
+    admission for the rest (a body on its way holds no place), and run `handler(app, request, body)` there."""
+    app = state(request)
+    t = time.perf_counter()
+    body = await read_body(request, app.settings)
+    app.metrics.stage("receive", time.perf_counter() - t)
+    async with app.admission:
+        return await handler(app, request, body)

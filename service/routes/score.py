@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from features import Encoder
-from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
+from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)
 
@@ -60,12 +60,7 @@ RESPONSE_SCHEMA = {
 )
 async def score(request: Request) -> Response:
     authorize(request)
-    app = state(request)
-    t = time.perf_counter()
-    body = await read_body(request, app.settings)  # first: a body on its way holds no place in admission
-    app.metrics.stage("receive", time.perf_counter() - t)
-    async with app.admission:
-        return await _score(app, request, body)
+    return await received_then_admitted(request, _score)
 
 
 async def _score(app, request: Request, body: bytes) -> Response:

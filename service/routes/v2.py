@@ -19,7 +19,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.errors import BadRequest, InvalidShape, NotFound, json_response
-from service.routes.common import LeanRoute, authorize, error_responses, parse_json, read_body, state
+from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted, state
 from service.tensors import NUMPY, decode_inputs
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])  # health and metadata
@@ -169,12 +169,7 @@ async def infer_version(request: Request, name: str, version: str) -> Response:
 
 
 async def _infer(request: Request) -> Response:
-    app = state(request)
-    t = time.perf_counter()
-    body = await read_body(request, app.settings)  # first: a body on its way holds no place in admission
-    app.metrics.stage("receive", time.perf_counter() - t)
-    async with app.admission:
-        return await _infer_admitted(app, request, body)
+    return await received_then_admitted(request, _infer_admitted)
 
 
 async def _infer_admitted(app, request: Request, body: bytes) -> Response:
