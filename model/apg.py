@@ -51,7 +51,7 @@ class APGConfig:
     cond_embed: bool = field(
         default=False,
         metadata={"help": "group/mix-wise: z from embedding tables of its own (unit scale) instead of the input "
-                  "features' shared ones (measured: needed for group-wise S_i to adapt)"},
+                  "features' shared ones (with those, group-wise S_i stays ~constant: docs/results/study-ml-100k.md)"},
     )  # fmt: skip
     cond_norm: bool = field(default=False, metadata={"help": "group/mix-wise: LayerNorm on z (no affine)"})
     gen_init_std: float = field(
