@@ -173,6 +173,9 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are multiprocess-safe)")
     p.add_argument("--log-level", help="default: $APG_LOG_LEVEL or info")
+    p.add_argument(
+        "--grpc-port", type=int, help="also serve KServe v2 over gRPC on this port, on --host (default: APG_GRPC_PORT)"
+    )
 
 
 def cmd_serve(args) -> int:
@@ -180,7 +183,7 @@ def cmd_serve(args) -> int:
     from service.server import serve
 
     try:
-        serve(args.bundle, args.host, args.port, args.workers, args.log_level)
+        serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port)
     except ServiceError as exc:  # a bad bundle or configuration: say what, no traceback
         print(f"apg serve: error: {exc.message}", file=sys.stderr)
         return 2

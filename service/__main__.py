@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
+    parser.add_argument("--grpc-port", type=int, help="also serve KServe v2 over gRPC on this port (default: off)")
     args = parser.parse_args(argv)
 
     from service.server import serve
 
     try:
-        serve(args.bundle, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+        serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port)
     except (BundleError, ConfigError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

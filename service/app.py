@@ -26,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
+from service import grpc as grpc_api
 from service.admission import Admission
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
@@ -95,9 +96,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     hangup = _on_sighup(runtime)
     follow = asyncio.create_task(app.state.fanout.follow()) if app.state.fanout is not None else None
     uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s)
+    grpc_server = await grpc_api.start(app.state)  # None unless APG_GRPC_PORT (KServe v2 over gRPC)
     try:
         yield
     finally:
+        await grpc_api.stop(grpc_server)  # first: its in-flight calls still need the batcher and the runtime
         if follow is not None:
             follow.cancel()
         if hangup:

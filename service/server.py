@@ -15,12 +15,14 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.errors import ConfigError
 from service.fanout import ANNOUNCEMENT
 from service.middleware import configure_logging
 from service.runtime import load_model, resolve_providers
@@ -33,17 +35,22 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     log_level: str | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Serve `bundle` (default: APG_BUNDLE) until SIGINT/SIGTERM; raises BundleError before starting if unusable."""
+    """Serve `bundle` (default: APG_BUNDLE) until SIGINT/SIGTERM; raises BundleError before starting if unusable.
+    `grpc_port` (default: APG_GRPC_PORT, else none) also serves KServe v2 over gRPC, bound to `host`."""
     import uvicorn
 
     if bundle is not None:
         os.environ["APG_BUNDLE"] = str(Path(bundle).resolve())
+    if grpc_port is not None:
+        os.environ["APG_GRPC_PORT"], os.environ["APG_GRPC_HOST"] = str(grpc_port), host
     if log_level is not None:
         os.environ["APG_LOG_LEVEL"] = log_level
     settings = Settings()  # validates every APG_* variable once, before any worker starts
     configure_logging(settings.log_level)  # the check's warnings (a graph fallback) as the workers write them
     check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
+    check_grpc_port(settings, workers)
     with _multiprocess_dir(workers), _stop_on_signals():
         uvicorn.run(
             "service.app:create_app",
@@ -75,6 +82,22 @@ def check_bundle(settings: Settings) -> None:
     process would stay for its lifetime; CUDA-only failures still surface in the worker)."""
     resolve_providers(settings.providers)
     load_model(settings.bundle, settings.model_copy(update={"providers": "cpu"}))
+
+
+def check_grpc_port(settings: Settings, workers: int) -> None:
+    """ConfigError unless the gRPC port can be bound here. The workers share it with SO_REUSEPORT (service/grpc), which
+    would also let them share it silently with another server already there: so it must be free before they start."""
+    if settings.grpc_port is None:
+        return
+    if settings.grpc_port == 0 and workers > 1:
+        raise ConfigError(f"--workers {workers} cannot share APG_GRPC_PORT=0 (any free port): give a port")
+    with socket.socket(socket.AF_INET6 if ":" in settings.grpc_host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no obstacle
+        try:
+            probe.bind((settings.grpc_host, settings.grpc_port))
+        except OSError as exc:
+            address = f"{settings.grpc_host}:{settings.grpc_port}"
+            raise ConfigError(f"cannot bind gRPC to {address} (APG_GRPC_PORT): {exc.strerror}") from None
 
 
 class _Stopped(Exception):

@@ -21,6 +21,8 @@
 | `APG_AUTH_TOKEN` | unset | bearer token for /score and /v2/models/*/infer; health and metrics stay open |
 | `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (never APG_AUTH_TOKEN); unset: /admin/* is off (403) |
 | `APG_BUNDLE_ROOT` | unset | where /admin/reload may load bundles (symlinks resolved); default: APG_BUNDLE's parent |
+| `APG_GRPC_PORT` | unset | also serve KServe v2 over gRPC on this port (0: any free one); unset: no gRPC |
+| `APG_GRPC_HOST` | `127.0.0.1` | the address gRPC binds (`apg serve --grpc-port` sets it to `--host`) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
 | `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
 | `APG_OTEL` | `false` | FastAPI's OpenTelemetry spans, metrics, logs (needs a provider); off saves a check a request |
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = None
     admin_token: SecretStr | None = None  # /admin/*: this token; unset = admin API off
     bundle_root: Path | None = None  # /admin/reload loads only bundles inside it (default: APG_BUNDLE's parent)
+    grpc_port: int | None = Field(None, ge=0, le=65535)  # KServe v2 over gRPC (service/grpc); None: off
+    grpc_host: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_features: bool = False
     otel: bool = False

@@ -139,10 +139,15 @@ def _bytes_elements(raw: bytes, name: str, expected: int) -> list[str]:
         raise InvalidShape(f"input {name!r}: BYTES element {row} overruns the data", field=name, row=row)
     if pos < end:
         raise InvalidShape(f"input {name!r}: more BYTES elements than its shape's {expected}", field=name)
+    return decode_text(out, name)
+
+
+def decode_text(elements: list[bytes], name: str) -> list[str]:
+    """BYTES elements as text: InvalidType names the first that is not UTF-8 (also gRPC's bytes_contents)."""
     try:
-        return list(map(bytes.decode, out))
+        return list(map(bytes.decode, elements))
     except UnicodeDecodeError:
-        row = next(i for i, b in enumerate(out) if not _utf8(b))
+        row = next(i for i, b in enumerate(elements) if not _utf8(b))
         raise InvalidType(f"input {name!r}: element {row} is not UTF-8 text", field=name, row=row) from None
 
 

@@ -69,9 +69,15 @@ def state(request: Request) -> Any:
 def authorize(request: Request) -> None:
     """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>` (401 otherwise).
     Called by the scoring endpoints themselves (LeanRoute runs no dependencies)."""
-    token = state(request).settings.token()
+    check_bearer(state(request).settings, request.headers.get("authorization", ""))
+
+
+def check_bearer(settings: Settings, authorization: str) -> None:
+    """Unauthorized unless `authorization` is `Bearer <APG_AUTH_TOKEN>` (nothing to check when no token is set): the
+    Authorization header of HTTP requests, the `authorization` metadata of gRPC calls (service/grpc)."""
+    token = settings.token()
     if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        scheme, _, given = authorization.partition(" ")
         _check(given.strip() if scheme.lower() == "bearer" else "", token)
 
 

@@ -38,11 +38,16 @@ def _model(request: Request, name: str, version: str | None = None):
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
+    return json_response(200, server_metadata_body())
+
+
+def server_metadata_body() -> dict[str, Any]:
+    """The v2 server metadata, HTTP and gRPC (service/grpc)."""
     try:
         version = metadata.version("apg-ctr")
     except metadata.PackageNotFoundError:
         version = "0"
-    return json_response(200, {"name": "apg-ctr", "version": version, "extensions": ["binary_tensor_data"]})
+    return {"name": "apg-ctr", "version": version, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live", summary="Liveness")
@@ -79,6 +84,11 @@ async def model_version_ready(request: Request, name: str, version: str) -> Resp
 
 
 def _metadata(model: Any) -> Response:
+    return json_response(200, metadata_body(model))
+
+
+def metadata_body(model: Any) -> dict[str, Any]:
+    """A model's v2 metadata, HTTP and gRPC (service/grpc): one input per raw feature (BYTES, FP64 if numeric)."""
     inputs = [
         {"name": f.name, "datatype": "FP64" if f.numeric else "BYTES", "shape": [-1, -1] if f.multi else [-1]}
         for f in model.encoder.describe().values()
@@ -90,7 +100,7 @@ def _metadata(model: Any) -> Response:
         "inputs": inputs,
         "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
     }
-    return json_response(200, body)
+    return body
 
 
 INFER_DOC = {

@@ -1,0 +1,221 @@
+"""The gRPC server: KServe v2 / Open Inference Protocol RPCs on a grpc.aio server in the app's own event loop, so
+they share its scorer, runtime, admission and metrics with the HTTP routes (service/grpc/__init__.py says how).
+
+    server = await start(app)     # the lifespan, when APG_GRPC_PORT is set; app.state.grpc_port is the bound port
+    await stop(server)            # in-flight RPCs get GRACE_S to finish
+
+Each RPC is what its HTTP route does: ServerLive/ServerReady (/v2/health/*, ready false while loading or draining),
+ModelReady, ServerMetadata, ModelMetadata (the same bodies), ModelInfer (the bearer token, admission, the same
+tensor decoding and scorer). Metrics: apg_requests_total and apg_request_duration_seconds with `route` the RPC's
+full method name (/inference.GRPCInferenceService/ModelInfer) and `code` the HTTP status the same outcome has on
+the HTTP routes (so dashboards' `code!~"2.."` error rates hold for both); the stages as for HTTP (parse = protobuf
+parsing + tensor decoding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from service.errors import BadRequest, ConfigError, NotFound, NotReady, ServiceError
+from service.grpc import messages as pb
+from service.grpc.convert import error_metadata, infer_response, status_of, v2_header
+from service.metrics import multiprocess_dir
+from service.routes.common import check_bearer
+from service.routes.v2 import metadata_body, server_metadata_body
+from service.tensors import decode_inputs
+
+log = logging.getLogger("apg.grpc")
+access = logging.getLogger("apg.access")
+GRACE_S = 5.0
+QUIET = frozenset({"ServerLive", "ServerReady"})  # probes: not counted in flight, logged at debug level
+
+
+async def start(app: Any) -> grpc.aio.Server:
+    """Bind APG_GRPC_HOST:APG_GRPC_PORT (0: any free port) and start serving. With several workers (a shared
+    PROMETHEUS_MULTIPROC_DIR) every worker binds the same port with SO_REUSEPORT and the kernel spreads connections
+    over them; alone, a port already taken fails the start (RuntimeError) instead of being shared."""
+    settings = app.settings
+    options = [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),  # APG_MAX_BODY_BYTES, as for HTTP bodies
+        ("grpc.so_reuseport", 1 if multiprocess_dir() else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(pb.SERVICE, _handlers(app)),))
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    try:
+        app.grpc_port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
+        raise ConfigError(f"cannot bind gRPC to {address} (APG_GRPC_PORT): {exc}") from None
+    await server.start()
+    log.info("gRPC (KServe v2) on %s:%d", settings.grpc_host, app.grpc_port)
+    return server
+
+
+async def stop(server: grpc.aio.Server) -> None:
+    await server.stop(GRACE_S)
+
+
+def _handlers(app: Any) -> dict[str, grpc.RpcMethodHandler]:
+    rpcs = {
+        "ServerLive": _server_live,
+        "ServerReady": _server_ready,
+        "ModelReady": _model_ready,
+        "ServerMetadata": _server_metadata,
+        "ModelMetadata": _model_metadata,
+        "ModelInfer": _model_infer,
+    }
+    handlers = {}
+    for name, rpc in rpcs.items():
+        request_type, _ = pb.METHODS[name]
+        # ModelInfer parses its own bytes (timed as the parse stage) and serialises its own answer
+        raw = name == "ModelInfer"
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            _observed(app, name, rpc),
+            request_deserializer=None if raw else request_type.FromString,
+            response_serializer=None if raw else _serialise,
+        )
+    return handlers
+
+
+def _serialise(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+Rpc = Callable[[Any, Any, grpc.aio.ServicerContext, dict], Awaitable[Any]]  # (app, request, context, log fields)
+
+
+def _observed(app: Any, name: str, rpc: Rpc) -> Callable:
+    """`rpc` with what the HTTP middleware gives every request: metrics, the access log, typed errors → status."""
+    route = f"/{pb.SERVICE}/{name}"
+    metrics, quiet = app.metrics, name in QUIET
+    duration = metrics.request_duration.labels(route)
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start, status, fields = time.perf_counter(), 200, {}
+        request_id = _request_id(context)
+        if not quiet:
+            metrics.inflight.inc()
+        try:
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            return await rpc(app, request, context, fields)
+        except ServiceError as exc:
+            status = exc.status
+            trailing = (("x-request-id", request_id), *error_metadata(exc))
+            await context.abort(status_of(exc), exc.message, trailing)
+        except asyncio.CancelledError:  # the client went away (or the deadline passed)
+            status = 499
+            raise
+        except Exception:
+            status = 500
+            log.exception("unhandled error", extra={"fields": {"request_id": request_id, "route": route}})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error", (("x-request-id", request_id),))
+        finally:
+            elapsed = time.perf_counter() - start
+            if not quiet:
+                metrics.inflight.dec()
+            duration.observe(elapsed)
+            metrics.requests.labels(route, str(status)).inc()
+            _access_log(route, status, elapsed, request_id, fields, quiet)
+
+    return handler
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The client's x-request-id metadata when sane (≤ 128 visible ASCII characters), else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            if value.isascii() and value.isprintable() and " " not in value:
+                return value
+    return uuid.uuid4().hex
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    for k, value in context.invocation_metadata() or ():
+        if k == key and isinstance(value, str):
+            return value
+    return ""
+
+
+def _access_log(route: str, status: int, elapsed: float, request_id: str, fields: dict, quiet: bool) -> None:
+    """The HTTP access log's line (service/middleware.py), with protocol "grpc" and the HTTP-equivalent status."""
+    level = logging.DEBUG if quiet and status < 400 else logging.INFO
+    if access.isEnabledFor(level):
+        line = {"request_id": request_id, "protocol": "grpc", "route": route, "status": status, **fields}
+        access.log(level, "request", extra={"fields": {**line, "duration_s": round(elapsed, 6)}})
+
+
+def _model(app: Any, name: str, version: str) -> Any:
+    """The served model `name` (and `version` when not empty), as the HTTP v2 routes find it (NotFound)."""
+    model = app.runtime.current
+    if name != model.name or (version and version != model.version):
+        wanted = f"{name!r}" + (f" version {version!r}" if version else "")
+        raise NotFound(f"unknown model {wanted}; serving {model.name!r} version {model.version!r}", field="name")
+    return model
+
+
+# ---------------------------------------------------------------- the RPCs
+
+
+async def _server_live(app: Any, request: Any, context: Any, fields: dict) -> Any:
+    return pb.ServerLiveResponse(live=True)
+
+
+async def _server_ready(app: Any, request: Any, context: Any, fields: dict) -> Any:
+    try:
+        app.runtime.readiness()
+    except NotReady:  # loading or draining: the protocol's answer is ready=false, not an error
+        return pb.ServerReadyResponse(ready=False)
+    return pb.ServerReadyResponse(ready=True)
+
+
+async def _model_ready(app: Any, request: Any, context: Any, fields: dict) -> Any:
+    try:
+        _model(app, request.name, request.version)
+    except NotReady:
+        return pb.ModelReadyResponse(ready=False)
+    return pb.ModelReadyResponse(ready=True)  # an unknown model is NOT_FOUND, as HTTP's 404
+
+
+async def _server_metadata(app: Any, request: Any, context: Any, fields: dict) -> Any:
+    return pb.ServerMetadataResponse(**server_metadata_body())
+
+
+async def _model_metadata(app: Any, request: Any, context: Any, fields: dict) -> Any:
+    body = metadata_body(_model(app, request.name, request.version))
+    response = pb.ModelMetadataResponse(name=body["name"], versions=body["versions"], platform=body["platform"])
+    for kind in ("inputs", "outputs"):
+        for tensor in body[kind]:
+            getattr(response, kind).add(**tensor)
+    return response
+
+
+async def _model_infer(app: Any, data: bytes, context: Any, fields: dict) -> bytes:
+    check_bearer(app.settings, _metadata(context, "authorization"))
+    async with app.admission:
+        t0 = time.perf_counter()
+        request = _parse(data)
+        _model(app, request.model_name, request.model_version)
+        header, blobs = v2_header(request)
+        columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
+        app.metrics.stage("parse", time.perf_counter() - t0)
+        scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows)
+        t1 = time.perf_counter()
+        answer = infer_response(request, scored)
+        app.metrics.stage("serialise", time.perf_counter() - t1)
+    fields["rows"] = rows
+    return answer
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return pb.ModelInferRequest.FromString(data)
+    except DecodeError as exc:
+        raise BadRequest(f"malformed ModelInferRequest: {exc}") from None
