@@ -24,6 +24,7 @@ serve: setup $(BUNDLE)/bundle.json
 # where only the serving half is installed.
 test: setup-dev
 	bash scripts/install_prometheus.sh
+	bash scripts/install_redis.sh
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=tests/without_torch $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 

@@ -1,0 +1,92 @@
+"""The online metrics: the store's AUC and logloss against the training side's (model/metrics.py), and the
+Prometheus counters and gauges read back from a fresh registry."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from model import metrics as offline
+from service.feedback import FeedbackConfig, open_store
+from service.feedback.prometheus import MAX_ARMS, FeedbackMetrics, WindowCollector
+from service.feedback.stats import auc, logloss, summarise
+
+T0 = time.time()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_and_logloss_agree_with_the_offline_metrics(seed):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(500), 2)  # many ties
+    clicked = rng.random(500) < scores  # informative: AUC well above 0.5
+    assert auc(clicked, scores) == pytest.approx(offline.auc(clicked, scores), abs=1e-12)
+    assert logloss(clicked, scores) == pytest.approx(offline.logloss(clicked, scores), abs=1e-9)
+    assert auc(clicked, scores) > 0.6
+
+
+def test_one_class_or_no_rows_has_no_auc():
+    assert auc(np.ones(3, bool), np.array([0.1, 0.2, 0.3])) is None
+    assert auc(np.zeros(0, bool), np.zeros(0)) is None and logloss(np.zeros(0), np.zeros(0)) is None
+    empty = summarise("control", "m", "v", 5, np.zeros(0), np.zeros(0, bool))
+    assert (empty.impressions, empty.labelled, empty.ctr, empty.mean_score, empty.logloss) == (5, 0, None, None, None)
+    no_click = summarise("control", "m", "v", 2, np.array([0.2, 0.4]), np.zeros(2, bool))
+    assert (no_click.ctr, no_click.calibration, no_click.mean_score) == (0.0, None, pytest.approx(0.3))
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_counters_and_gauges_read_back(tmp_path, registry):
+    metrics = FeedbackMetrics(registry)
+    store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/f.db", prune_interval_s=3600), metrics)
+    collector = WindowCollector(store, window_s=600, cache_s=0)
+    registry.register(collector)
+    store.record("r1", "control", "deepfm", "v1", [0.2, 0.9], now=T0)
+    store.record("r2", "treatment", "deepfm-apg", "v2", [0.6], now=T0)
+    items = [
+        {"request_id": "r1", "row": 0, "clicked": False},
+        {"request_id": "r1", "row": 1, "clicked": True},
+        {"request_id": "r1", "row": 1, "clicked": True},
+        {"request_id": "r2", "row": 0, "clicked": True},
+        {"request_id": "r2"},
+    ]
+    store.feedback(items)
+    value = registry.get_sample_value
+    for outcome, n in {"accepted": 3, "duplicate": 1, "malformed": 1, "unknown": 0, "late": 0}.items():
+        assert value("apg_feedback_total", {"outcome": outcome}) == n
+    assert value("apg_feedback_recorded_rows_total") == 3 and value("apg_feedback_dropped_rows_total") == 0
+    control, treatment = {"arm": "control", "model": "deepfm"}, {"arm": "treatment", "model": "deepfm-apg"}
+    assert value("apg_online_window_seconds") == 600
+    assert value("apg_online_impressions", control) == 2 and value("apg_online_clicks", control) == 1
+    assert value("apg_online_auc", control) == 1.0 and value("apg_online_ctr", control) == 0.5
+    assert value("apg_online_predicted_ctr", control) == pytest.approx(0.55)
+    assert value("apg_online_calibration_ratio", treatment) == pytest.approx(0.6)
+    assert value("apg_online_auc", treatment) is None  # one class: no sample rather than NaN
+    assert value("apg_online_logloss", treatment) == pytest.approx(-np.log(0.6))
+    assert b'apg_online_auc{arm="control",model="deepfm"} 1.0' in generate_latest(registry)
+    store.close()
+
+
+def test_arms_beyond_the_bound_are_not_exported(tmp_path, registry):
+    with open_store(FeedbackConfig(f"sqlite://{tmp_path}/f.db", prune_interval_s=3600)) as store:
+        for k in range(MAX_ARMS + 4):
+            store.record(f"r{k}", f"arm{k}", "deepfm", "v1", [0.5] * (k + 1), now=T0)
+        registry.register(WindowCollector(store, window_s=600, cache_s=0))
+        arms = {s.labels["arm"] for m in registry.collect() for s in m.samples if m.name == "apg_online_impressions"}
+    assert arms == {f"arm{k}" for k in range(4, MAX_ARMS + 4)}  # the busiest
+
+
+def test_a_failing_store_leaves_the_scrape_working(registry, caplog):
+    class Down:
+        def window(self, seconds):
+            raise ConnectionError("redis is down")
+
+    registry.register(WindowCollector(Down(), window_s=60, cache_s=0))
+    text = generate_latest(registry).decode()
+    assert "apg_online_window_seconds 60.0" in text and "apg_online_auc{" not in text
+    assert "window for /metrics failed" in caplog.text
