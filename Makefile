@@ -25,6 +25,7 @@ serve: setup $(BUNDLE)/bundle.json
 test: setup-dev
 	bash scripts/install_prometheus.sh
 	bash scripts/install_redis.sh
+	PY=$(BIN)/python bash scripts/install_triton.sh
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=tests/without_torch $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 

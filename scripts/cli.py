@@ -152,7 +152,14 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--no-optimise", action="store_true", help="skip model.opt.onnx")
     p.add_argument("--quantise", action="store_true", help="also write model.int8.onnx and its test-AUC change")
-    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository (config.pbtxt + model.onnx)")
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository that takes raw features")
+    p.add_argument(
+        "--triton-layout",
+        choices=["ensemble", "python", "graph"],
+        default="ensemble",
+        help="ensemble: encoder (Python backend) → ONNX (onnxruntime backend); python: both in one Python-backend "
+        "model (a Triton without onnxruntime); graph: the ONNX graph alone, clients send encoded tensors",
+    )
 
 
 def cmd_export(args) -> int:
@@ -162,7 +169,7 @@ def cmd_export(args) -> int:
     if args.triton:
         from model.triton import write_triton_repo
 
-        report["triton"] = str(write_triton_repo(args.out, args.triton))
+        report["triton"] = str(write_triton_repo(args.out, args.triton, layout=args.triton_layout))
     print(json.dumps(report, indent=1))
     return 0
 
