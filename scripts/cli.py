@@ -183,6 +183,15 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grpc-port", type=int, help="also serve KServe v2 over gRPC on this port, on --host (default: APG_GRPC_PORT)"
     )
+    p.add_argument("--models", metavar="DIR", help="serve every bundle in DIR under its folder's name ($APG_MODELS)")
+    p.add_argument("--default-model", help="with --models: the model of requests that name none ($APG_DEFAULT_MODEL)")
+    p.add_argument(
+        "--experiment",
+        metavar="JSON|FILE",
+        help='a sticky split: \'{"control": "deepfm", "treatment": "deepfm-apg", "share": 0.5, "key": "user_id"}\''
+        " ($APG_EXPERIMENT)",
+    )
+    p.add_argument("--shadow", metavar="NAMES", help="models (comma list) that shadow-score each request ($APG_SHADOW)")
 
 
 def cmd_serve(args) -> int:
@@ -190,7 +199,8 @@ def cmd_serve(args) -> int:
     from service.server import serve
 
     try:
-        serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port)
+        repository = {k: getattr(args, k) for k in ("models", "default_model", "experiment", "shadow")}
+        serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port, repository)
     except ServiceError as exc:  # a bad bundle or configuration: say what, no traceback
         print(f"apg serve: error: {exc.message}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from service import grpc as grpc_api
 from service.admission import Admission
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
+from service.experiment import Experiment
 from service.fanout import ANNOUNCEMENT, ReloadFanout
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
@@ -38,6 +39,7 @@ from service.routes.common import document_security
 from service.runtime import Runtime
 from service.scorer import Scorer
 from service.settings import Settings
+from service.shadow import Shadow
 
 log = logging.getLogger("apg.app")
 
@@ -76,7 +78,11 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.state.batcher = batcher
     shared = multiprocess_dir()  # several workers: a reload in one reaches them all (service/fanout.py)
     app.state.fanout = ReloadFanout(Path(shared) / ANNOUNCEMENT, runtime) if shared else None
-    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher)
+    app.state.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
+    shadow = Shadow(runtime, metrics, settings.shadow, settings.shadow_queue) if settings.shadow else None
+    app.state.shadow = shadow
+    app.state.feedback = None  # the click store (service/feedback.py), opened in the lifespan
+    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
@@ -91,6 +97,10 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     await runtime.start()  # raises (and uvicorn exits) when the configured bundle is unusable
+    if app.state.experiment is not None:
+        app.state.experiment.check(set(runtime.models) | set(runtime.failed))  # a failed arm answers 404, not a crash
+    if app.state.shadow is not None:
+        app.state.shadow.start()
     if app.state.batcher is not None:
         app.state.batcher.start()
     hangup = _on_sighup(runtime)
@@ -109,6 +119,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             signal.signal(signal.SIGTERM, uvicorn_sigterm)
         if app.state.batcher is not None:  # first: its running batches still need the runtime's thread pool
             await app.state.batcher.stop()
+        if app.state.shadow is not None:
+            await app.state.shadow.stop()
         await runtime.drain()
         if multiprocess_dir():  # drop this worker's live gauges from the aggregate
             from prometheus_client import multiprocess
@@ -122,10 +134,15 @@ def _on_sighup(runtime: Runtime) -> bool:
     loop = asyncio.get_running_loop()
 
     def reload() -> None:
-        served = runtime.model.bundle.path if runtime.model is not None else runtime.settings.bundle
-        log.info("SIGHUP: reloading %s, the bundle being served", served)
-        task = loop.create_task(runtime.reload(served))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by reload(); keep it quiet
+        if runtime.repository:  # every model from its directory, one after the other (reload holds a lock)
+            log.info("SIGHUP: reloading every model of %s", runtime.settings.models)
+            tasks = [loop.create_task(runtime.reload(name=name)) for name in sorted({*runtime.models, *runtime.failed})]
+        else:
+            served = runtime.model.bundle.path if runtime.model is not None else runtime.settings.bundle
+            log.info("SIGHUP: reloading %s, the bundle being served", served)
+            tasks = [loop.create_task(runtime.reload(served))]
+        for task in tasks:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by reload(); keep it quiet
 
     try:
         loop.add_signal_handler(signal.SIGHUP, reload)
@@ -162,14 +179,15 @@ def _on_sigterm(runtime: Runtime, grace_s: float) -> Any:
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, with /score's request body generated from the served model (cached per version)."""
     model = app.state.runtime.model
-    key = model.version if model is not None else None
+    key = tuple((m.name, m.version) for m in app.state.runtime.models.values()) if model is not None else None
     if app.openapi_schema is not None and getattr(app.state, "openapi_key", "") == key:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     document_security(schema, app.routes, app.state.settings.token() is not None)
     if model is not None:
-        body = score.request_body_doc(model.encoder, app.state.settings.max_rows)
+        models = list(app.state.runtime.models.values())
+        body = score.request_body_doc(model.encoder, app.state.settings.max_rows, [m.name for m in models])
         schema["paths"]["/score"]["post"]["requestBody"] = body
-        v2.document_model(schema, model)
+        v2.document_model(schema, model, models)
     app.openapi_schema, app.state.openapi_key = schema, key
     return schema

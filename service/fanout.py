@@ -34,10 +34,19 @@ class ReloadFanout:
         self._seen: int | None = None  # st_mtime_ns of the announcement last read
 
     def announce(self, model) -> None:
-        """Tell the other workers to serve `model`'s bundle."""
+        """Tell the other workers to serve `model`'s bundle (under its repository name, when it has one)."""
+        announced = self._read()
+        announced[model.entry or ""] = {"bundle": str(model.bundle.path), "checksum": model.bundle.checksum}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_bytes(orjson.dumps({"bundle": str(model.bundle.path), "checksum": model.bundle.checksum}))
+        tmp.write_bytes(orjson.dumps(announced))
         tmp.replace(self.path)
+
+    def _read(self) -> dict:
+        """{repository name, or "" for the one bundle: {"bundle", "checksum"}} — every model announced so far."""
+        try:
+            return orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
 
     async def follow(self) -> None:
         """Poll the announcement for ever (cancelled at shutdown); a refused reload is logged by Runtime.reload."""
@@ -56,8 +65,8 @@ class ReloadFanout:
         if mtime == self._seen:
             return
         self._seen = mtime
-        wanted = orjson.loads(self.path.read_bytes())
-        current = self.runtime.model
-        if current is None or current.bundle.checksum != wanted["checksum"]:
-            log.info("reload announced by another worker: %s", wanted["bundle"])
-            await self.runtime.reload(wanted["bundle"])
+        for name, wanted in self._read().items():
+            current = self.runtime.models.get(name) if name else self.runtime.model
+            if current is None or current.bundle.checksum != wanted["checksum"]:
+                log.info("reload announced by another worker: %s %s", name or "the model", wanted["bundle"])
+                await self.runtime.reload(wanted["bundle"], name or None)

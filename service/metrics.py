@@ -5,14 +5,22 @@
 | `apg_request_duration_seconds` | histogram | `route` | HTTP request wall time (route = path template) |
 | `apg_stage_duration_seconds` | histogram | `stage` | receive (body), parse, preprocess, queue, inference, serialise |
 | `apg_requests_total` | counter | `route`, `code` | HTTP requests by route template and status code |
-| `apg_rows_scored_total` | counter | – | rows that received a score |
+| `apg_rows_scored_total` | counter | `model`, `arm` | rows that received a score |
 | `apg_request_rows` | histogram | – | rows per scoring request |
 | `apg_inference_batch_rows` | histogram | – | rows per onnxruntime call (> rows per request when micro-batching) |
 | `apg_inflight_requests` | gauge | – | HTTP requests in flight, probes and scrapes excluded (summed over workers) |
 | `apg_model_info` | gauge | `name`, `version`, `checksum`, `provider` | workers serving that model (1 per worker) |
-| `apg_score` | histogram | – | predicted click probabilities (drift monitoring) |
+| `apg_score` | histogram | `model`, `arm` | predicted click probabilities (drift monitoring) |
+| `apg_model_requests_total` | counter | `model`, `arm`, `code` | scoring requests by the model that answered |
+| `apg_model_request_duration_seconds` | histogram | `model`, `arm` | scoring request wall time by model |
+| `apg_shadow_requests_total` | counter | `shadow`, `result` | `scored`, `dropped` (queue full), `error` |
+| `apg_shadow_abs_diff` | histogram | `shadow` | per row, abs(shadow score − served score) |
+| `apg_shadow_duration_seconds` | histogram | `shadow` | a shadow's encode + inference time per request |
 | `apg_oov_values_total` | counter | `feature` | values encoded out-of-vocabulary, per categorical or multi field |
 | `apg_model_reloads_total` | counter | `result` | hot reloads: `ok` or `error` (the old model keeps serving) |
+
+`model` is a served model's name, `arm` an experiment arm (`control`, `treatment`) or `none` (no experiment chose the
+model): label values are bounded by the repository and the experiment.
 
 Routes are path templates (`/v2/models/{name}/infer`); unmatched paths count as `unmatched`, so a scan of
 random URLs cannot blow up the label set. Latency buckets run from 100 µs to 10 s, seven below 10 ms.
@@ -51,6 +59,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
+DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+NO_ARM = "none"  # the arm label of a request no experiment assigned
 STAGES = ("receive", "parse", "preprocess", "queue", "inference", "serialise")
 
 
@@ -80,7 +90,7 @@ class Metrics:
         self.requests = Counter(
             "apg_requests", "HTTP requests by route and status code.", ["route", "code"], registry=r
         )
-        self.rows_scored = Counter("apg_rows_scored", "Rows that received a score.", registry=r)
+        self.rows_scored = Counter("apg_rows_scored", "Rows that received a score.", ["model", "arm"], registry=r)
         self.request_rows = Histogram("apg_request_rows", "Rows per scoring request.", buckets=ROW_BUCKETS, registry=r)
         self.batch_rows = Histogram(
             "apg_inference_batch_rows", "Rows per onnxruntime call.", buckets=ROW_BUCKETS, registry=r
@@ -92,7 +102,27 @@ class Metrics:
             "apg_model_info", "The model being served (value = workers serving it).",
             ["name", "version", "checksum", "provider"], registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
-        self.scores = Histogram("apg_score", "Predicted click probabilities.", buckets=SCORE_BUCKETS, registry=r)
+        self.scores = Histogram(
+            "apg_score", "Predicted click probabilities.", ["model", "arm"], buckets=SCORE_BUCKETS, registry=r
+        )
+        self.model_requests = Counter(
+            "apg_model_requests", "Scoring requests by model, arm and status.", ["model", "arm", "code"], registry=r
+        )
+        self.model_request_duration = Histogram(
+            "apg_model_request_duration_seconds", "Scoring request latency by model and arm.", ["model", "arm"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shadow_requests = Counter(
+            "apg_shadow_requests", "Shadow scoring by shadow model and result.", ["shadow", "result"], registry=r
+        )
+        self.shadow_diff = Histogram(
+            "apg_shadow_abs_diff", "Per row: abs(shadow score - served score).", ["shadow"],
+            buckets=DIFF_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shadow_duration = Histogram(
+            "apg_shadow_duration_seconds", "Shadow encode + inference time per request.", ["shadow"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.reloads = Counter("apg_model_reloads", "Hot reloads by result.", ["result"], registry=r)
         self.oov = Counter(
             "apg_oov_values", "Values encoded as out-of-vocabulary, by feature field.", ["feature"], registry=r
@@ -101,24 +131,37 @@ class Metrics:
             self.reloads.labels(result)
         # every stage exported from the start (dashboards see zeros, not gaps); children cached for the hot path
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
-        self._model_labels: tuple[str, ...] | None = None
+        self._model_labels: dict[str, tuple[str, ...]] = {}
+        self._score_children: dict[tuple[str, str], tuple] = {}
 
     def stage(self, stage: str, seconds: float) -> None:
         self._stages[stage].observe(seconds)
 
-    def set_model(self, name: str, version: str, checksum: str, provider: str) -> None:
-        """Swap the model info series: the old label set goes to 0 (and away), the new one to 1."""
-        if self._model_labels is not None:
-            self.model_info.labels(*self._model_labels).set(0)
-            self.model_info.remove(*self._model_labels)
-        self._model_labels = (name, version, checksum, provider)
-        self.model_info.labels(*self._model_labels).set(1)
+    def set_model(self, name: str, version: str, checksum: str, provider: str, slot: str = "") -> None:
+        """Swap the model info series of `slot` (a repository's model name; "" when one bundle is served): its old
+        label set goes to 0 (and away), the new one to 1."""
+        old = self._model_labels.get(slot)
+        if old is not None:
+            self.model_info.labels(*old).set(0)
+            self.model_info.remove(*old)
+        self._model_labels[slot] = labels = (name, version, checksum, provider)
+        self.model_info.labels(*labels).set(1)
 
-    def observe_scores(self, scores: np.ndarray) -> None:
+    def observe_scores(self, scores: np.ndarray, model: str = "", arm: str | None = None) -> None:
         """Record every score in one pass: O(buckets) metric updates per request instead of O(rows)."""
-        observe_many(self.scores, scores)
-        self.rows_scored.inc(len(scores))
+        key = (model, arm or NO_ARM)
+        children = self._score_children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per (model, arm), not per request
+            children = self._score_children[key] = (self.scores.labels(*key), self.rows_scored.labels(*key))
+        observe_many(children[0], scores)
+        children[1].inc(len(scores))
         self.request_rows.observe(len(scores))
+
+    def observe_model_request(self, model: str, arm: str | None, code: int, seconds: float) -> None:
+        """A finished scoring request, by the model that answered it (the middleware calls this)."""
+        arm = arm or NO_ARM
+        self.model_requests.labels(model, arm, str(code)).inc()
+        self.model_request_duration.labels(model, arm).observe(seconds)
 
     def count_oov(self, fields: tuple[str, ...], feeds: dict[str, np.ndarray]) -> None:
         """Count the OOV index in each of `fields` (the categorical and multi-valued inputs: in a numeric one, index

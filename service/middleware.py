@@ -67,6 +67,8 @@ class RequestMiddleware:
             route = _route(scope)
             self.metrics.request_duration.labels(route).observe(elapsed)
             self.metrics.requests.labels(route, str(status)).inc()
+            if "model" in state:  # a scoring route chose a model (service/routes/score.py, v2.py)
+                self.metrics.observe_model_request(state["model"], state.get("arm"), status, elapsed)
             _access_log(scope, state, route, status, elapsed)
 
 

@@ -1,12 +1,16 @@
-"""The onnxruntime side: one session per process, execution providers, warm-up, bounded inference, hot reload.
+"""The onnxruntime side: the served models, execution providers, warm-up, bounded inference, hot reload.
 
     runtime = Runtime(settings, metrics)
-    await runtime.start()                          # load + validate + warm the configured bundle
-    model = runtime.current                        # one reference per request: reloads never change it mid-way
+    await runtime.start()                          # load + validate + warm APG_BUNDLE, or every bundle in APG_MODELS
+    model = runtime.current                        # the default model; runtime.get("deepfm") any served one
     out = await runtime.infer(model, feeds, rows)  # Inference(scores (B,) float32, queue_s, inference_s)
     await runtime.reload("bundles/v2")             # load beside the old one, warm, then swap the reference
+    await runtime.reload(name="deepfm")            # a repository's model, from its directory
 
-Sessions are created in the app lifespan (after uvicorn forks workers), never at import.
+One reference per request: a reload never changes the model a request started with. Sessions are created in the app
+lifespan (after uvicorn forks workers), never at import. Several models share one thread pool and one set of
+APG_MAX_CONCURRENCY slots, and each session runs APG_INTRA_OP_THREADS threads: a worker's inference threads are
+bounded by the settings, not by the number of models; its memory grows by one session (graph + arena) per model.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import onnxruntime as ort
 
 from features import GRAPH
 from service.bundle import Bundle, check_signature, load_bundle
-from service.errors import BundleError, ConfigError, NotReady, ServiceError
+from service.errors import BundleError, ConfigError, NotFound, NotReady, ServiceError
+from service.experiment import repository_entries
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -41,10 +46,11 @@ class Model:
     session: ort.InferenceSession
     provider: str  # the execution provider onnxruntime actually chose
     graph: Path
+    entry: str | None = None  # its name in a model repository (APG_MODELS); None: the bundle's own name
 
     @property
     def name(self) -> str:
-        return self.bundle.name
+        return self.entry or self.bundle.name
 
     @property
     def version(self) -> str:
@@ -82,8 +88,9 @@ def resolve_providers(choice: str) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def load_model(path: str | Path, settings: Settings) -> Model:
-    """Blocking: read + verify the bundle, open a session, check its signature, warm it up. BundleError if unusable."""
+def load_model(path: str | Path, settings: Settings, entry: str | None = None) -> Model:
+    """Blocking: read + verify the bundle, open a session, check its signature, warm it up. BundleError if unusable.
+    `entry`: the name it is served under in a model repository."""
     bundle = load_bundle(path)
     providers = resolve_providers(settings.providers)
     # model.opt.onnx was optimised for the CPU provider; a CUDA session gets the portable graph.
@@ -97,7 +104,7 @@ def load_model(path: str | Path, settings: Settings) -> Model:
         graph = bundle.graph_path(optimised=False)
         session = _open(graph, providers, settings)
     check_signature(bundle, session)
-    model = Model(bundle, session, session.get_providers()[0], graph)
+    model = Model(bundle, session, session.get_providers()[0], graph, entry)
     warm_up(model, settings.warmup_batch_sizes)
     return model
 
@@ -151,13 +158,15 @@ def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
 
 
 class Runtime:
-    """Holds the current Model; runs at most max_concurrency inferences at once (the others wait for a slot;
-    service/admission.py bounds how many requests there are)."""
+    """Holds the served models (one, or a repository's); runs at most max_concurrency inferences at once over all of
+    them (the others wait for a slot; service/admission.py bounds how many requests there are)."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.model: Model | None = None
+        self.models: dict[str, Model] = {}  # by served name; replaced whole on every change (readers never lock)
+        self.default: str | None = None  # the model of requests that name none
+        self.failed: dict[str, str] = {}  # repository entries that could not be loaded: name → why
         self.ready = False
         self.draining = False  # after SIGTERM: readiness probes say 503 while requests are still served
         self._calls = 0  # inference calls waiting for a slot or running (drain waits for them)
@@ -167,24 +176,66 @@ class Runtime:
         self._reload_lock: asyncio.Lock | None = None
 
     @property
+    def model(self) -> Model | None:
+        """The default model (None before start)."""
+        return self.models.get(self.default) if self.default is not None else None
+
+    @model.setter
+    def model(self, model: Model) -> None:
+        self._install(model)
+
+    @property
+    def repository(self) -> bool:
+        return self.settings.models is not None
+
+    @property
     def current(self) -> Model:
         model = self.model
         if model is None or not self.ready:
             raise NotReady()
         return model
 
-    def readiness(self) -> Model:
-        """The model, for readiness probes: NotReady while loading, and also while draining (scoring goes on)."""
+    def get(self, name: str | None, version: str | None = None) -> Model:
+        """A served model by name (None: the default), and version when given; NotFound names the served ones."""
+        if name is None:
+            return self.current
+        if not self.ready:
+            raise NotReady()
+        model = self.models.get(name)
+        if model is None or (version is not None and version != model.version):
+            wanted = f"{name!r}" + (f" version {version!r}" if version is not None else "")
+            served = ", ".join(f"{m.name!r} version {m.version!r}" for m in self.models.values())
+            raise NotFound(f"unknown model {wanted}; serving {served}", field="model")
+        return model
+
+    def readiness(self, name: str | None = None) -> Model:
+        """A model (default: the default one), for readiness probes: NotReady while loading, and also while draining
+        (scoring goes on)."""
         if self.draining:
             raise NotReady("draining: this server is shutting down; send new requests elsewhere")
-        return self.current
+        return self.get(name)
 
     async def start(self) -> None:
         n = self.settings.max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="apg-infer")
         self._slots, self._reload_lock = asyncio.Semaphore(n), asyncio.Lock()
-        model = await asyncio.to_thread(load_model, self.settings.bundle, self.settings)
-        self._install(model)
+        if not self.repository:
+            self._install(await asyncio.to_thread(load_model, self.settings.bundle, self.settings))
+        else:
+            for name, path in repository_entries(self.settings.models).items():
+                try:  # one bad bundle never keeps the others from serving
+                    self._install(await asyncio.to_thread(load_model, path, self.settings, name))
+                except BundleError as exc:
+                    self.failed[name] = exc.message
+                    log.error("model %s not served: %s", name, exc.message)
+            if not self.models:
+                where = str(self.settings.models)
+                raise BundleError(f"no bundle in APG_MODELS {where!r} could be served: {self.failed}")
+            self.default = self.settings.default_model or sorted(self.models)[0]
+            if self.default not in self.models:
+                why = self.failed.get(self.default, "no such model")
+                served = sorted(self.models)
+                raise ConfigError(f"APG_DEFAULT_MODEL {self.default!r} is not served ({why}); served: {served}")
         self.ready = True
 
     async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:
@@ -205,23 +256,35 @@ class Runtime:
         self.metrics.batch_rows.observe(rows)
         return Inference(scores, t1 - t0, t2 - t1)
 
-    async def reload(self, path: str | Path | None = None) -> Model:
-        """Load, validate and warm `path` (default: the configured bundle) beside the current model, then swap.
+    async def reload(self, path: str | Path | None = None, name: str | None = None) -> Model:
+        """Load, validate and warm a bundle beside the current model, then swap.
 
+        One bundle served: `path` (default: the configured bundle) replaces it. A repository: model `name` (default:
+        the default model; a new name adds a model) is replaced by `path`, default its directory in APG_MODELS.
         In-flight requests keep the Model they started with; on any error the current model keeps serving.
         """
         async with self._reload_lock:
-            target = Path(path) if path is not None else self.settings.bundle
+            entry = None
+            if self.repository:
+                entry = name or self.default
+                target = Path(path) if path is not None else self.settings.models / entry
+            else:
+                if name is not None and (self.model is None or name != self.model.name):
+                    raise NotFound(
+                        f"unknown model {name!r}; one bundle is served (APG_MODELS serves several)", field="model"
+                    )
+                target = Path(path) if path is not None else self.settings.bundle
             try:
-                model = await asyncio.to_thread(load_model, target, self.settings)
+                model = await asyncio.to_thread(load_model, target, self.settings, entry)
             except Exception as exc:
                 self.metrics.reloads.labels("error").inc()
                 log.error("reload of %s refused: %s", target, exc)
                 if isinstance(exc, ServiceError):
                     raise
                 raise BundleError(f"cannot load {target}: {exc}") from None
-            old = self.model
+            old = self.models.get(entry) if entry is not None else self.model
             self._install(model)  # the swap: one reference assignment
+            self.failed.pop(model.name, None)
             self.metrics.reloads.labels("ok").inc()
             was = f"{old.name} {old.version}" if old else "nothing"
             log.info("reloaded %s: %s → %s %s", target, was, model.name, model.version)
@@ -237,8 +300,14 @@ class Runtime:
             self._pool.shutdown(wait=False)
 
     def _install(self, model: Model) -> None:
-        self.model = model
-        self.metrics.set_model(model.name, model.version, model.bundle.checksum, model.provider)
+        models = dict(self.models)
+        if not self.repository:  # one bundle: the new one replaces it, whatever its name
+            models.clear()
+            self.default = model.name
+        models[model.name] = model
+        self.models = models
+        slot = model.name if self.repository else ""
+        self.metrics.set_model(model.name, model.version, model.bundle.checksum, model.provider, slot)
         log.info(
             "serving %s version %s on %s (%s)",
             model.name, model.version, model.provider, model.graph.name,

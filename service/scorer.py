@@ -1,9 +1,10 @@
 """The protocol-agnostic scoring path: every route (/score, /v2/.../infer) ends here.
 
-    scored = await scorer.score_payload({"instances": [...]})            # /score bodies
-    scored = await scorer.score(lambda enc: enc.encode_columns(cols), rows)  # any other shape
+    scored = await scorer.score_payload({"instances": [...]})            # /score bodies (the default model)
+    scored = await scorer.score(lambda enc: enc.encode_columns(cols), rows, model, arm)  # any model, any shape
 
-encode (preprocess) → batcher or direct inference (queue, inference) → Scored(scores, name, version).
+encode (preprocess) → batcher or direct inference (queue, inference) → Scored(scores, name, version, arm), then the
+shadow models (APG_SHADOW) get the same request off the hot path (service/shadow.py).
 The model reference is taken once per request, so a hot reload never mixes two models in one answer.
 Routes time their own parse and serialise stages; this records the others.
 """
@@ -21,7 +22,8 @@ from features import Encoder
 from service.batching import MicroBatcher
 from service.errors import InvalidShape, TooManyRows
 from service.metrics import Metrics
-from service.runtime import Runtime
+from service.runtime import Model, Runtime
+from service.shadow import Shadow
 
 SHAPES = (
     '{"instances": [{feature: value, ...}, ...]}, {"inputs": {feature: [value, ...], ...}} '
@@ -34,20 +36,37 @@ class Scored:
     scores: np.ndarray  # (B,) float32
     name: str
     version: str
+    arm: str | None = None  # the experiment arm that chose the model; None when no experiment did
 
 
 class Scorer:
-    def __init__(self, runtime: Runtime, metrics: Metrics, max_rows: int, batcher: MicroBatcher | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        metrics: Metrics,
+        max_rows: int,
+        batcher: MicroBatcher | None = None,
+        shadow: Shadow | None = None,
+    ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.max_rows = max_rows
         self.batcher = batcher
+        self.shadow = shadow
 
-    async def score(self, encode: Callable[[Encoder], dict[str, np.ndarray]], rows: int) -> Scored:
-        """Encode with the current model's encoder and score. `rows` (a cheap pre-count) is checked first."""
+    async def score(
+        self,
+        encode: Callable[[Encoder], dict[str, np.ndarray]],
+        rows: int,
+        model: Model | None = None,
+        arm: str | None = None,
+    ) -> Scored:
+        """Encode with `model`'s encoder (default: the default model's) and score. `rows` (a cheap pre-count) is
+        checked first; `arm` only labels the metrics and the answer."""
         if rows > self.max_rows:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows} (APG_MAX_ROWS)")
-        model = self.runtime.current  # (NotReady while loading or draining)
+        if model is None:
+            model = self.runtime.current  # (NotReady while loading or draining)
         t0 = time.perf_counter()
         feeds = encode(model.encoder)
         self.metrics.count_oov(model.vocabulary_inputs, feeds)
@@ -57,24 +76,28 @@ class Scorer:
         result = await run(model, feeds, rows)
         self.metrics.stage("queue", result.queue_s)
         self.metrics.stage("inference", result.inference_s)
-        self.metrics.observe_scores(result.scores)
-        return Scored(result.scores, model.name, model.version)
+        self.metrics.observe_scores(result.scores, model.name, arm)
+        if self.shadow is not None:
+            self.shadow.submit(model, encode, feeds, result.scores)
+        return Scored(result.scores, model.name, model.version, arm)
 
-    async def score_payload(self, payload: Any) -> Scored:
-        """A parsed /score body: rows, columns, or one context against candidates."""
+    async def score_payload(self, payload: Any, model: Model | None = None, arm: str | None = None) -> Scored:
+        """A parsed /score body: rows, columns, or one context against candidates (its "model" key already taken
+        out by the route, service/routes/score.py)."""
         if not isinstance(payload, dict):
             raise InvalidShape(f"the body must be a JSON object: {SHAPES}")
         keys = set(payload)
         if keys == {"instances"}:
             rows = payload["instances"]
-            return await self.score(lambda enc: enc.encode_rows(rows), _length(rows))
+            return await self.score(lambda enc: enc.encode_rows(rows), _length(rows), model, arm)
         if keys == {"inputs"}:
             cols = payload["inputs"]
             first = next(iter(cols.values()), ()) if isinstance(cols, dict) else ()
-            return await self.score(lambda enc: enc.encode_columns(cols), _length(first))
+            return await self.score(lambda enc: enc.encode_columns(cols), _length(first), model, arm)
         if keys == {"context", "candidates"}:
             context, candidates = payload["context"], payload["candidates"]
-            return await self.score(lambda enc: enc.encode_ranking(context, candidates), _length(candidates))
+            encode = lambda enc: enc.encode_ranking(context, candidates)  # noqa: E731
+            return await self.score(encode, _length(candidates), model, arm)
         extra = sorted(keys - {"instances", "inputs", "context", "candidates"})
         field = extra[0] if extra else None
         raise InvalidShape(f"expected exactly one of {SHAPES}; got keys {sorted(keys)}", field=field)

@@ -12,6 +12,7 @@ readiness turns off, the batcher stops) and `serve` returns.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -22,11 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError
+from service.errors import BundleError, ConfigError
+from service.experiment import Experiment, repository_entries
 from service.fanout import ANNOUNCEMENT
 from service.middleware import configure_logging
 from service.runtime import load_model, resolve_providers
 from service.settings import Settings
+
+log = logging.getLogger("apg.server")
 
 
 def serve(
@@ -36,9 +40,12 @@ def serve(
     workers: int = 1,
     log_level: str | None = None,
     grpc_port: int | None = None,
+    models: dict[str, str] | None = None,
 ) -> None:
     """Serve `bundle` (default: APG_BUNDLE) until SIGINT/SIGTERM; raises BundleError before starting if unusable.
-    `grpc_port` (default: APG_GRPC_PORT, else none) also serves KServe v2 over gRPC, bound to `host`."""
+    `grpc_port` (default: APG_GRPC_PORT, else none) also serves KServe v2 over gRPC, bound to `host`. `models`: the
+    repository settings given on the command line ({"models": DIR, "default_model", "experiment", "shadow"}), as the
+    APG_* variables of the same names."""
     import uvicorn
 
     if bundle is not None:
@@ -47,6 +54,9 @@ def serve(
         os.environ["APG_GRPC_PORT"], os.environ["APG_GRPC_HOST"] = str(grpc_port), host
     if log_level is not None:
         os.environ["APG_LOG_LEVEL"] = log_level
+    for key, value in (models or {}).items():
+        if value is not None:
+            os.environ[f"APG_{key.upper()}"] = str(Path(value).resolve()) if key == "models" else value
     settings = Settings()  # validates every APG_* variable once, before any worker starts
     configure_logging(settings.log_level)  # the check's warnings (a graph fallback) as the workers write them
     check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
@@ -81,7 +91,27 @@ def check_bundle(settings: Settings) -> None:
     for, and its graph opened, checked against the manifest and warmed up on the CPU (a device context in this
     process would stay for its lifetime; CUDA-only failures still surface in the worker)."""
     resolve_providers(settings.providers)
-    load_model(settings.bundle, settings.model_copy(update={"providers": "cpu"}))
+    cpu = settings.model_copy(update={"providers": "cpu"})
+    if settings.models is None:
+        served = {load_model(settings.bundle, cpu).name}
+    else:  # a repository: every bundle checked; the broken ones are logged and left out, as the workers will
+        served, failed = set(), {}
+        for name, path in repository_entries(settings.models).items():
+            try:
+                load_model(path, cpu, name)
+                served.add(name)
+            except BundleError as exc:
+                failed[name] = exc.message
+                log.error("model %s will not be served: %s", name, exc.message)
+        if not served:
+            raise BundleError(f"no bundle in APG_MODELS {str(settings.models)!r} could be served: {failed}")
+        if settings.default_model is not None and settings.default_model not in served:
+            why = failed.get(settings.default_model, "no such model")
+            raise ConfigError(f"APG_DEFAULT_MODEL {settings.default_model!r} is not served ({why})")
+    if settings.experiment is not None:
+        Experiment.parse(settings.experiment).check(served)
+    if missing := [name for name in settings.shadow if name not in served]:
+        raise ConfigError(f"APG_SHADOW names models that are not served: {missing}; served: {sorted(served)}")
 
 
 def check_grpc_port(settings: Settings, workers: int) -> None:

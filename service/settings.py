@@ -3,6 +3,13 @@
 | variable | default | meaning |
 |---|---|---|
 | `APG_BUNDLE` | `bundles/default` | bundle directory to serve |
+| `APG_MODELS` | unset | a model repository: serve every bundle in this directory, each under its directory's name |
+| `APG_DEFAULT_MODEL` | first name | with APG_MODELS: the model of requests that name none (and of /readyz) |
+| `APG_EXPERIMENT` | unset | a sticky two-arm split, JSON or a JSON file: `{"control", "treatment", "share", "key"}` |
+| `APG_SHADOW` | unset | models (comma list) that also score every scored request, off the hot path |
+| `APG_SHADOW_QUEUE` | `256` | shadow requests waiting at most; more are dropped and counted |
+| `APG_FEEDBACK` | `auto` | click store: `sqlite:///path`, `redis://host:port/db`, `off`; `auto`: SQLite if split |
+| `APG_DATA_DIR` | `var` | the service's own files (the SQLite feedback store) |
 | `APG_PROVIDERS` | `auto` | `cpu`, `cuda`, or `auto` (CUDA when onnxruntime offers it, else CPU) |
 | `APG_CUDA_TF32` | `false` | let CUDA use TF32 matrix products (faster on large batches, scores move by ~1e-4) |
 | `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
@@ -42,6 +49,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APG_", extra="ignore")
 
     bundle: Path = Path("bundles/default")
+    models: Path | None = None  # a model repository; None: serve APG_BUNDLE alone
+    default_model: str | None = None
+    experiment: str | None = None  # JSON text or a file: service/experiment.py
+    shadow: Annotated[list[str], NoDecode] = []
+    shadow_queue: int = Field(256, ge=1)
+    feedback: str = "auto"
+    data_dir: Path = Path("var")
     providers: Literal["cpu", "cuda", "auto"] = "auto"
     cuda_tf32: bool = False
     intra_op_threads: int = Field(1, ge=0)
@@ -80,6 +94,18 @@ class Settings(BaseSettings):
             return [int(v) for v in value.strip("[] ").split(",") if v.strip()]
         return value
 
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _name_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("models", "default_model", "experiment", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("warmup_batch_sizes")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
@@ -101,5 +127,15 @@ class Settings(BaseSettings):
         return self.admin_token.get_secret_value() if self.admin_token else None
 
     def bundles(self) -> Path:
-        """The directory /admin/reload may load bundles from: APG_BUNDLE_ROOT, else the configured bundle's parent."""
-        return (self.bundle_root or self.bundle.absolute().parent).resolve()
+        """The directory /admin/reload may load bundles from: APG_BUNDLE_ROOT, else the model repository, else the
+        configured bundle's parent."""
+        default = self.models.absolute() if self.models is not None else self.bundle.absolute().parent
+        return (self.bundle_root or default).resolve()
+
+    def feedback_url(self) -> str | None:
+        """The feedback store's URL, or None when off (APG_FEEDBACK=auto: SQLite with an experiment, else off)."""
+        if self.feedback == "off" or (self.feedback == "auto" and self.experiment is None):
+            return None
+        if self.feedback == "auto":
+            return f"sqlite:///{(self.data_dir / 'feedback.db').absolute()}"
+        return self.feedback

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from service.errors import BadRequest, ConfigError, NotFound, NotReady, ServiceError
+from service.errors import BadRequest, ConfigError, NotReady, ServiceError
 from service.grpc import messages as pb
 from service.grpc.convert import error_metadata, infer_response, status_of, v2_header
 from service.metrics import multiprocess_dir
@@ -154,11 +154,7 @@ def _access_log(route: str, status: int, elapsed: float, request_id: str, fields
 
 def _model(app: Any, name: str, version: str) -> Any:
     """The served model `name` (and `version` when not empty), as the HTTP v2 routes find it (NotFound)."""
-    model = app.runtime.current
-    if name != model.name or (version and version != model.version):
-        wanted = f"{name!r}" + (f" version {version!r}" if version else "")
-        raise NotFound(f"unknown model {wanted}; serving {model.name!r} version {model.version!r}", field="name")
-    return model
+    return app.runtime.get(name, version or None)
 
 
 # ---------------------------------------------------------------- the RPCs
@@ -202,11 +198,11 @@ async def _model_infer(app: Any, data: bytes, context: Any, fields: dict) -> byt
     async with app.admission:
         t0 = time.perf_counter()
         request = _parse(data)
-        _model(app, request.model_name, request.model_version)
+        model = _model(app, request.model_name, request.model_version)
         header, blobs = v2_header(request)
         columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
         app.metrics.stage("parse", time.perf_counter() - t0)
-        scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows)
+        scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)
         t1 = time.perf_counter()
         answer = infer_response(request, scored)
         app.metrics.stage("serialise", time.perf_counter() - t1)

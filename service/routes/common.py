@@ -50,7 +50,7 @@ def error_responses(*statuses: int, v2: bool = False) -> dict[int | str, dict[st
         400: "Malformed JSON or an invalid feature value (the error names the field and row).",
         401: "Missing or wrong bearer token.",
         403: "The admin API is off (no APG_ADMIN_TOKEN), or the bundle lies outside APG_BUNDLE_ROOT.",
-        404: "Unknown model.",
+        404: "Unknown model (the error names the served ones).",
         408: "The body did not arrive within APG_BODY_TIMEOUT_S.",
         413: "Body larger than APG_MAX_BODY_BYTES or more rows than APG_MAX_ROWS.",
         415: "A compressed body, or a form or text/plain Content-Type (send application/json, or none).",

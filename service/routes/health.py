@@ -12,6 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.errors import Forbidden, RequestInvalid, json_response
+from service.experiment import NAME
 from service.routes.common import error_responses, parse_json, read_body, require_admin, state
 
 RELOAD_BODY = {
@@ -23,8 +24,14 @@ RELOAD_BODY = {
                 "properties": {
                     "bundle": {
                         "type": ["string", "null"],
-                        "description": "bundle directory; default: the configured APG_BUNDLE",
-                    }
+                        "description": "bundle directory; default: the configured APG_BUNDLE (the model's directory"
+                        " in APG_MODELS)",
+                    },
+                    "model": {
+                        "type": ["string", "null"],
+                        "description": "with APG_MODELS: the model to reload (a new name adds one); default: the"
+                        " default model",
+                    },
                 },
             }
         }
@@ -41,8 +48,13 @@ async def livez() -> Response:
 
 @router.get("/readyz", summary="Readiness probe", responses=error_responses(503))
 async def readyz(request: Request) -> Response:
-    model = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
-    return json_response(200, {"status": "ready", "model": _describe(model)})
+    runtime = state(request).runtime
+    model = runtime.readiness()  # NotReady → 503 (loading, draining)
+    body = {"status": "ready", "model": _describe(model)}
+    if runtime.repository:
+        body["models"] = {name: _describe(m) for name, m in runtime.models.items()}
+        body["unavailable"] = dict(runtime.failed)
+    return json_response(200, body)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -55,31 +67,33 @@ async def metrics(request: Request) -> Response:
     "/admin/reload",
     summary="Hot-reload a bundle",
     dependencies=[Depends(require_admin)],
-    responses=error_responses(400, 401, 403, 408, 413, 415, 422),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422),
     openapi_extra={"requestBody": RELOAD_BODY},
 )
 async def reload(request: Request) -> Response:
     app = state(request)
-    target = _reload_target(await read_body(request, app.settings), app.settings.bundles())  # no Content-Type needed
-    previous = app.runtime.current
-    model = await app.runtime.reload(target)
+    name, target = _reload_target(await read_body(request, app.settings), app.settings.bundles())  # any Content-Type
+    previous = app.runtime.models.get(name) if name is not None else app.runtime.current
+    model = await app.runtime.reload(target, name)
     if app.fanout is not None:  # --workers N: the others follow within a moment (service/fanout.py)
         app.fanout.announce(model)
-    return json_response(200, {"model": _describe(model), "previous": _describe(previous)})
+    return json_response(200, {"model": _describe(model), "previous": _describe(previous) if previous else None})
 
 
-def _reload_target(body: bytes, root: Path) -> Path | None:
-    """`{"bundle": "path"}` → the path, confined to `root`; no body, `{}` or a null bundle → None (the configured
-    bundle)."""
+def _reload_target(body: bytes, root: Path) -> tuple[str | None, Path | None]:
+    """`{"bundle": "path", "model": "name"}` → (name, the path confined to `root`); a missing or null key → None
+    (the default model; its configured bundle or directory)."""
     if not body.strip():
-        return None
+        return None, None
     payload = parse_json(body)
     if not isinstance(payload, dict):
-        raise RequestInvalid('expected a JSON object: {"bundle": "path"}')
-    target = payload.get("bundle")
+        raise RequestInvalid('expected a JSON object: {"bundle": "path", "model": "name"}')
+    target, name = payload.get("bundle"), payload.get("model")
     if not isinstance(target, str | None):
         raise RequestInvalid("'bundle' must be a bundle directory (a string) or null", field="bundle")
-    return None if target is None else _confined(target, root)
+    if name is not None and not (isinstance(name, str) and NAME.fullmatch(name)):
+        raise RequestInvalid("'model' must be a model name (letters, digits, '_', '.', '-') or null", field="model")
+    return name, None if target is None else _confined(target, root)
 
 
 def _confined(given: str, root: Path) -> Path:

@@ -3,7 +3,10 @@
     {"instances": [{"user_id": "196", "item_id": "242", "age": 49, ...}, ...]}     rows
     {"inputs": {"user_id": ["196", ...], "item_id": ["242", ...], ...}}             columns
     {"context": {"user_id": "196", "age": 49}, "candidates": [{"item_id": "242"}, ...]}   ranking
-    → {"scores": [0.73, ...], "model": {"name": ..., "version": ...}}
+    → {"scores": [0.73, ...], "model": {"name": ..., "version": ...}, "arm": null, "request_id": "..."}
+
+Which model scores: the one named by a "model" key in the body or the X-APG-Model header; else, while an experiment
+runs (APG_EXPERIMENT), the arm of the request's key value; else the default model (service/experiment.py).
 
 The body is parsed with orjson from raw bytes (no pydantic models on the hot path); the OpenAPI request
 schema and examples are generated from the served model's schema (`request_body_doc`).
@@ -18,6 +21,8 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from features import Encoder
+from service.experiment import MODEL_HEADER, select
+from service.metrics import NO_ARM
 from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)
@@ -26,6 +31,7 @@ OOV_NOTE = (
     "A value outside the vocabulary scores like a missing value, without an error; apg_oov_values_total{feature}"
     " counts them."
 )
+MODEL_NOTE = "The model to score with (as X-APG-Model); default: the experiment's arm, else the default model."
 RANKING_DESCRIPTION = (
     "One context scored against each candidate: a feature is given in the context or in the candidates, not both"
     " (400 invalid_shape); a required feature in the context or in every candidate."
@@ -40,8 +46,10 @@ RESPONSE_SCHEMA = {
             "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
             "required": ["name", "version"],
         },
+        "arm": {"type": ["string", "null"], "description": "the experiment arm that chose the model, if one did"},
+        "request_id": {"type": "string", "description": "X-Request-ID: what POST /feedback joins clicks on"},
     },
-    "required": ["scores", "model"],
+    "required": ["scores", "model", "arm", "request_id"],
 }
 
 
@@ -54,7 +62,7 @@ RESPONSE_SCHEMA = {
             "description": "One probability per row, in order.",
             "content": {"application/json": {"schema": RESPONSE_SCHEMA}},
         },
-        **error_responses(400, 401, 408, 413, 415, 503),
+        **error_responses(400, 401, 404, 408, 413, 415, 503),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
 )
@@ -69,22 +77,30 @@ async def _score(app, request: Request, body: bytes) -> Response:
     app.metrics.stage("parse", time.perf_counter() - t0)
     if app.settings.log_features:
         request.state.features = payload
-    scored = await app.scorer.score_payload(payload)
+    model, arm = select(app.runtime, app.experiment, payload, request.headers.get(MODEL_HEADER))
+    request.state.model, request.state.arm = model.name, arm  # the middleware's per-model metrics
+    scored = await app.scorer.score_payload(payload, model, arm)
+    request_id = request.state.request_id
+    if app.feedback is not None:
+        app.feedback.record(request_id, arm or NO_ARM, scored.name, scored.version, scored.scores)
     t1 = time.perf_counter()
-    out = orjson.dumps(
-        {"scores": scored.scores, "model": {"name": scored.name, "version": scored.version}},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    answer = {
+        "scores": scored.scores,
+        "model": {"name": scored.name, "version": scored.version},
+        "arm": arm,
+        "request_id": request_id,
+    }
+    out = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     app.metrics.stage("serialise", time.perf_counter() - t1)
     request.state.rows = len(scored.scores)
     return Response(out, media_type="application/json")
 
 
-def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
-    """OpenAPI requestBody for /score: the three shapes, with this model's features and real examples. As strict as
-    the encoder, but for one ranking rule, stated in the description only: a feature is given in the context or
-    in the candidates, not both (as JSON Schema, one anyOf per feature: 2^features branches, which generators
-    such as schemathesis cannot expand)."""
+def request_body_doc(encoder: Encoder, max_rows: int, models: list[str] | None = None) -> dict[str, Any]:
+    """OpenAPI requestBody for /score: the three shapes, with this model's features and real examples, and the
+    optional "model" key naming one of `models`. As strict as the encoder, but for one ranking rule, stated in the
+    description only: a feature is given in the context or in the candidates, not both (as JSON Schema, one anyOf per
+    feature: 2^features branches, which generators such as schemathesis cannot expand)."""
     info = encoder.describe()
     seps = {f.source: f.sep for f in encoder.fields if f.kind == "multi"}
     props = {name: _value_schema(f.numeric, f.multi, f.required) for name, f in info.items()}
@@ -104,6 +120,9 @@ def request_body_doc(encoder: Encoder, max_rows: int) -> dict[str, Any]:
         _object(inputs={"type": "object", "properties": columns, "required": required, "additionalProperties": False}),
         ranking,
     ]
+    if models:  # optional in every shape: pins the request to one model (no experiment arm)
+        for shape in shapes:
+            shape["properties"]["model"] = {"type": "string", "enum": sorted(models), "description": MODEL_NOTE}
     rows = encoder.example_rows(3)
     user = [n for n in info if "user" in n] or list(info)[:1]
     context = {k: v for k, v in rows[0].items() if k in user}

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.errors import BadRequest, InvalidShape, NotFound, json_response
+from service.errors import BadRequest, InvalidShape, json_response
 from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted, state
 from service.tensors import NUMPY, decode_inputs
 
@@ -29,11 +29,8 @@ HEADER = "Inference-Header-Content-Length"
 
 
 def _model(request: Request, name: str, version: str | None = None):
-    model = state(request).runtime.current
-    if name != model.name or (version is not None and version != model.version):
-        wanted = f"{name!r}" + (f" version {version!r}" if version is not None else "")
-        raise NotFound(f"unknown model {wanted}; serving {model.name!r} version {model.version!r}", field="name")
-    return model
+    """A served model (NotFound names the served ones; NotReady while loading)."""
+    return state(request).runtime.get(name, version)
 
 
 @router.get("", summary="Server metadata")
@@ -59,6 +56,17 @@ async def live() -> Response:
 async def ready(request: Request) -> Response:
     _ = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
     return json_response(200, {"ready": True})
+
+
+@router.get("/models", summary="The served models", responses=error_responses(503, v2=True))
+async def models(request: Request) -> Response:
+    """Every model of the repository (one without APG_MODELS), with its version and whether it is ready; a model that
+    failed to load is listed with the reason, as Triton's repository index does."""
+    runtime = state(request).runtime
+    _ = runtime.current  # NotReady while loading
+    listed = [{"name": m.name, "version": m.version, "state": "READY"} for m in runtime.models.values()]
+    listed += [{"name": n, "state": "UNAVAILABLE", "reason": why} for n, why in runtime.failed.items()]
+    return json_response(200, {"models": sorted(listed, key=lambda m: m["name"]), "default": runtime.default})
 
 
 @router.get("/models/{name}", summary="Model metadata", responses=error_responses(404, 503, v2=True))
@@ -167,28 +175,27 @@ INFER = {
 @scoring.post("/models/{name}/infer", **INFER)
 async def infer(request: Request, name: str) -> Response:
     authorize(request)
-    _model(request, name)  # 404 before reading the body; the answer names the model that scored
-    return await _infer(request)
+    return await _infer(request, _model(request, name))  # 404 before reading the body
 
 
 @scoring.post("/models/{name}/versions/{version}/infer", **INFER)
 async def infer_version(request: Request, name: str, version: str) -> Response:
     authorize(request)
-    _model(request, name, version)
-    return await _infer(request)
+    return await _infer(request, _model(request, name, version))
 
 
-async def _infer(request: Request) -> Response:
-    return await received_then_admitted(request, _infer_admitted)
+async def _infer(request: Request, model: Any) -> Response:
+    request.state.model, request.state.arm = model.name, None  # the middleware's per-model metrics
+    return await received_then_admitted(request, lambda app, request, body: _infer_admitted(app, request, body, model))
 
 
-async def _infer_admitted(app, request: Request, body: bytes) -> Response:
+async def _infer_admitted(app, request: Request, body: bytes, model: Any) -> Response:
     t0 = time.perf_counter()
     header, blobs = _split(body, request.headers.get(HEADER))
     columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
     binary = _binary_output(header)
     app.metrics.stage("parse", time.perf_counter() - t0)
-    scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows)
+    scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)
     t1 = time.perf_counter()
     response = _response(header, scored, binary)
     app.metrics.stage("serialise", time.perf_counter() - t1)
@@ -245,11 +252,12 @@ def _response(header: dict, scored: Any, binary: bool) -> Response:
     return Response(head + raw, media_type="application/octet-stream", headers={HEADER: str(len(head))})
 
 
-def document_model(schema: dict[str, Any], model: Any) -> None:
-    """OpenAPI for the served model: `name`/`version` path parameters are its name and version (the only ones
-    that exist; others answer 404), and the infer request names its raw features (the required ones present)
-    and gets an example with one tensor per raw feature."""
-    allowed = {"name": model.name, "version": model.version}
+def document_model(schema: dict[str, Any], model: Any, models: list[Any] | None = None) -> None:
+    """OpenAPI for the served models: `name`/`version` path parameters are their names and versions (the only ones
+    that exist; others answer 404), and the infer request names the default `model`'s raw features (the required
+    ones present) and gets an example with one tensor per raw feature."""
+    models = models or [model]
+    allowed = {"name": sorted({m.name for m in models}), "version": sorted({m.version for m in models})}
     features = model.encoder.describe()
     for path, item in schema["paths"].items():
         if not path.startswith("/v2/models/"):
@@ -257,7 +265,7 @@ def document_model(schema: dict[str, Any], model: Any) -> None:
         for operation in item.values():
             for param in operation.get("parameters", []):
                 if param.get("in") == "path" and param.get("name") in allowed:
-                    param["schema"] = {"type": "string", "enum": [allowed[param["name"]]]}
+                    param["schema"] = {"type": "string", "enum": allowed[param["name"]]}
             content = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if content is not None:
                 content["schema"] = body = copy.deepcopy(content["schema"])

@@ -60,7 +60,8 @@ def test_served_scores_equal_in_process_onnxruntime(apg_server, bundle_dir):
     after = metrics(apg_server.url)
     key = 'apg_requests_total{"code": "200", "route": "/score"}'
     assert after[key] - before.get(key, 0) == 2
-    assert after["apg_rows_scored_total{}"] - before.get("apg_rows_scored_total{}", 0) == 2 * len(rows)
+    scored = f'apg_rows_scored_total{{"arm": "none", "model": "{bundle.name}"}}'
+    assert after[scored] - before.get(scored, 0) == 2 * len(rows)
     for le in ("0.0001", "0.00025", "0.0005", "0.00075"):  # sub-millisecond buckets
         assert f'apg_request_duration_seconds_bucket{{"le": "{le}", "route": "/score"}}' in after
     assert after['apg_request_duration_seconds_count{"route": "/score"}'] >= 2

@@ -16,6 +16,8 @@ from synthetic_bundle import ROWS
 from service.app import create_app
 from service.metrics import STAGES, Metrics, observe_many
 
+SCORED = {"model": "synthetic-apg", "arm": "none"}  # the score metrics' labels: the model that answered, no experiment
+
 
 def value(client, name, labels=None):
     return client.app.state.metrics.registry.get_sample_value(name, labels or {})
@@ -30,11 +32,13 @@ def test_counters_and_histograms_move(client):
     assert value(client, "apg_requests_total", {"route": "/score", "code": "200"}) == 3
     assert value(client, "apg_requests_total", {"route": "/score", "code": "400"}) == 1
     assert value(client, "apg_requests_total", {"route": "unmatched", "code": "404"}) == 1
-    assert value(client, "apg_rows_scored_total") == 3 * len(ROWS)
+    assert value(client, "apg_rows_scored_total", SCORED) == 3 * len(ROWS)
     assert value(client, "apg_request_rows_count") == 3
     assert value(client, "apg_request_rows_sum") == 3 * len(ROWS)
     assert value(client, "apg_inference_batch_rows_count") == 3
-    assert value(client, "apg_score_count") == 3 * len(ROWS)
+    assert value(client, "apg_score_count", SCORED) == 3 * len(ROWS)
+    assert value(client, "apg_model_requests_total", {**SCORED, "code": "200"}) == 3
+    assert value(client, "apg_model_requests_total", {**SCORED, "code": "400"}) is None  # refused before a model
     assert value(client, "apg_request_duration_seconds_count", {"route": "/score"}) == 4
     for stage in STAGES:
         assert value(client, "apg_stage_duration_seconds_count", {"stage": stage}) >= 3, stage
@@ -60,9 +64,9 @@ def test_reload_counters_exist_before_any_reload(client):
 
 def test_score_histogram_matches_the_scores(client):
     scores = np.array(client.post("/score", json={"instances": ROWS}).json()["scores"])
-    assert value(client, "apg_score_sum") == pytest.approx(scores.sum(), abs=1e-5)
+    assert value(client, "apg_score_sum", SCORED) == pytest.approx(scores.sum(), abs=1e-5)
     for le in (0.05, 0.5, 0.75, 1.0):
-        assert value(client, "apg_score_bucket", {"le": str(le)}) == (scores <= le).sum()
+        assert value(client, "apg_score_bucket", {**SCORED, "le": str(le)}) == (scores <= le).sum()
 
 
 def test_sub_millisecond_buckets_are_exported(client):
@@ -107,7 +111,8 @@ def test_two_apps_in_one_process_count_separately(bundle):
         assert a.post("/score", json={"instances": ROWS}).status_code == 200
         assert value(a, "apg_requests_total", {"route": "/score", "code": "200"}) == 1
         assert value(b, "apg_requests_total", {"route": "/score", "code": "200"}) is None
-        assert value(b, "apg_rows_scored_total") == 0
+        assert value(a, "apg_rows_scored_total", SCORED) == len(ROWS)
+        assert value(b, "apg_rows_scored_total", SCORED) is None
         assert 'route="/score"' not in b.get("/metrics").text
     assert Metrics().registry is not Metrics().registry
 

@@ -164,7 +164,7 @@ def test_two_workers_share_metrics(tmp_path, bundle):
             assert httpx.post(f"{url}/score", json={"instances": ROWS}).status_code == 200
         text = httpx.get(f"{url}/metrics").text
         assert 'apg_requests_total{code="200",route="/score"} 10.0' in text
-        assert f"apg_rows_scored_total {10.0 * len(ROWS)}" in text
+        assert f'apg_rows_scored_total{{arm="none",model="synthetic-apg"}} {10.0 * len(ROWS)}' in text
         assert 'apg_request_duration_seconds_bucket{le="0.00025",route="/score"}' in text
     finally:
         code = stop(proc)
