@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   apg export runs/deepfm-self --out bundles/default
   apg serve --bundle bundles/default --port 8000
   apg loadtest --rate 200 --duration 20           open-loop load against the served bundle
+  apg abtest --data ml-100k --limit 500          replay test rows as A/B traffic, labels as feedback
   apg experiment auc --help                       the paper's claims, reproduced
 """
 OWN_PACKAGES = ("scripts", "model", "service", "features")
@@ -259,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                 serve_arguments, cmd_serve, "serve")  # fmt: skip
     add_command(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
                 "scripts.loadtest.args:add_arguments", "scripts.loadtest.command:run_from_args",
+                "loadtest")  # fmt: skip
+    add_command(sub, "abtest", "replay held-out rows through a running service as A/B traffic, post their labels as"
+                " feedback; per-arm online AUC/CTR/calibration/latency with CIs",
+                "scripts.abtest.command:add_arguments", "scripts.abtest.command:run_from_args",
                 "loadtest")  # fmt: skip
     add_command(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch",
                 "scripts.bench.harness:add_arguments", "scripts.bench.harness:run_from_args",
