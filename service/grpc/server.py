@@ -123,6 +123,8 @@ def _observed(app: Any, name: str, rpc: Rpc) -> Callable:
                 metrics.inflight.dec()
             duration.observe(elapsed)
             metrics.requests.labels(route, str(status)).inc()
+            if "model" in fields:  # ModelInfer found its model: the per-model metrics, as the middleware does
+                metrics.observe_model_request(fields["model"], None, status, elapsed)
             _access_log(route, status, elapsed, request_id, fields, quiet)
 
     return handler
@@ -153,7 +155,8 @@ def _access_log(route: str, status: int, elapsed: float, request_id: str, fields
 
 
 def _model(app: Any, name: str, version: str) -> Any:
-    """The served model `name` (and `version` when not empty), as the HTTP v2 routes find it (NotFound)."""
+    """The served model `name` (and `version` when not empty), as the HTTP v2 routes find it (NotFound names the
+    served ones; NotReady while loading)."""
     return app.runtime.get(name, version or None)
 
 
@@ -199,6 +202,7 @@ async def _model_infer(app: Any, data: bytes, context: Any, fields: dict) -> byt
         t0 = time.perf_counter()
         request = _parse(data)
         model = _model(app, request.model_name, request.model_version)
+        fields["model"] = model.name
         header, blobs = v2_header(request)
         columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
         app.metrics.stage("parse", time.perf_counter() - t0)

@@ -3,17 +3,23 @@ scores, metadata, errors, auth, limits and metrics as the HTTP routes; and the c
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from live_server import uvicorn_thread
+from live_server import free_port, stop, uvicorn_thread
 from service_testing import make_app
-from synthetic_bundle import ROWS
+from synthetic_bundle import ROWS, build_bundle
+from test_service_process import ROOT, start, wait_for
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service.grpc import descriptor, generate
@@ -240,6 +246,25 @@ def test_metrics_by_rpc_route_and_http_status(server, client):
     assert metric(server, "apg_inflight_requests") == 0  # back down after both
 
 
+def test_each_model_of_a_repository_by_name(tmp_path):
+    # APG_MODELS: ModelInfer scores with the model it names, as /score {"model": ...} does, and counts per model
+    for name, seed in (("a", 0), ("b", 1)):
+        build_bundle(tmp_path / "models" / name, version=f"v-{name}", seed=seed)
+    app = make_app(tmp_path / "models" / "a", models=tmp_path / "models", grpc_port=0)
+    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+        url = f"http://{address}"
+        with triton.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}") as c:
+            got = {m: c.infer(m, inputs(V2_ROWS)).as_numpy("score") for m in ("a", "b")}
+            assert c.get_model_metadata("b").versions == ["v-b"]
+        for m, scores in got.items():
+            answer = httpx.post(f"{url}/score", json={"model": m, "instances": V2_ROWS}).json()
+            assert answer["model"]["name"] == m
+            np.testing.assert_allclose(scores, answer["scores"], rtol=0, atol=1e-6)
+        assert np.abs(got["a"] - got["b"]).max() > 1e-3  # two different models answered
+        server = (url, None, app)
+        assert metric(server, "apg_model_requests_total", arm="none", code="200", model="b") == 2  # gRPC + /score
+
+
 def test_descriptor_is_the_proto_compiled():
     # descriptor.py is generated (python -m service.grpc.generate); regenerate with grpcio-tools and compare
     compiled = generate.compile_proto()
@@ -253,3 +278,76 @@ def test_the_proto_is_the_official_text():
     assert "github.com/kserve/open-inference-protocol" in header and "Apache License 2.0" in header
     assert official.startswith("// Copyright 2023 The KServe Authors.")
     assert re.search(r"^package inference;$", official, re.M) and "service GRPCInferenceService" in official
+
+
+# ---------------------------------------------------------------- as processes
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets LISTEN on 127.0.0.1:`port` (Linux /proc/net/tcp{,6}: local address, state 0A); gRPC binds
+    IPv4-mapped IPv6 sockets (::ffff:127.0.0.1)."""
+    wanted = {f"0100007F:{port:04X}", f"0000000000000000FFFF00000100007F:{port:04X}"}
+    lines = [line.split() for f in ("tcp", "tcp6") for line in Path(f"/proc/net/{f}").read_text().splitlines()[1:]]
+    return sum(1 for fields in lines if fields[1] in wanted and fields[3] == "0A")
+
+
+def grpc_requests_by_worker(directory: Path, route: str) -> list[float]:
+    """apg_requests_total{route, code="200"} in each worker's own multiprocess file (one counter_<pid>.db each)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    totals = []
+    for path in sorted(directory.glob("counter_*.db")):
+        total = 0.0
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _, name, labels, _ = json.loads(key)
+            if name == "apg_requests_total" and labels == {"code": "200", "route": route}:
+                total += value
+        totals.append(total)
+    return totals
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts listening sockets in Linux's /proc/net/tcp")
+def test_two_workers_share_the_grpc_port(tmp_path, bundle):
+    # --workers 2: each worker binds the gRPC port with SO_REUSEPORT, and the kernel spreads new connections over them
+    port, grpc_port = free_port(), free_port()
+    code = (
+        f"from service.server import serve; serve({str(bundle.path)!r}, '127.0.0.1', {port}, 2, grpc_port={grpc_port})"
+    )
+    proc = start(["-c", code], {"TMPDIR": str(tmp_path), "APG_WARMUP_BATCH_SIZES": "1"})
+    try:
+        text = lambda: httpx.get(f"http://127.0.0.1:{port}/metrics").text  # noqa: E731
+        wait_for(
+            lambda: "apg_model_info{" in text() and listening_sockets(grpc_port) == 2, "two gRPC workers", proc=proc
+        )
+        for _ in range(20):  # a new connection each (no shared subchannel): both workers get some
+            args = [("grpc.use_local_subchannel_pool", 1)]
+            with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}", channel_args=args) as c:
+                assert c.infer(MODEL, inputs(V2_ROWS[:2])).as_numpy("score").shape == (2,)
+        (shared,) = tmp_path.glob("apg-prometheus-*")
+        by_worker = grpc_requests_by_worker(shared, "/inference.GRPCInferenceService/ModelInfer")
+        assert len(by_worker) == 2 and sum(by_worker) == 20 and min(by_worker) > 0, by_worker
+        assert 'route="/inference.GRPCInferenceService/ModelInfer"} 20.0' in text()  # the aggregate too
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_taken_grpc_port(tmp_path, bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = taken.getsockname()[1]
+        args = [
+            "-m",
+            "service",
+            "--bundle",
+            str(bundle.path),
+            "--port",
+            str(free_port()),
+            "--grpc-port",
+            str(grpc_port),
+        ]
+        out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot bind gRPC to 127.0.0.1:{grpc_port} (APG_GRPC_PORT)" in out.stderr
