@@ -20,6 +20,7 @@ One concern per module:
   records.py         LoadConfig and Records, what both engines fill
   raw_engine.py      plain sockets on one selector loop (http:// URLs): keeps its schedule at thousands of req/s
   httpx_engine.py    httpx (https://, or --client httpx): falls behind above ~400 req/s on one core
+  grpc_engine.py     KServe v2 ModelInfer over grpc.aio (--protocol grpc)
   latency_report.py  percentiles, achieved rate, the knee, the table and the files
   locustfile.py      a closed-loop Locust user, for Locust's UI and ramps (not for latency numbers)
 """

@@ -46,6 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--format", choices=["rows", "columns", "v2"], default="rows", help="body: /score rows or columns, or v2 infer"
     )
     p.add_argument("--model", help="model name for --format v2 (default: the bundle's model name)")
+    p.add_argument(
+        "--protocol",
+        choices=["http", "grpc"],
+        default="http",
+        help="grpc: KServe v2 ModelInfer calls to --grpc-port on --url's host (--format and --client do not apply)",
+    )
+    p.add_argument("--grpc-port", type=_positive(int), default=8001, help="APG_GRPC_PORT (--protocol grpc)")
     p.add_argument("--token", help="bearer token (default: $APG_AUTH_TOKEN)")
     p.add_argument(
         "--bundle", default="bundles/default", help="bundle directory (or bundle.json/schema.json) to sample rows from"

@@ -30,12 +30,18 @@ def run_from_args(args) -> int:
     if planned > args.max_requests:
         raise ValueError(f"the plan sends about {planned:.0f} requests, over --max-requests {args.max_requests}")
     schema, bundle_model = read_schema(args.bundle)
-    path = endpoint(args.format, args.model or bundle_model)
-    bodies = build_bodies(RowSampler(schema, args.seed, args.unseen), args.format, args.rows, args.pool)
+    sampler = RowSampler(schema, args.seed, args.unseen)
+    url, path = args.url, endpoint(args.format, args.model or bundle_model)
+    if args.protocol == "grpc":  # KServe v2 ModelInfer calls instead (grpc_engine.py)
+        from scripts.loadtest import grpc_engine
+
+        url, path, bodies = grpc_engine.plan(args, sampler, bundle_model)
+    else:
+        bodies = build_bodies(sampler, args.format, args.rows, args.pool)
     token = args.token or os.environ.get("APG_AUTH_TOKEN")
     asyncio.run(wait_ready(args.url, args.ready_timeout, token))
     base = LoadConfig(
-        url=args.url,
+        url=url,
         rate=args.rate,
         duration=args.duration,
         warmup=args.warmup,
@@ -54,7 +60,7 @@ def run_from_args(args) -> int:
     if len(rates) > 1:
         met = f"{knee:g} req/s" if knee is not None else "no offered rate met the SLO"
         print(f"knee: {met} (p99 <= {args.slo_ms:g} ms, errors <= {args.max_errors:g})")
-    meta = {"url": args.url, "path": path, "format": args.format, "bundle": str(args.bundle), "seed": args.seed,
+    meta = {"url": url, "path": path, "format": args.format, "bundle": str(args.bundle), "seed": args.seed,
             "warmup_s": args.warmup, "slo_ms": args.slo_ms, "max_errors": args.max_errors,
             "sweep": len(rates) > 1, "knee_rate": knee}  # fmt: skip
     files = write_results(Path(args.out), runs, meta)
@@ -78,8 +84,12 @@ def run_rates(base: LoadConfig, rates: list[float], bodies: list[bytes], args) -
 
 
 def run_engine(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray, client: str) -> Records:
-    """One open-loop run with the raw-socket engine (http:// URLs, unless --client httpx) or httpx."""
+    """One open-loop run with the raw-socket engine (http:// URLs, unless --client httpx), httpx, or gRPC (grpc://)."""
     parts = urlsplit(cfg.url)
+    if parts.scheme == "grpc":
+        from scripts.loadtest import grpc_engine
+
+        return asyncio.run(grpc_engine.run_load(parts.netloc, cfg, bodies, schedule))
     if client == "raw" and parts.scheme != "http":
         raise ValueError(f"--client raw speaks plain HTTP; use --client httpx for {cfg.url}")
     if client == "httpx" or parts.scheme != "http":
