@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 
 from features import RowSampler
-from scripts.loadtest.records import LoadConfig, Records
+from scripts.loadtest.records import LoadConfig, Records, dispatch
 from service.grpc.messages import SERVICE, ModelInferRequest
 
 METHOD = f"/{SERVICE}/ModelInfer"
@@ -54,21 +54,13 @@ async def run_load(target: str, cfg: LoadConfig, bodies: list[bytes], schedule: 
     options = [("grpc.use_local_subchannel_pool", 1)]  # a connection per channel, not one shared by all
     channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(min(cfg.concurrency, CHANNELS))]
     calls = [c.unary_unary(METHOD, request_serializer=None, response_deserializer=None) for c in channels]
+    gate = asyncio.Semaphore(cfg.concurrency)
+
+    def send(i: int, t0: float):
+        return _send(calls[i % len(calls)], gate, cfg, rec, i, bodies[i % len(bodies)], t0, metadata)
+
     try:
-        gate = asyncio.Semaphore(cfg.concurrency)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time() + 0.01
-        tasks = []
-        for i, at in enumerate(schedule):
-            await asyncio.sleep(max(t0 + at - loop.time(), 0))  # 0: behind schedule, but let the sends run
-            rec.dispatched[i] = loop.time() - t0
-            call = calls[i % len(calls)]
-            tasks.append(asyncio.create_task(_send(call, gate, cfg, rec, i, bodies[i % len(bodies)], t0, metadata)))
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=cfg.drain)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await dispatch(rec, send, cfg.drain)
     finally:
         await asyncio.gather(*(c.close() for c in channels))
     return rec

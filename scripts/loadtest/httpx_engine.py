@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from scripts.loadtest.records import LoadConfig, Records
+from scripts.loadtest.records import LoadConfig, Records, dispatch
 
 
 async def run_load(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray) -> Records:
@@ -29,19 +29,11 @@ async def run_load(cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray) -
         base_url=cfg.url, headers=headers, limits=limits, timeout=cfg.timeout, trust_env=False
     ) as client:
         gate = asyncio.Semaphore(cfg.concurrency)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time() + 0.01
-        tasks = []
-        for i, at in enumerate(schedule):
-            delay = t0 + at - loop.time()
-            await asyncio.sleep(max(delay, 0))  # 0: behind schedule, but let the sends run
-            rec.dispatched[i] = loop.time() - t0
-            tasks.append(asyncio.create_task(_send(client, gate, cfg, rec, i, bodies[i % len(bodies)], t0)))
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=cfg.drain)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+
+        def send(i: int, t0: float):
+            return _send(client, gate, cfg, rec, i, bodies[i % len(bodies)], t0)
+
+        await dispatch(rec, send, cfg.drain)
     return rec
 
 

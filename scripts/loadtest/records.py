@@ -1,11 +1,14 @@
 """What both load-test engines share: the run's configuration and its per-request records.
 
-The httpx engine (httpx_engine.py) and the raw-socket engine (raw_engine.py) each fill a ``Records``; the report
-(latency_report.py) reads it. Neither engine imports the other.
+The httpx engine (httpx_engine.py), the raw-socket engine (raw_engine.py) and the gRPC engine (grpc_engine.py) each
+fill a ``Records``; the report (latency_report.py) reads it. No engine imports another; the two asyncio ones start
+their requests with ``dispatch``.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,3 +48,21 @@ class Records:
         self.dispatched, self.sent, self.done = (np.full(n, np.nan) for _ in range(3))
         self.status = np.zeros(n, dtype=np.int64)
         self.error = [None] * n
+
+
+async def dispatch(rec: Records, send: Callable[[int, float], Awaitable[None]], drain: float) -> None:
+    """The open loop of the asyncio engines: `send(i, t0)` starts as a task at rec.scheduled[i] seconds after t0 (at
+    once when behind), its start recorded in rec.dispatched; after the last, `drain` seconds for the stragglers, then
+    those still running are cancelled (each send records that itself)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.01
+    tasks = []
+    for i, at in enumerate(rec.scheduled):
+        await asyncio.sleep(max(t0 + at - loop.time(), 0))  # 0: behind schedule, but let the sends run
+        rec.dispatched[i] = loop.time() - t0
+        tasks.append(asyncio.create_task(send(i, t0)))
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
