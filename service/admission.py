@@ -1,14 +1,16 @@
 """Back-pressure: the one rule that refuses a request for load, and the object that applies it.
 
     admission = Admission(settings)   # one per app (create_app: app.state.admission)
+    if admission.full:                # RequestMiddleware, as a scoring request's head arrives:
+        await admission.refuse(scope, receive, send)   # its body dropped unparsed, a 503 rendered once
     body = await read_body(...)       # POST /score, POST /v2/models/.../infer: the body first, then
     async with admission:
         ...                           # parse, encode, wait for a slot or a batch, infer, serialise
 
 The rule, per worker process:
 
-    A scoring request is answered 503 {"code": "overloaded"} with `Retry-After: 1` when, as its body has
-    arrived, APG_MAX_CONCURRENCY + APG_MAX_QUEUE scoring requests are already in progress.
+    A scoring request is answered 503 {"code": "overloaded"} with `Retry-After: 1` when, as its head or as its
+    body has arrived, APG_MAX_CONCURRENCY + APG_MAX_QUEUE scoring requests are already in progress.
 
 "In progress" is everything between the end of a scoring request's body and its answer: parsing, encoding,
 waiting for an inference slot or for a micro-batch to close, the onnxruntime call, serialising. The body is read
@@ -18,6 +20,14 @@ instead. A request is counted before any of its work, and the gate then yields t
 every request uvicorn has already accepted (and whose body is in) is counted before any of them runs: reading a
 body that has arrived does not yield, an inline inference call never yields, and without the yield a backlog
 would wait, unseen and unbounded, in the loop's ready queue.
+
+Refusing is cheap, so that overload does not eat the capacity it would take to score (goodput at 3x the knee stays
+>= 80 % of the knee: tests/service/test_service_overload.py): a scoring request that arrives while the worker is
+full is answered by `refuse` from the outermost middleware (service/middleware.py), before routing, the route,
+JSON and the exception handlers, with a body rendered once. It still reads its body (and drops it, unparsed): a
+client that sends its whole body before it reads, or one that asked to close the connection, would otherwise
+see a reset instead of the 503. That read is bounded like any (APG_MAX_BODY_BYTES, APG_BODY_TIMEOUT_S); cut short,
+the 503 closes the connection. A request refused this way holds no place either: a stalled upload stays harmless.
 
 Nothing else refuses a request for load, and what the rule implies is not checked a second time:
 - at most APG_MAX_CONCURRENCY onnxruntime calls run at once (Runtime's slots make a call wait, never refuse it),
@@ -35,28 +45,55 @@ from __future__ import annotations
 
 import asyncio
 
-from service.errors import Overloaded
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from service.errors import Overloaded, error_json
+from service.routes.common import drain
 from service.settings import Settings
 
 
 class Admission:
-    """`async with admission:` around one scoring request: Overloaded (503) when the worker is full.
+    """`async with admission:` around one scoring request: Overloaded (503) when the worker is full; `refuse`, the
+    same answer to a request refused before it reaches its route.
 
     One object serves every request at once: it keeps a count, no per-request state. A class rather than a
     generator-based context manager, which costs ~10 µs a request."""
 
-    __slots__ = ("in_progress", "limit")
+    __slots__ = ("in_progress", "limit", "_answers", "_body_limit", "_body_timeout_s")
 
     def __init__(self, settings: Settings) -> None:
         self.limit = settings.max_concurrency + settings.max_queue
         self.in_progress = 0  # scoring requests admitted and not yet answered
+        self._body_limit, self._body_timeout_s = settings.max_body_bytes, settings.body_timeout_s
+        refused = self._refused()
+        # The whole answer of `refuse`, by whether the path is a KServe v2 one (its error shape): (headers, body)
+        self._answers = {v2: _rendered(refused, "/v2/" if v2 else "/") for v2 in (False, True)}
+
+    @property
+    def full(self) -> bool:
+        return self.in_progress >= self.limit
+
+    def _refused(self) -> Overloaded:
+        return Overloaded(
+            f"{self.limit} scoring requests in progress, the most this worker takes "
+            f"(APG_MAX_CONCURRENCY + APG_MAX_QUEUE = {self.limit})"
+        )
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI answer to a scoring request whose head arrived while the worker is full: its body read and dropped
+        (bounded as any), then the 503; with the connection closed when the body was cut short."""
+        deadline = asyncio.get_running_loop().time() + self._body_timeout_s
+        whole = await drain(Request(scope, receive).stream(), self._body_limit, deadline)
+        headers, body = self._answers[scope["path"].startswith("/v2/")]
+        if not whole:  # the unread rest must not be read as the next request
+            headers = [*headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def __aenter__(self) -> None:
         if self.in_progress >= self.limit:
-            raise Overloaded(
-                f"{self.in_progress} scoring requests in progress, the most this worker takes "
-                f"(APG_MAX_CONCURRENCY + APG_MAX_QUEUE = {self.limit})"
-            )
+            raise self._refused()
         self.in_progress += 1
         try:
             await asyncio.sleep(0)  # let every accepted request be counted before any of them runs
@@ -66,3 +103,9 @@ class Admission:
 
     async def __aexit__(self, *exc: object) -> None:
         self.in_progress -= 1
+
+
+def _rendered(refused: Overloaded, path: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = error_json(refused, path)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return headers + [(k.lower().encode(), v.encode()) for k, v in refused.headers.items()], body

@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
     app.router.routes[:0] = [*score.router.routes, *v2.scoring.routes, *v2.router.routes, *health.router.routes]
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics, admission=app.state.admission)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -117,14 +117,18 @@ def json_response(status: int, body: dict, headers: dict[str, str] | None = None
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
-def render(request: Request, exc: ServiceError) -> Response:
-    """The error body. KServe v2 routes put the message in a string `error` (the protocol, and what
-    tritonclient reads) with the same details beside it: {"error": msg, "code": ..., "field": ..., "row": ...}."""
+def error_json(exc: ServiceError, path: str) -> bytes:
+    """The error body of a request to `path`. KServe v2 routes put the message in a string `error` (the protocol, and
+    what tritonclient reads) with the same details beside it: {"error": msg, "code": ..., "field": ..., "row": ...}."""
     body = exc.body()
-    if request.url.path.startswith("/v2/"):
+    if path.startswith("/v2/"):
         body = {**body["error"], "error": exc.message}
         del body["message"]
-    return json_response(exc.status, body, exc.headers)
+    return orjson.dumps(body)
+
+
+def render(request: Request, exc: ServiceError) -> Response:
+    return Response(error_json(exc, request.url.path), exc.status, exc.headers, media_type="application/json")
 
 
 def _loc_to_field(loc: tuple) -> tuple[str | None, int | None]:
@@ -174,7 +178,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def internal_error_body(path: str) -> bytes:
     """The 500 body (written by the middleware, outside the exception handlers), shaped as `render` does."""
-    error = {"code": "internal", "message": "internal server error", "field": None, "row": None}
-    if path.startswith("/v2/"):
-        return orjson.dumps({"error": error.pop("message"), **error})
-    return orjson.dumps({"error": error})
+    return error_json(ServiceError("internal server error"), path)

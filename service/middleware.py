@@ -2,7 +2,9 @@
 
 A plain ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and cost a task per request).
 It also turns any exception that escaped the routes into a 500 JSON error, so that response carries the
-request id too; a 500 is a bug in our code, never the answer to bad input.
+request id too; a 500 is a bug in our code, never the answer to bad input. And while the worker is full, it answers
+a scoring request (a LeanRoute's) with service/admission.py's 503 itself, before routing and the route: counted and
+logged like any request, for a fraction of what the route's refusal costs (docs/OPTIMISATIONS.md, section 10).
 """
 
 from __future__ import annotations
@@ -14,19 +16,23 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.admission import Admission
 from service.errors import internal_error_body
 from service.metrics import Metrics
+from service.routes.common import LeanRoute
 
 log = logging.getLogger("apg.access")
 QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission) -> None:
         self.app = app
         self.metrics = metrics
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,11 +51,14 @@ class RequestMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
+        app = self.app
+        if self.admission.full and _scoring_route(scope):  # one comparison unless the worker is full
+            app = self.admission.refuse
         counted = scope.get("path") not in QUIET_ROUTES  # a scrape must not count itself in flight
         if counted:
             self.metrics.inflight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         except asyncio.CancelledError:  # the client went away first: nginx's 499, not a server error
             status = status if started else 499
             raise
@@ -70,6 +79,18 @@ class RequestMiddleware:
             if "model" in state:  # a scoring route chose a model (service/routes/score.py, v2.py)
                 self.metrics.observe_model_request(state["model"], state.get("arm"), status, elapsed)
             _access_log(scope, state, route, status, elapsed)
+
+
+def _scoring_route(scope: Scope) -> bool:
+    """Whether the request is for a scoring route (a LeanRoute: every one is admitted, routes/common.py), matched as
+    the router would; the match goes into the scope, so that metrics and the access log name its route."""
+    for route in scope["app"].router.routes:
+        if isinstance(route, LeanRoute):
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return True
+    return False
 
 
 def _route(scope: Scope) -> str:

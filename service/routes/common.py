@@ -84,7 +84,9 @@ def check_bearer(settings: Settings, authorization: str) -> None:
 class LeanRoute(APIRoute):
     """The route class of the scoring hot path: documented by FastAPI like any route (OpenAPI from the
     declaration), dispatched without its dependency solver and response serialisation, which cost more than
-    the model at batch 1 (docs/OPTIMISATIONS.md). The endpoint takes the Request and the path parameters as
+    the model at batch 1 (docs/OPTIMISATIONS.md). Every LeanRoute is a scoring route: its endpoint starts with
+    `received_then_admitted`, and while the worker is full the middleware answers its 503 before routing
+    (service/admission.py). The endpoint takes the Request and the path parameters as
     keyword arguments, returns a Response, and checks the token itself with `authorize` (`document_security` then
     declares the bearer scheme in OpenAPI, when a token is configured). Route dependencies
     would silently not run, so they are refused; for the same reason these routes are put in the app's route list
@@ -160,7 +162,8 @@ async def read_body(request: Request, settings: Settings) -> bytes:
             raise ClientClosedRequest("the client closed the connection before its body had arrived") from None
         if body is not None:
             return body
-    await _drain(stream, declared, deadline)
+    if declared is None or declared <= DRAIN_MAX_BYTES:  # a larger declared body is refused at once
+        await drain(stream, DRAIN_MAX_BYTES, deadline)
     body = f"body of {declared} bytes" if declared is not None and declared > limit else "body"
     message = f"{body} larger than the limit of {limit} bytes (APG_MAX_BODY_BYTES)"
     raise PayloadTooLarge(message, headers={"Connection": "close"})
@@ -184,7 +187,7 @@ def _declared_length(request: Request) -> int | None:
 async def _read(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
     """The body, or None as soon as it exceeds `limit` bytes (the rest left unread in `stream`)."""
     chunks, size = [], 0
-    async for chunk in stream:  # returning early leaves the generator suspended: _drain reads on from there
+    async for chunk in stream:  # returning early leaves the generator suspended: drain reads on from there
         size += len(chunk)
         if size > limit:
             return None
@@ -192,19 +195,19 @@ async def _read(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _drain(stream: AsyncIterator[bytes], declared: int | None, deadline: float) -> None:
-    """Read on and drop the rest of a refused body, up to DRAIN_MAX_BYTES and until `deadline`. Clients that send the
-    whole body before they read (urllib, http.client) then get the 413; with unread data left, the close that follows
-    would be a connection reset instead. A larger declared body is refused at once."""
-    if declared is not None and declared > DRAIN_MAX_BYTES:
-        return
+async def drain(stream: AsyncIterator[bytes], limit: int, deadline: float) -> bool:
+    """Read on and drop the rest of a refused body, up to `limit` bytes and until `deadline`; True when all of it was
+    read. Clients that send the whole body before they read (urllib, http.client) then get the answer (413, or the 503
+    of service/admission.py); with unread data left, the close that follows would be a connection reset instead."""
     size = 0
     with contextlib.suppress(TimeoutError, ClientDisconnect):
         async with asyncio.timeout_at(deadline):
             async for chunk in stream:
                 size += len(chunk)
-                if size > DRAIN_MAX_BYTES:
-                    return
+                if size > limit:
+                    return False
+            return True
+    return False
 
 
 def parse_json(body: bytes) -> Any:
