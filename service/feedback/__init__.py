@@ -5,7 +5,7 @@
     outcomes = store.feedback([{"request_id": "r1", "row": 0, "clicked": True}, ...])   # -> list[Outcome]
     feedback_response(outcomes)    # {"counts": {"accepted": 1, ...}, "results": [{"outcome", "message", ...}]}
     store.window(3600)             # -> {arm: OnlineStats(impressions, labelled, clicks, ctr, mean_score, ...)}
-    registry.register(WindowCollector(store, 3600))                # the window as apg_online_* gauges
+    registry.register(WindowCollector(store, 3600))                # the window as apg_online_* gauges (prometheus.py)
     store.close()
 
 The interface (FeedbackStore, base.py):

@@ -107,6 +107,16 @@ def valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable() and " " not in value
 
 
+def group_by_arm(rows: list[tuple[str, float, int]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{arm: (scores, clicked)} of (arm, score, clicked) rows, in one pass of numpy."""
+    if not rows:
+        return {}
+    arms, scores, clicked = zip(*rows, strict=True)
+    names, which = np.unique(np.array(arms), return_inverse=True)
+    scores, clicked = np.array(scores, dtype=np.float64), np.array(clicked, dtype=bool)
+    return {str(name): (scores[which == k], clicked[which == k]) for k, name in enumerate(names)}
+
+
 MESSAGES = {
     ACCEPTED: "joined to its score",
     DUPLICATE: "this row already has feedback; the first one counts",
@@ -282,7 +292,7 @@ class FeedbackStore:
         """The outcome of each valid item (UNKNOWN, DUPLICATE, LATE or ACCEPTED, checked in that order)."""
         raise NotImplementedError
 
-    def _fetch_window(self, lower: float) -> tuple[dict[str, tuple[int, str, str]], dict[str, tuple[list, list]]]:
+    def _fetch_window(self, lower: float) -> tuple[dict[str, tuple[int, str, str]], dict[str, tuple[Any, Any]]]:
         """({arm: (rows scored, latest model, latest version)}, {arm: (scores, clicked) of labelled rows}), for the
         requests scored at or after `lower`, read as one snapshot."""
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """The feedback store in Prometheus: counters of what happened, gauges of each arm's window.
 
     metrics = FeedbackMetrics(registry)                 # counters, declared once; pass to open_store(config, metrics)
-    registry.register(WindowCollector(store, 3600))     # gauges, computed from store.window() at scrape time
+    registry.register(WindowCollector(store, 3600))     # gauges of store.window(), refreshed off the scrape
 
 | name | type | labels | meaning |
 |---|---|---|---|
@@ -77,32 +77,47 @@ class FeedbackMetrics:
 
 
 class WindowCollector:
-    """Gauges of `store.window(window_s)`, recomputed at most every `cache_s` (several scrapers share one query).
-    A failing store exports no gauges (and logs), never a failed scrape."""
+    """Gauges of `store.window(window_s)`. A scrape never waits on the store: it exports the latest snapshot and, when
+    that is older than `refresh_s`, starts one background refresh (a window over many labelled rows takes seconds,
+    and /metrics may run on the event loop). A failing store keeps the last snapshot (and logs), never fails a
+    scrape. `refresh()` recomputes now, in the caller's thread."""
 
-    def __init__(self, store: FeedbackStore, window_s: float, cache_s: float = 5.0) -> None:
-        self.store, self.window_s, self.cache_s = store, window_s, cache_s
+    def __init__(self, store: FeedbackStore, window_s: float, refresh_s: float = 10.0) -> None:
+        self.store, self.window_s, self.refresh_s = store, window_s, refresh_s
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[OnlineStats]] = (-float("inf"), [])
+        self._stats: list[OnlineStats] = []
+        self._at = -float("inf")  # monotonic time of the last refresh (attempted)
+        self._refreshing = False
 
     def describe(self):  # registering must not query the store
         return self._families([])
 
     def collect(self):
-        return self._families(self._stats())
-
-    def _stats(self) -> list[OnlineStats]:
         with self._lock:
-            at, stats = self._cached
-            if time.monotonic() - at >= self.cache_s:
-                try:
-                    window = self.store.window(self.window_s)
-                except Exception:
-                    log.exception("feedback store: the window for /metrics failed")
-                    window = {}
-                stats = sorted(window.values(), key=lambda s: -s.impressions)[:MAX_ARMS]
-                self._cached = (time.monotonic(), stats)
-            return stats
+            stale = not self._refreshing and time.monotonic() - self._at >= self.refresh_s
+            self._refreshing = self._refreshing or stale
+            stats = self._stats
+        if stale:
+            threading.Thread(target=self._refresh_in_background, name="apg-feedback-window", daemon=True).start()
+        return self._families(stats)
+
+    def refresh(self) -> None:
+        try:
+            window = self.store.window(self.window_s)
+        except Exception:
+            log.exception("feedback store: the window for /metrics failed")
+            window = None
+        with self._lock:
+            self._at = time.monotonic()
+            if window is not None:
+                self._stats = sorted(window.values(), key=lambda s: -s.impressions)[:MAX_ARMS]
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def _families(self, stats: list[OnlineStats]) -> list:
         window = GaugeMetricFamily("apg_online_window_seconds", "The window of the apg_online_* gauges.")

@@ -17,7 +17,7 @@ requests each (the record and prune scripts build request keys themselves: fine 
 
 from __future__ import annotations
 
-from service.feedback.base import SEP, FeedbackConfig, FeedbackStore, Scored
+from service.feedback.base import SEP, FeedbackConfig, FeedbackStore, Scored, group_by_arm
 
 RECORD_CHUNK = 100  # requests per script call: a call blocks the server while it runs
 
@@ -132,13 +132,8 @@ class RedisStore(FeedbackStore):
         for member in requests:  # ascending scored-at: the last one seen is the arm's latest model
             arm, model, version, n, _ = member.decode().split(SEP, 4)
             arms[arm] = (arms.get(arm, (0,))[0] + int(n), model, version)
-        labelled: dict[str, tuple[list, list]] = {}
-        for member in labels:
-            arm, _, _, score, clicked, _ = member.decode().split(SEP, 5)
-            scores, clicks = labelled.setdefault(arm, ([], []))
-            scores.append(float(score))
-            clicks.append(clicked == "1")
-        return arms, labelled
+        entries = [member.decode().split(SEP, 5) for member in labels]  # arm, model, version, score, clicked, rest
+        return arms, group_by_arm([(e[0], float(e[3]), e[4] == "1") for e in entries])
 
     def _prune(self, now: float) -> int:
         args = [repr(now - self.config.max_age_s), self.config.max_rows, self.base]

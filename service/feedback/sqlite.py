@@ -21,7 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from service.feedback.base import ACCEPTED, DUPLICATE, LATE, UNKNOWN, FeedbackConfig, FeedbackStore, Scored
+from service.feedback.base import (
+    ACCEPTED,
+    DUPLICATE,
+    LATE,
+    UNKNOWN,
+    FeedbackConfig,
+    FeedbackStore,
+    Scored,
+    group_by_arm,
+)
 
 BUSY_TIMEOUT_S = 10.0
 SCHEMA = """
@@ -133,12 +142,7 @@ class SqliteStore(FeedbackStore):
                 (lower,),
             ).fetchall()
             rows = db.execute("SELECT arm, score, clicked FROM labels WHERE scored_at >= ?", (lower,)).fetchall()
-        labelled: dict[str, tuple[list, list]] = {}
-        for arm, score, clicked in rows:
-            scores, clicks = labelled.setdefault(arm, ([], []))
-            scores.append(score)
-            clicks.append(clicked)
-        return {arm: (n, model, version) for arm, n, model, version, _ in arms}, labelled
+        return {arm: (n, model, version) for arm, n, model, version, _ in arms}, group_by_arm(rows)
 
     def _prune(self, now: float) -> int:
         db = self._db()

@@ -3,10 +3,12 @@ Prometheus counters and gauges read back from a fresh registry."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
+from live_server import wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
 from model import metrics as offline
@@ -44,7 +46,7 @@ def registry() -> CollectorRegistry:
 def test_counters_and_gauges_read_back(tmp_path, registry):
     metrics = FeedbackMetrics(registry)
     store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/f.db", prune_interval_s=3600), metrics)
-    collector = WindowCollector(store, window_s=600, cache_s=0)
+    collector = WindowCollector(store, window_s=600, refresh_s=3600)
     registry.register(collector)
     store.record("r1", "control", "deepfm", "v1", [0.2, 0.9], now=T0)
     store.record("r2", "treatment", "deepfm-apg", "v2", [0.6], now=T0)
@@ -56,6 +58,7 @@ def test_counters_and_gauges_read_back(tmp_path, registry):
         {"request_id": "r2"},
     ]
     store.feedback(items)
+    collector.refresh()
     value = registry.get_sample_value
     for outcome, n in {"accepted": 3, "duplicate": 1, "malformed": 1, "unknown": 0, "late": 0}.items():
         assert value("apg_feedback_total", {"outcome": outcome}) == n
@@ -76,9 +79,29 @@ def test_arms_beyond_the_bound_are_not_exported(tmp_path, registry):
     with open_store(FeedbackConfig(f"sqlite://{tmp_path}/f.db", prune_interval_s=3600)) as store:
         for k in range(MAX_ARMS + 4):
             store.record(f"r{k}", f"arm{k}", "deepfm", "v1", [0.5] * (k + 1), now=T0)
-        registry.register(WindowCollector(store, window_s=600, cache_s=0))
+        collector = WindowCollector(store, window_s=600, refresh_s=3600)
+        collector.refresh()
+        registry.register(collector)
         arms = {s.labels["arm"] for m in registry.collect() for s in m.samples if m.name == "apg_online_impressions"}
     assert arms == {f"arm{k}" for k in range(4, MAX_ARMS + 4)}  # the busiest
+
+
+def test_a_scrape_never_waits_for_the_window():
+    class Slow:  # a window that takes until the test lets it finish
+        release, done = threading.Event(), threading.Event()
+
+        def window(self, seconds):
+            assert self.release.wait(30)
+            self.done.set()
+            return {"a": summarise("a", "m", "v", 3, np.array([0.5]), np.array([True]))}
+
+    store, registry = Slow(), CollectorRegistry()
+    registry.register(WindowCollector(store, window_s=60, refresh_s=3600))
+    assert registry.get_sample_value("apg_online_impressions", {"arm": "a", "model": "m"}) is None  # not yet
+    store.release.set()
+    assert store.done.wait(30)
+    value = wait_for(lambda: registry.get_sample_value("apg_online_impressions", {"arm": "a", "model": "m"}), 30)
+    assert value == 3
 
 
 def test_a_failing_store_leaves_the_scrape_working(registry, caplog):
@@ -86,7 +109,9 @@ def test_a_failing_store_leaves_the_scrape_working(registry, caplog):
         def window(self, seconds):
             raise ConnectionError("redis is down")
 
-    registry.register(WindowCollector(Down(), window_s=60, cache_s=0))
+    collector = WindowCollector(Down(), window_s=60, refresh_s=3600)
+    collector.refresh()
+    registry.register(collector)
     text = generate_latest(registry).decode()
     assert "apg_online_window_seconds 60.0" in text and "apg_online_auc{" not in text
     assert "window for /metrics failed" in caplog.text
