@@ -28,6 +28,8 @@ log = logging.getLogger("apg.feedback")
 ACCEPTED, DUPLICATE, UNKNOWN, LATE, MALFORMED = "accepted", "duplicate", "unknown", "late", "malformed"
 OUTCOMES = (ACCEPTED, DUPLICATE, UNKNOWN, LATE, MALFORMED)
 MAX_ID_LENGTH = 128  # the service's X-Request-ID limit (service/middleware.py)
+MAX_ROW = 2**31 - 1  # far beyond any request; keeps row * 8 inside SQLite's and Lua's integers
+JOIN_CHUNK = 1000  # feedback items per storage transaction: bounds how long one batch holds SQLite's write lock
 SEP = "\x1f"  # separates the fields of an index entry (Redis); refused in ids, arms, model names and versions
 
 
@@ -93,11 +95,11 @@ def parse_item(item: Any) -> tuple[str, int, bool] | Outcome:
         return Outcome(MALFORMED, f"a feedback item is an object, got {type(item).__name__}")
     rid, row, clicked = item.get("request_id"), item.get("row"), item.get("clicked")
     echo_id = rid if isinstance(rid, str) and valid_id(rid) else None
-    echo_row = row if isinstance(row, int) and not isinstance(row, bool) and row >= 0 else None
+    echo_row = row if isinstance(row, int) and not isinstance(row, bool) and 0 <= row <= MAX_ROW else None
     if echo_id is None:
         return Outcome(MALFORMED, f"request_id must be 1-{MAX_ID_LENGTH} visible ASCII characters", None, echo_row)
     if echo_row is None:
-        return Outcome(MALFORMED, "row must be a non-negative integer (the row's index in its /score request)", rid)
+        return Outcome(MALFORMED, f"row must be an integer in 0..{MAX_ROW}: the row's index in its request", rid)
     if clicked not in (True, False) or isinstance(clicked, float):
         return Outcome(MALFORMED, "clicked must be true or false", rid, row)
     return rid, row, bool(clicked)
@@ -187,14 +189,17 @@ class FeedbackStore:
 
     # ---------------------------------------------------------------- feedback and windows
     def feedback(self, items: Sequence[Any], now: float | None = None) -> list[Outcome]:
-        """One Outcome per item, in order. Never raises on bad items; a row is counted at most once, across
-        processes and replicas (the first feedback for a row wins, later ones are duplicates)."""
+        """One Outcome per item, in order (something other than a list: one malformed Outcome). Never raises on bad
+        items; a row is counted at most once, across processes and replicas (the first feedback for a row wins,
+        later ones are duplicates)."""
         now = time.time() if now is None else now
+        if not isinstance(items, list | tuple):
+            return [Outcome(MALFORMED, f"feedback is a list of items, got {type(items).__name__}")]
         parsed = [parse_item(item) for item in items]
         valid = [p for p in parsed if not isinstance(p, Outcome)]
         if valid:
             self.flush()
-        joined = iter(self._join(valid, now) if valid else ())
+        joined = iter([o for k in range(0, len(valid), JOIN_CHUNK) for o in self._join(valid[k : k + JOIN_CHUNK], now)])
         outcomes = [p if isinstance(p, Outcome) else self._outcome(next(joined), p) for p in parsed]
         for o in outcomes:
             self._count(o.outcome, 1)

@@ -73,6 +73,8 @@ MALFORMED = [  # (item, request_id echoed, row echoed)
     ({"request_id": "r1", "row": True, "clicked": True}, "r1", None),
     ({"request_id": "r1", "row": -1, "clicked": True}, "r1", None),
     ({"request_id": "r1", "row": 0.0, "clicked": True}, "r1", None),
+    ({"request_id": "r1", "row": 2**31, "clicked": True}, "r1", None),
+    ({"request_id": "r1", "row": 10**40, "clicked": True}, "r1", None),
     ({"request_id": "r1", "row": "0", "clicked": True}, "r1", None),
     ({"request_id": "r1", "row": 0}, "r1", 0),
     ({"request_id": "r1", "row": 0, "clicked": "yes"}, "r1", 0),
@@ -94,6 +96,17 @@ def test_malformed_items_are_answered_in_place(make_store):
     assert all(o.message for o in malformed)
     assert store.counts["malformed"] == len(bad) and store.window(60, now=T0 + 1)["control"].clicks == 1
     assert store.feedback([], now=T0) == []
+    for not_a_list in (None, {"request_id": "r1"}, "r1"):
+        (answer,) = store.feedback(not_a_list, now=T0)
+        assert answer.outcome == "malformed" and "list" in answer.message
+
+
+def test_a_large_batch_is_joined_in_chunks_in_order(make_store):
+    store = make_store()
+    store.record("big", "control", "deepfm", "v1", [0.5] * 1500, now=T0)
+    items = [item("big", row, row % 3 == 0) for row in range(1500)] + [item("big", 1499, True), item("big", 1500, True)]
+    assert outcomes(store, items, T0 + 1) == ["accepted"] * 1500 + ["duplicate", "unknown"]
+    assert store.window(60, now=T0 + 1)["control"].clicks == 500
 
 
 def test_the_window_slides_and_keeps_each_arms_latest_model(make_store):
