@@ -1,0 +1,46 @@
+"""Triton Inference Server 2.51.0 as a peer of the bench (scripts/bench/peers.py): the PyPI wheel's `tritonserver`
+(nvidia-pytriton 0.7.0, installed by `bash scripts/install_triton.sh` into .triton/, its own environment: the
+Python backend's stub on the system's CPython 3.11 with numpy 1.26.4 and this environment's onnxruntime in
+.triton/site), serving the one-step Python-backend model that `apg export --triton-layout python` writes: the
+bundle's own encoder and onnxruntime session in the backend's stub process (model/triton/backend.py).
+
+Two variants: dynamic batching on (max queue delay 500 µs, as exported) and off. The wheel has no onnxruntime
+backend, so the ensemble layout (encoder step, then the graph on onnxruntime) is not measured.
+
+How it is served: one model instance on the CPU, HTTP on 127.0.0.1, gRPC and metrics on other free loopback ports
+(no traffic), GPU metrics off, everything else Triton's default.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from pathlib import Path
+
+from model.triton import server as triton
+from model.triton import write_triton_repo
+from scripts.bench.http_io import Servers, free_port
+
+VARIANTS = {"triton-batching": True, "triton-no-batching": False}  # server name → dynamic batching
+
+
+def version() -> str:
+    """The installed stamp (.triton/READY): wheel, stub and the stub's numpy/onnxruntime."""
+    triton.binary()  # FileNotFoundError naming the install script when absent
+    return (triton.HOME / "READY").read_text().strip()
+
+
+def command(repo: Path, port: int) -> list[str]:
+    return triton.command(repo, port, free_port(), free_port(), "--exit-timeout-secs=5", "--log-info=false")
+
+
+def start(servers: Servers, bundle: Path, folder: Path, env: dict[str, str]) -> dict:
+    """Start both variants (Servers.start, ready at /v2/health/ready); what they run, for the report."""
+    doc = {"installed": version(), "variants": {}}
+    for name, batching in VARIANTS.items():
+        repo = folder / name
+        shutil.rmtree(repo, ignore_errors=True)
+        write_triton_repo(bundle, repo, layout="python", dynamic_batching=batching)
+        servers.start(name, partial(command, repo), triton.environment(env), ready="/v2/health/ready")
+        doc["variants"][name] = {"dynamic_batching": batching, "repository": str(repo)}
+    return doc
