@@ -183,6 +183,15 @@ def test_python_model_refuses_a_broken_row_like_the_service(bundle, start, tmp_p
     with pytest.raises(httpclient.InferenceServerException) as err:  # a required input left out altogether
         client.infer(NAME, inputs([{"item_id": "242"}]))
     assert err.value.status() == "400"
+    # in flight together, so the dynamic batcher may hand them to one execute(): only the broken one fails
+    good, bad = [{"user_id": "196", "item_id": "242"}] * 3, [{"user_id": "", "item_id": "242"}]
+    pending = [client.async_infer(NAME, inputs(bad if i == 5 else good)) for i in range(12)]
+    for i, request in enumerate(pending):
+        if i == 5:
+            with pytest.raises(httpclient.InferenceServerException, match="missing required feature 'user_id'"):
+                request.get_result()
+        else:
+            assert request.get_result().as_numpy("score").shape == (3, 1)
 
 
 def test_ensemble_runs_preprocess_then_graph_like_the_service(bundle, service, start, tmp_path):
