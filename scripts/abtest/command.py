@@ -69,6 +69,7 @@ def run_from_args(args) -> int:
     report.update(
         data=args.data, split=args.split, split_seed=args.split_seed, part=args.part, run_id=result.run_id,
         requests_sent=len(requests), failures=dict(result.failures), feedback=dict(result.feedback),
+        feedback_errors=dict(result.feedback_errors),
         command=getattr(args, "command_line", None),
     )  # fmt: skip
     out = Path(args.out)
@@ -77,7 +78,8 @@ def run_from_args(args) -> int:
     plot_over_time(result.answers, out / "abtest.png", args.bins)
     print(format_report(report))
     print(f"requests: {len(requests)} sent, {len(result.answers)} answered, failures {dict(result.failures) or 0}")
-    print(f"feedback: {dict(result.feedback)}")
+    errors = f"  (failed posts: {dict(result.feedback_errors)})" if result.feedback_errors else ""
+    print(f"feedback: {dict(result.feedback)}{errors}")
     print(f"-> {out / 'abtest.json'}, {out / 'abtest.png'}")
     clean = not result.failures and not any(n for outcome, n in result.feedback.items() if outcome != "accepted")
     return 0 if clean else 1  # a failed request or a label the service did not accept: exit 1, after the report

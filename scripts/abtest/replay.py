@@ -45,6 +45,7 @@ class Replay:
     answers: list[Answer] = field(default_factory=list)
     failures: Counter = field(default_factory=Counter)  # /score requests without a usable answer, by reason
     feedback: Counter = field(default_factory=Counter)  # the service's outcomes, plus "error" for failed posts
+    feedback_errors: Counter = field(default_factory=Counter)  # failed POST /feedback, by reason
 
 
 class BadAnswer(ValueError):
@@ -74,10 +75,10 @@ def replay(
         result.answers.append(answer)
         items = [{"request_id": answer.request_id, "row": i, "clicked": bool(y)} for i, y in enumerate(req.labels)]
         pending.append((time.monotonic() + feedback_delay, items))
-        _post_due(client, pending, feedback_batch, result.feedback, time.monotonic())
+        _post_due(client, pending, feedback_batch, result, time.monotonic())
     if pending:
         time.sleep(max(0.0, pending[-1][0] - time.monotonic()))
-    _post_due(client, pending, feedback_batch, result.feedback, float("inf"))
+    _post_due(client, pending, feedback_batch, result, float("inf"))
     return result
 
 
@@ -100,7 +101,7 @@ def read_answer(k: int, req: Request, response: httpx.Response, sent_id: str, la
     return Answer(k, req.user, req.at, arm, name, version, request_id, scores, req.labels, latency)
 
 
-def _post_due(client: httpx.Client, pending: deque, batch: int, counts: Counter, now: float) -> None:
+def _post_due(client: httpx.Client, pending: deque, batch: int, result: Replay, now: float) -> None:
     items: list[dict] = []
     while pending and pending[0][0] <= now:
         items += pending.popleft()[1]
@@ -110,9 +111,10 @@ def _post_due(client: httpx.Client, pending: deque, batch: int, counts: Counter,
             response = client.post("/feedback", content=orjson.dumps({"feedback": chunk}))
             if response.status_code != 200:
                 raise BadAnswer(f"status {response.status_code}")
-            counts.update(orjson.loads(response.content)["counts"])
-        except (httpx.HTTPError, BadAnswer, orjson.JSONDecodeError, KeyError, TypeError):
-            counts["error"] += len(chunk)
+            result.feedback.update(orjson.loads(response.content)["counts"])
+        except (httpx.HTTPError, BadAnswer, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            result.feedback["error"] += len(chunk)
+            result.feedback_errors[_reason(exc)] += 1
 
 
 def _reason(exc: Exception) -> str:

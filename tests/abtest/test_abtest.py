@@ -20,7 +20,7 @@ from live_server import uvicorn_thread
 
 from model.data import read_table, split_rows
 from scripts import cli
-from scripts.abtest.replay import Answer, BadAnswer, read_answer
+from scripts.abtest.replay import Answer, BadAnswer, read_answer, replay
 from scripts.abtest.report import METRICS, over_time, summarise
 from scripts.abtest.traffic import Request, replay_requests
 from service.feedback import FeedbackConfig, feedback_response, open_store
@@ -135,6 +135,31 @@ def test_the_answer_contract():
             read_answer(0, req, _response(bad), "c1", 0.01)
     with pytest.raises(BadAnswer, match="status 503"):
         read_answer(0, req, _response(full, status=503), "c1", 0.01)
+
+
+def test_the_replay_names_the_services_request_id_and_counts_failed_posts():
+    seen: list[tuple[str, dict, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, dict(request.headers), body))
+        if request.url.path == "/score":
+            if body["instances"][0]["user_id"] == "u2":
+                return httpx.Response(503, json={"error": {"code": "overloaded"}})
+            rid = "server-" + request.headers["x-request-id"]
+            return httpx.Response(200, json={"scores": [0.5] * len(body["instances"]), "model": {"name": "m"},
+                                             "arm": "a", "request_id": rid})  # fmt: skip
+        return httpx.Response(404, json={"error": "not found"})
+
+    requests = [Request(f"u{k}", float(k), [{"user_id": f"u{k}"}] * 2, np.array([True, False])) for k in range(4)]
+    client = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://test")
+    result = replay(client, requests, feedback_delay=0.0, feedback_batch=3, progress=False)
+    assert [a.request_id for a in result.answers] == [f"server-abtest-{result.run_id}-{k}" for k in (0, 1, 3)]
+    assert result.failures == {"status 503": 1}
+    posted = [item for path, _, body in seen if path == "/feedback" for item in body["feedback"]]
+    assert {i["request_id"] for i in posted} == {a.request_id for a in result.answers}
+    assert [i["clicked"] for i in posted] == [True, False] * 3
+    assert result.feedback == {"error": 6} and result.feedback_errors == {"status 404": 3}  # one post an answer
 
 
 def test_help_and_a_refused_target(capsys):
