@@ -231,6 +231,21 @@ def test_row_and_message_limits(server, client):
     assert len(client.infer(MODEL, inputs(V2_ROWS[:1] * MAX_ROWS), headers=AUTH).as_numpy("score")) == MAX_ROWS
 
 
+def test_a_full_worker_answers_unavailable_as_http_answers_503(server, client):
+    # the HTTP routes' admission rule (service/admission.py) holds for ModelInfer too: full → UNAVAILABLE, same message
+    admission = server[2].state.admission
+    admission.in_progress += admission.limit
+    try:
+        with pytest.raises(triton.InferenceServerException) as caught:
+            client.infer(MODEL, inputs(V2_ROWS[:1]), headers=AUTH)
+        http = httpx.post(f"{server[0]}/v2/models/{MODEL}/infer", json={"inputs": []}, headers=AUTH)
+    finally:
+        admission.in_progress -= admission.limit
+    assert caught.value.status() == "StatusCode.UNAVAILABLE" and http.status_code == 503
+    assert caught.value.message() == http.json()["error"] and "APG_MAX_QUEUE" in caught.value.message()
+    assert client.get_model_metadata(MODEL).name == MODEL  # metadata is never refused for load
+
+
 def test_metrics_by_rpc_route_and_http_status(server, client):
     route = "/inference.GRPCInferenceService/ModelInfer"
     ok, bad = (metric(server, "apg_requests_total", code=c, route=route) for c in ("200", "401"))
