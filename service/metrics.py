@@ -23,7 +23,9 @@
 model): label values are bounded by the repository and the experiment.
 
 Routes are path templates (`/v2/models/{name}/infer`); unmatched paths count as `unmatched`, so a scan of
-random URLs cannot blow up the label set. Latency buckets run from 100 µs to 10 s, seven below 10 ms.
+random URLs cannot blow up the label set. gRPC calls (service/grpc) count in the same request metrics with `route` the
+RPC's method (`/inference.GRPCInferenceService/ModelInfer`) and `code` the HTTP status of the same outcome. Latency
+buckets run from 100 µs to 10 s, seven below 10 ms.
 
 Several workers: when `PROMETHEUS_MULTIPROC_DIR` is set (service.server does it for `--workers > 1`) every
 worker writes its samples there and `/metrics` aggregates them with the multiprocess collector; gauges use
