@@ -43,9 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="cap on requests in flight (= connections); requests over it wait, and the wait counts in the latency",
     )
     p.add_argument(
-        "--format", choices=["rows", "columns", "v2"], default="rows", help="body: /score rows or columns, or v2 infer"
+        "--format",
+        choices=["rows", "columns", "ranking", "v2"],
+        default="rows",
+        help="body: /score rows, columns or ranking (one user as the context, --rows candidates), or v2 infer",
     )
-    p.add_argument("--model", help="model name for --format v2 (default: the bundle's model name)")
+    p.add_argument(
+        "--model",
+        help="model name: of the v2 route (default: the bundle's model name); given with a /score format, pins the"
+        ' body to that model ("model" key)',
+    )
     p.add_argument(
         "--protocol",
         choices=["http", "grpc"],

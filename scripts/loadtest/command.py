@@ -37,7 +37,9 @@ def run_from_args(args) -> int:
 
         url, path, bodies = grpc_engine.plan(args, sampler, bundle_model)
     else:
-        bodies = build_bodies(sampler, args.format, args.rows, args.pool)
+        context = (schema.user_column,) if schema.user_column else ()  # --format ranking: the user
+        pin = args.model if args.format != "v2" else None
+        bodies = build_bodies(sampler, args.format, args.rows, args.pool, context, pin)
     token = args.token or os.environ.get("APG_AUTH_TOKEN")
     asyncio.run(wait_ready(args.url, args.ready_timeout, token))
     base = LoadConfig(

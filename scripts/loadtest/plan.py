@@ -79,15 +79,24 @@ def endpoint(fmt: str, model: str | None) -> str:
     return "/score"
 
 
-def encode_body(rows: list[dict], fmt: str, numeric: set[str] = frozenset()) -> bytes:
-    """One request body: rows {"instances"}, columns {"inputs": {f: [...]}}, or v2 (one tensor per feature)."""
+def encode_body(
+    rows: list[dict], fmt: str, numeric: set[str] = frozenset(), context: tuple[str, ...] = (), model: str | None = None
+) -> bytes:
+    """One request body: rows {"instances"}, columns {"inputs": {f: [...]}}, ranking (the first row's `context`
+    features, e.g. the user, against every row's others as candidates: one user per request, as an experiment's
+    split wants), or v2 (one tensor per feature). `model` pins a /score body to one model."""
+    pin = {"model": model} if model else {}
     if fmt == "rows":
-        return orjson.dumps({"instances": rows})
+        return orjson.dumps({"instances": rows, **pin})
+    if fmt == "ranking":
+        shared = {k: rows[0][k] for k in context if k in rows[0]}
+        candidates = [{k: v for k, v in r.items() if k not in shared} for r in rows]
+        return orjson.dumps({"context": shared, "candidates": candidates, **pin})
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     if fmt == "columns":
-        return orjson.dumps({"inputs": columns})
+        return orjson.dumps({"inputs": columns, **pin})
     if fmt != "v2":
-        raise ValueError(f"format must be rows, columns or v2, got {fmt!r}")
+        raise ValueError(f"format must be rows, columns, ranking or v2, got {fmt!r}")
     return orjson.dumps({"inputs": [_tensor(k, col, k in numeric) for k, col in columns.items()]})
 
 
@@ -101,6 +110,8 @@ def _tensor(name: str, col: list, numeric: bool) -> dict:
     return {"name": name, "shape": [len(col)], "datatype": "BYTES", "data": col}
 
 
-def build_bodies(sampler: RowSampler, fmt: str, rows: int, pool: int) -> list[bytes]:
+def build_bodies(
+    sampler: RowSampler, fmt: str, rows: int, pool: int, context: tuple[str, ...] = (), model: str | None = None
+) -> list[bytes]:
     """`pool` distinct serialised bodies, cycled through during the run (built before it, so never timed)."""
-    return [encode_body(sampler.rows(rows), fmt, sampler.numeric) for _ in range(pool)]
+    return [encode_body(sampler.rows(rows), fmt, sampler.numeric, context, model) for _ in range(pool)]

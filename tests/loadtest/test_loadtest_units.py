@@ -84,6 +84,17 @@ def test_row_and_column_bodies(schema):
     assert columns["user_id"] == [r["user_id"] for r in rows]
 
 
+def test_ranking_bodies_carry_one_user_and_a_pin_only_when_asked(schema):
+    rows = RowSampler(schema, seed=0, unseen=0.0).rows(6)
+    body = orjson.loads(encode_body(rows, "ranking", context=("user_id",)))
+    assert body["context"] == {"user_id": rows[0]["user_id"]} and "model" not in body
+    assert body["candidates"] == [{k: v for k, v in r.items() if k != "user_id"} for r in rows]
+    pinned = orjson.loads(encode_body(rows, "rows", model="deepfm"))
+    assert pinned == {"instances": rows, "model": "deepfm"}
+    bodies = plan.build_bodies(RowSampler(schema), "ranking", rows=4, pool=3, context=("user_id",), model="m")
+    assert all(orjson.loads(b)["model"] == "m" and len(orjson.loads(b)["candidates"]) == 4 for b in bodies)
+
+
 def test_v2_bodies_have_one_tensor_per_raw_feature(schema):
     sampler = RowSampler(schema, seed=0, unseen=0.0)
     body = orjson.loads(encode_body(sampler.rows(5), "v2", sampler.numeric))
