@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 
 import pytest
 from live_server import free_port
@@ -253,3 +254,23 @@ def test_an_unreachable_redis_is_an_error_at_startup():
     pytest.importorskip("redis")
     with pytest.raises(RuntimeError, match="feedback store redis://127.0.0.1"):
         open_store(FeedbackConfig(f"redis://127.0.0.1:{free_port()}/0"))
+
+
+@pytest.mark.slow  # starts redis-server
+def test_redis_request_keys_expire_and_pruned_requests_leave_no_keys(redis_url):
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_url)
+    now = time.time()
+    config = FeedbackConfig(redis_url, key_prefix=prefix, max_age_s=600, join_window_s=60, max_rows=2)
+    with open_store(config) as store:
+        for i in range(3):
+            store.record(f"r{i}", "control", "deepfm", "v1", [0.5], now=now + i)
+        store.feedback([item("r0", 0, True)], now=now + 3)
+        expires = int(now + 600) + 1  # scored at + max_age_s, as absolute Unix time (EXPIREAT)
+        assert client.expiretime(f"{{{prefix}}}:r:r0") == client.expiretime(f"{{{prefix}}}:s:r0") == expires
+        assert store.prune(now=now + 3) == 1  # max_rows=2: r0 goes, with its keys and its label
+        keys = {k.decode() for k in client.scan_iter(f"{{{prefix}}}:*")}
+        assert keys == {f"{{{prefix}}}:{k}" for k in ("r:r1", "s:r1", "r:r2", "s:r2", "imp", "rows")}
+        assert int(client.get(f"{{{prefix}}}:rows")) == 2
