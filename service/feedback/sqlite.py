@@ -146,8 +146,10 @@ class SqliteStore(FeedbackStore):
 
     def _prune(self, now: float) -> int:
         db = self._db()
+        # read outside the write lock (a WAL snapshot): the scan is O(requests), and what is written meanwhile is
+        # newer than the cutoff, so it is never what goes
+        cutoff = db.execute(ROWS_CUTOFF, (self.config.max_rows,)).fetchone()[0]
         with _transaction(db):
-            cutoff = db.execute(ROWS_CUTOFF, (self.config.max_rows,)).fetchone()[0]
             old, cut = now - self.config.max_age_s, -float("inf") if cutoff is None else cutoff
             gone = db.execute("DELETE FROM requests WHERE scored_at < ? OR scored_at <= ?", (old, cut)).rowcount
             db.execute("DELETE FROM labels WHERE scored_at < ? OR scored_at <= ?", (old, cut))
