@@ -5,8 +5,9 @@
 Each worker is a separate process with its own onnxruntime session (created in its lifespan, after the
 fork/spawn). With several workers the Prometheus samples of all of them go to one PROMETHEUS_MULTIPROC_DIR:
 a fresh temporary directory unless the variable is already set, removed again on exit; a hot reload reaches
-every worker through it too (service/fanout.py). SIGTERM/SIGINT shut down gracefully (in-flight requests finish,
-readiness turns off, the batcher stops) and `serve` returns.
+every worker through it too (service/fanout.py), and SIGHUP to the master reloads every worker in place
+(service/workers.py). SIGTERM/SIGINT shut down gracefully (in-flight requests finish, readiness turns off, the
+batcher stops) and `serve` returns.
 """
 
 from __future__ import annotations
@@ -62,14 +63,15 @@ def serve(
     check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
     check_grpc_port(settings, workers)
     with _multiprocess_dir(workers), _stop_on_signals():
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers if workers > 1 else None,
-            **uvicorn_options(settings),
+        if workers <= 1:
+            uvicorn.run("service.app:create_app", factory=True, host=host, port=port, **uvicorn_options(settings))
+            return
+        from service.workers import Workers  # uvicorn's supervisor, with SIGHUP reloading in place
+
+        config = uvicorn.Config(
+            "service.app:create_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options(settings)
         )
+        Workers(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does for workers > 1
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
