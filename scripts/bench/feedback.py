@@ -95,15 +95,50 @@ def measure(url: str, requests: int, rows: int, rounds: int = 3, seed: int = 0) 
     }
 
 
+def storage_sizes(sqlite_url: str | None, redis_url: str | None, requests: int = 10_000, rows: int = 16) -> dict:
+    """Bytes the store takes: `requests` of `rows` rows, then feedback for every other request. SQLite: the file
+    after a checkpoint, per scored row (labels included); Redis: used_memory per request, then per labelled row."""
+    scores = np.random.default_rng(0).random((requests, rows))
+    items = [
+        {"request_id": f"size-{i}", "row": r, "clicked": r % 2 == 1} for i in range(0, requests, 2) for r in range(rows)
+    ]
+    out = {}
+    for url in filter(None, (sqlite_url, redis_url)):
+        used = _redis_used_memory(url) if url.startswith("redis") else None
+        with open_store(FeedbackConfig(url, queue_requests=requests + 1, prune_interval_s=3600)) as store:
+            for i in range(requests):
+                store.record(f"size-{i}", ("control", "treatment")[i % 2], "deepfm-apg-self", "1", scores[i])
+            store.flush(600)
+            scored = _redis_used_memory(url) if used is not None else None
+            for k in range(0, len(items), 1000):
+                store.feedback(items[k : k + 1000])
+            if used is None:
+                store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                out["sqlite_bytes_per_row"] = round(store.path.stat().st_size / (requests * rows), 1)
+            else:
+                labelled = _redis_used_memory(url)
+                out["redis_bytes_per_request"] = round((scored - used) / requests, 1)  # its `rows` scores included
+                out["redis_bytes_per_labelled_row"] = round((labelled - scored) / len(items), 1)
+    return out
+
+
+def _redis_used_memory(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        return int(client.info("memory")["used_memory"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", nargs="+", choices=("sqlite", "redis"), default=["sqlite", "redis"])
     p.add_argument("--requests", type=int, default=20_000, help="record() calls per measurement")
     p.add_argument("--rows", type=int, nargs="+", default=[1, 16, 256], help="rows per request")
     p.add_argument("--rounds", type=int, default=3, help="the best of this many rounds is reported")
+    p.add_argument("--sizes", action="store_true", help="also measure the bytes a scored and a labelled row take")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
-    results = []
+    results, sizes = [], {}
     with tempfile.TemporaryDirectory(prefix="apg-feedback-bench-") as tmp, contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(tmp)) if "redis" in args.backend else None
         for backend in args.backend:
@@ -111,14 +146,19 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"sqlite://{tmp}/feedback-{rows}.db" if backend == "sqlite" else redis_url
                 results.append(measure(url, args.requests, rows, args.rounds))
                 print(json.dumps(results[-1]))
+        if args.sizes:
+            sqlite_url = f"sqlite://{tmp}/sizes.db" if "sqlite" in args.backend else None
+            sizes = storage_sizes(sqlite_url, redis_url)
     print(f"\n{'backend':8s} {'rows':>5s} {'record µs/call':>15s} {'µs/row':>8s} {'write µs/row':>13s} {'rows/s':>10s}")
     for r in results:
         print(
             f"{r['backend']:8s} {r['rows_per_request']:5d} {r['record_us_per_call']:15.2f}"
             f" {r['record_us_per_row']:8.3f} {r['write_us_per_row']:13.3f} {r['writer_rows_per_s']:10d}"
         )
+    if sizes:
+        print("storage (16-row requests, every other one labelled):", json.dumps(sizes))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"record": results, "sizes": sizes}, indent=1))
     return 0
 
 
