@@ -4,8 +4,10 @@ Python backend's stub on the system's CPython 3.11 with numpy 1.26.4 and this en
 .triton/site), serving the one-step Python-backend model that `apg export --triton-layout python` writes: the
 bundle's own encoder and onnxruntime session in the backend's stub process (model/triton/backend.py).
 
-Two variants: dynamic batching on (max queue delay 500 µs, as exported) and off. The wheel has no onnxruntime
-backend, so the ensemble layout (encoder step, then the graph on onnxruntime) is not measured.
+Three variants: the one-step model with dynamic batching on (max queue delay 500 µs, as exported) and off, and the
+ensemble (NAME-preprocess, the encoder, then NAME-onnx) with its graph step on the Python backend too (graph_backend
+"python"): the wheel has no onnxruntime backend, so the ensemble as exported (graph on onnxruntime) is not
+measured; this one shows what the extra step and the tensors between the two stub processes cost.
 
 How it is served: one model instance on the CPU, HTTP on 127.0.0.1, gRPC and metrics on other free loopback ports
 (no traffic), GPU metrics off, everything else Triton's default.
@@ -21,7 +23,13 @@ from model.triton import server as triton
 from model.triton import write_triton_repo
 from scripts.bench.http_io import Servers, free_port
 
-VARIANTS = {"triton-batching": True, "triton-no-batching": False}  # server name → dynamic batching
+# server name → write_triton_repo's options
+VARIANTS = {
+    "triton-batching": {"layout": "python", "dynamic_batching": True},
+    "triton-no-batching": {"layout": "python", "dynamic_batching": False},
+    "triton-ensemble": {"layout": "ensemble", "graph_backend": "python", "dynamic_batching": True},
+}
+ONE_STEP = ("triton-batching", "triton-no-batching")  # the Python-backend Triton of issue 15's targets
 
 
 def version() -> str:
@@ -37,10 +45,10 @@ def command(repo: Path, port: int) -> list[str]:
 def start(servers: Servers, bundle: Path, folder: Path, env: dict[str, str]) -> dict:
     """Start both variants (Servers.start, ready at /v2/health/ready); what they run, for the report."""
     doc = {"installed": version(), "variants": {}}
-    for name, batching in VARIANTS.items():
+    for name, options in VARIANTS.items():
         repo = folder / name
         shutil.rmtree(repo, ignore_errors=True)
-        write_triton_repo(bundle, repo, layout="python", dynamic_batching=batching)
+        write_triton_repo(bundle, repo, **options)
         servers.start(name, partial(command, repo), triton.environment(env), ready="/v2/health/ready")
-        doc["variants"][name] = {"dynamic_batching": batching, "repository": str(repo)}
+        doc["variants"][name] = {**options, "repository": str(repo)}
     return doc

@@ -65,7 +65,8 @@ def test_triton_peers_score_the_bench_requests_like_the_service(tmp_path):
     assert set(diffs) == {"service", *triton_peer.VARIANTS} and max(diffs["triton-batching"].values()) <= 1e-6
     assert cell["calls"] >= 5 and cell["rows_per_s"] > 0
     assert doc["installed"].startswith("nvidia-pytriton==0.7.0")
-    assert [v["dynamic_batching"] for v in doc["variants"].values()] == [True, False]
+    assert [v["dynamic_batching"] for v in doc["variants"].values()] == [True, False, True]
+    assert max(diffs["triton-ensemble"].values()) <= 1e-6
     configs = {n: (tmp_path / "triton" / n / name / "config.pbtxt").read_text() for n in triton_peer.VARIANTS}
     assert "dynamic_batching" in configs["triton-batching"] and "dynamic_batching" not in configs["triton-no-batching"]
 
