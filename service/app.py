@@ -32,9 +32,11 @@ from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.experiment import Experiment
 from service.fanout import ANNOUNCEMENT, ReloadFanout
+from service.feedback import FeedbackConfig, open_store
+from service.feedback.prometheus import FeedbackMetrics, WindowCollector
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
-from service.routes import health, score, v2
+from service.routes import feedback, health, score, v2
 from service.routes.common import document_security
 from service.runtime import Runtime
 from service.scorer import Scorer
@@ -81,12 +83,24 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.state.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
     shadow = Shadow(runtime, metrics, settings.shadow, settings.shadow_queue) if settings.shadow else None
     app.state.shadow = shadow
-    app.state.feedback = None  # the click store (service/feedback.py), opened in the lifespan
+    app.state.feedback = None  # the click store (service/feedback/), opened in the lifespan
+    url = settings.feedback_url()
+    app.state.feedback_config = None
+    if url is not None:
+        app.state.feedback_config = FeedbackConfig(
+            url,
+            max_age_s=settings.feedback_max_age_s,
+            join_window_s=min(settings.feedback_join_window_s, settings.feedback_max_age_s),
+            max_rows=settings.feedback_max_rows,
+        )
+        app.state.feedback_metrics = FeedbackMetrics(metrics.registry)
     app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
-    app.router.routes[:0] = [*score.router.routes, *v2.scoring.routes, *v2.router.routes, *health.router.routes]
+    app.router.routes[:0] = [
+        *score.router.routes, *v2.scoring.routes, *v2.router.routes, *feedback.router.routes, *health.router.routes
+    ]  # fmt: skip
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=metrics, admission=app.state.admission)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -101,6 +115,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.experiment.check(set(runtime.models) | set(runtime.failed))  # a failed arm answers 404, not a crash
     if app.state.shadow is not None:
         app.state.shadow.start()
+    if (
+        app.state.feedback_config is not None
+    ):  # ValueError/RuntimeError (a bad URL, no Redis): the server does not start
+        store = await asyncio.to_thread(open_store, app.state.feedback_config, app.state.feedback_metrics)
+        app.state.metrics.add_shared(WindowCollector(store, app.state.settings.online_window_s))
+        app.state.feedback = store
     if app.state.batcher is not None:
         app.state.batcher.start()
     hangup = _on_sighup(runtime)
@@ -121,6 +141,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.batcher.stop()
         if app.state.shadow is not None:
             await app.state.shadow.stop()
+        if app.state.feedback is not None:  # after the last answer: its rows are written before the store closes
+            await asyncio.to_thread(app.state.feedback.close)
         await runtime.drain()
         if multiprocess_dir():  # drop this worker's live gauges from the aggregate
             from prometheus_client import multiprocess

@@ -135,6 +135,7 @@ class Metrics:
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._model_labels: dict[str, tuple[str, ...]] = {}
         self._score_children: dict[tuple[str, str], tuple] = {}
+        self._shared: list = []
 
     def stage(self, stage: str, seconds: float) -> None:
         self._stages[stage].observe(seconds)
@@ -175,6 +176,13 @@ class Metrics:
             if n:
                 self.oov.labels(name).inc(n)
 
+    def add_shared(self, collector) -> None:
+        """A collector of state every worker shares (the feedback store's window): in multiprocess mode it joins the
+        aggregate once, instead of being summed over workers."""
+        self._shared.append(collector)
+        if not multiprocess_dir():
+            self.registry.register(collector)
+
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) for GET /metrics; aggregates all workers in multiprocess mode."""
         path = multiprocess_dir()
@@ -182,6 +190,8 @@ class Metrics:
             forget_dead_workers(path)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            for collector in self._shared:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -10,6 +10,10 @@
 | `APG_SHADOW_QUEUE` | `256` | shadow requests waiting at most; more are dropped and counted |
 | `APG_FEEDBACK` | `auto` | click store: `sqlite:///path`, `redis://host:port/db`, `off`; `auto`: SQLite if split |
 | `APG_DATA_DIR` | `var` | the service's own files (the SQLite feedback store) |
+| `APG_FEEDBACK_MAX_AGE_S` | `86400` | scored rows are kept this long for feedback to join (then: unknown) |
+| `APG_FEEDBACK_JOIN_WINDOW_S` | `3600` | feedback later than this after its score is answered `late` and not counted |
+| `APG_FEEDBACK_MAX_ROWS` | `1000000` | scored rows kept at most (the oldest requests go first) |
+| `APG_ONLINE_WINDOW_S` | `3600` | the sliding window of the apg_online_* gauges (per arm AUC, CTR, calibration) |
 | `APG_PROVIDERS` | `auto` | `cpu`, `cuda`, or `auto` (CUDA when onnxruntime offers it, else CPU) |
 | `APG_CUDA_TF32` | `false` | let CUDA use TF32 matrix products (faster on large batches, scores move by ~1e-4) |
 | `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     shadow_queue: int = Field(256, ge=1)
     feedback: str = "auto"
     data_dir: Path = Path("var")
+    feedback_max_age_s: float = Field(86_400.0, gt=0)
+    feedback_join_window_s: float = Field(3_600.0, gt=0)
+    feedback_max_rows: int = Field(1_000_000, ge=1)
+    online_window_s: float = Field(3_600.0, gt=0)
     providers: Literal["cpu", "cuda", "auto"] = "auto"
     cuda_tf32: bool = False
     intra_op_threads: int = Field(1, ge=0)
@@ -137,5 +145,5 @@ class Settings(BaseSettings):
         if self.feedback == "off" or (self.feedback == "auto" and self.experiment is None):
             return None
         if self.feedback == "auto":
-            return f"sqlite:///{(self.data_dir / 'feedback.db').absolute()}"
+            return f"sqlite://{(self.data_dir / 'feedback.db').absolute()}"  # sqlite:// + /abs/path
         return self.feedback

@@ -17,6 +17,14 @@ PANEL_TYPES = {"timeseries", "stat", "gauge", "heatmap", "table", "bargauge", "t
 # Families' sample suffixes in the text format (counters gain _total/_created, histograms _bucket/_sum/_count/_created)
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
 FROM_PROMETHEUS = {"up"}  # series Prometheus itself adds per target
+# exported only by a service with a feedback store (an experiment, or APG_FEEDBACK): service/feedback/prometheus.py
+WITH_FEEDBACK_STORE = {
+    *(f"apg_online_{suffix}" for suffix in ("ctr", "predicted_ctr", "auc", "calibration_ratio", "logloss")),
+    "apg_online_labelled",
+    "apg_online_impressions",
+    *(f"apg_feedback_{name}_total" for name in ("recorded_rows", "dropped_rows", "write_errors")),
+    "apg_feedback_total",
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,5 +103,30 @@ def test_dashboard_metrics_exist_in_a_live_scrape(dashboard, apg_server):
     for family in text_string_to_metric_families(body.decode()):
         exposed |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
         exposed |= {sample.name for sample in family.samples}
-    missing = used_metrics(dashboard) - exposed - FROM_PROMETHEUS
+    missing = used_metrics(dashboard) - exposed - FROM_PROMETHEUS - WITH_FEEDBACK_STORE
     assert not missing, f"the dashboard queries metrics that /metrics does not expose: {sorted(missing)}"
+
+
+def test_dashboard_online_metrics_are_the_feedback_stores(dashboard, tmp_path):
+    """The apg_online_* names the dashboard queries are gauges a feedback store's collector really exports, and the
+    feedback counters it queries exist."""
+    from service.feedback import FeedbackConfig, open_store
+    from service.feedback.prometheus import FeedbackMetrics, WindowCollector
+
+    registry = CollectorRegistry()
+    store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/feedback.db"), FeedbackMetrics(registry))
+    try:
+        store.record("r1", "control", "base", "v1", [0.2, 0.7])
+        store.feedback(
+            [{"request_id": "r1", "row": 0, "clicked": False}, {"request_id": "r1", "row": 1, "clicked": True}]
+        )
+        collector = WindowCollector(store, 3600)
+        collector.refresh()
+        registry.register(collector)
+        exposed = set()
+        for family in registry.collect():
+            exposed |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
+    finally:
+        store.close()
+    feedback_names = {n for n in used_metrics(dashboard) if n.startswith(("apg_online_", "apg_feedback_"))}
+    assert WITH_FEEDBACK_STORE <= feedback_names and feedback_names <= exposed, feedback_names - exposed

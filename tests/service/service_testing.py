@@ -30,6 +30,7 @@ def make_settings(bundle_path: Path, **overrides) -> Settings:
     values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
     values["admin_token"] = "admin-test"
     values["bundle_root"] = Path(tempfile.gettempdir())  # tests reload bundles from their own tmp_path
+    values["data_dir"] = Path(tempfile.mkdtemp(prefix="apg-var-"))  # an experiment's SQLite feedback store
     values["inline_max_rows"] = 0  # the thread-pool path, so that a slowed Model.run cannot block the loop
     return Settings(**(values | overrides))
 
