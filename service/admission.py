@@ -21,13 +21,14 @@ every request uvicorn has already accepted (and whose body is in) is counted bef
 body that has arrived does not yield, an inline inference call never yields, and without the yield a backlog
 would wait, unseen and unbounded, in the loop's ready queue.
 
-Refusing is cheap, so that overload does not eat the capacity it would take to score (goodput at 3x the knee stays
->= 80 % of the knee: tests/service/test_service_overload.py): a scoring request that arrives while the worker is
-full is answered by `refuse` from the outermost middleware (service/middleware.py), before routing, the route,
-JSON and the exception handlers, with a body rendered once. It still reads its body (and drops it, unparsed): a
-client that sends its whole body before it reads, or one that asked to close the connection, would otherwise
-see a reset instead of the 503. That read is bounded like any (APG_MAX_BODY_BYTES, APG_BODY_TIMEOUT_S); cut short,
-the 503 closes the connection. A request refused this way holds no place either: a stalled upload stays harmless.
+Refusing is kept cheap, so that overload eats as little as it can of the capacity it would take to score: a scoring
+request that arrives while the worker is full is answered by `refuse` from the outermost middleware
+(service/middleware.py), before routing, the route, JSON and the exception handlers, with a body rendered once (half
+the app's CPU of the route's refusal; what uvicorn spends on each request remains: docs/OPTIMISATIONS.md section 11).
+It still reads its body (and drops it, unparsed): a client that sends its whole body before it reads, or one that
+asked to close the connection, would otherwise see a reset instead of the 503. That read is bounded like any
+(APG_MAX_BODY_BYTES, APG_BODY_TIMEOUT_S); cut short, the 503 closes the connection. A request refused this way holds
+no place either: a stalled upload stays harmless.
 
 Nothing else refuses a request for load, and what the rule implies is not checked a second time:
 - at most APG_MAX_CONCURRENCY onnxruntime calls run at once (Runtime's slots make a call wait, never refuse it),

@@ -4,7 +4,7 @@ A plain ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and co
 It also turns any exception that escaped the routes into a 500 JSON error, so that response carries the
 request id too; a 500 is a bug in our code, never the answer to bad input. And while the worker is full, it answers
 a scoring request (a LeanRoute's) with service/admission.py's 503 itself, before routing and the route: counted and
-logged like any request, for a fraction of what the route's refusal costs (docs/OPTIMISATIONS.md, section 10).
+logged like any request, for a fraction of what the route's refusal costs (docs/OPTIMISATIONS.md, section 11).
 """
 
 from __future__ import annotations

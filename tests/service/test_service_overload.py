@@ -1,6 +1,6 @@
 """Overload (issue 13 item 5): a request refused for load must cost a fraction of one scored, so that refusing does not
 eat the capacity it would take to score. While the worker is full, a scoring request is answered by the middleware
-with the route's own 503, its body read and dropped, and none of the route's work done (docs/OPTIMISATIONS.md §10)."""
+with the route's own 503, its body read and dropped, and none of the route's work done (docs/OPTIMISATIONS.md §11)."""
 
 from __future__ import annotations
 
