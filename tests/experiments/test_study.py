@@ -25,5 +25,6 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
     assert main(["report", *args]) == 0
     text = (tmp_path / "study-ml-100k.md").read_text()
     lines = [line for line in text.splitlines() if line.startswith("| dnn |")]
-    assert len(lines) == 6 and all(line.count("|") == 11 for line in lines[:3])
+    assert len(lines) == 6 and all(line.count("|") == 12 for line in lines[:3])
     assert "(p " in lines[1] and "- group:" in text and "seeds dnn [1, 2]" in text
+    assert lines[2].rstrip(" |").endswith("n 2)") and "- group vs static:" in text  # group minus static, paired
