@@ -83,7 +83,8 @@ class RequestMiddleware:
 
 def _scoring_route(scope: Scope) -> bool:
     """Whether the request is for a scoring route (a LeanRoute: every one is admitted, routes/common.py), matched as
-    the router would; the match goes into the scope, so that metrics and the access log name its route."""
+    the router would; the match goes into the scope, so that metrics and the access log name its route. (POST
+    /feedback is admitted too, but is no LeanRoute: while the worker is full, the gate refuses it after its body.)"""
     for route in scope["app"].router.routes:
         if isinstance(route, LeanRoute):
             match, child = route.matches(scope)
