@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,9 +103,16 @@ def evaluate_split(model: CTRModel, data: Dataset, split: str, ids_only: bool = 
     return evaluate(y, predict(model, x), data.users[data.splits[split]])
 
 
-def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True) -> dict:
+def fit(
+    model: CTRModel,
+    data: Dataset,
+    cfg: TrainConfig,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict:
     """Adam on mini-batches, the learning rate reduced on a validation plateau, early stopping on validation AUC;
-    restores the best epoch's weights."""
+    restores the best epoch's weights. ``on_epoch`` gets each epoch's history entry (``valid_auc`` ...) as it ends;
+    an exception it raises stops training (the tuner's pruner does that)."""
     model.to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -135,6 +143,8 @@ def fit(model: CTRModel, data: Dataset, cfg: TrainConfig, progress: bool = True)
         )
         if progress:
             print(f"epoch {epoch}: train logloss {total / n:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if valid["auc"] > best:
             best, bad = valid["auc"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
