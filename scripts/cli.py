@@ -223,6 +223,9 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
     add_command(sub, "study", "the paired APG study (issue 11): ML-1M, paired seeds, adaptation, calibration",
                 "scripts.experiments.study:add_arguments", "scripts.experiments.study:run_from_args",
                 "train")  # fmt: skip
+    add_command(sub, "tune", "equal-budget Optuna search per arm (issue 11): validation AUC, best configs for study",
+                "scripts.experiments.tune:add_arguments", "scripts.experiments.tune:run_from_args",
+                "train")  # fmt: skip
     add_command(sub, "report", "render docs/RESULTS.md and its plots from the recorded runs",
                 "scripts.experiments.results_report:add_arguments",
                 "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip

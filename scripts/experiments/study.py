@@ -8,6 +8,8 @@ only, so "arm minus base on seed s" is a paired difference. Resumable: each fini
 docs/results/study/<data>.jsonl keyed by (model, arm, seed, budget); a run already there is skipped, so a
 stopped session loses at most the run in progress. Seed 0 is kept for choices made on validation; the report reads
 the seeds it is given. Run directories (checkpoint, metrics, test split) go under runs/study/<data>/.
+With ``--tuned FILE`` (written by ``apg experiment tune``) each arm trains with its tuned configuration, which is part
+of the run's key: tuned and untuned runs never mix.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Plan:
     arms: tuple[str, ...] = ("base", "static", "self", "group")
     seeds: tuple[int, ...] = (1, 2, 3)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2, batch_size=1024))
+    tuned: dict | None = None  # model -> arm -> {"model": ModelConfig dict, "train": {lr, batch_size}}, or untuned
 
     def budget(self) -> dict:
         """What identifies the training budget of a run (not its seed, device or threads)."""
@@ -64,8 +67,54 @@ def store_path(results: Path, data: str) -> Path:
     return results / "study" / f"{data}.jsonl"
 
 
+def stored(plan: Plan, results: Path) -> list[dict]:
+    """The plan's stored runs: its budget, and its tuned configurations (or none: then untuned runs only)."""
+
+    def wanted(r: dict) -> bool:
+        if plan.tuned is None:
+            return r.get("tuned") is None
+        return r.get("tuned") is not None and r["tuned"] == plan.tuned.get(r["model"], {}).get(r["arm"])
+
+    records = read_store(store_path(results, plan.data)).values()
+    return [r for r in records if r["budget"] == plan.budget() and wanted(r)]
+
+
 def run_key(plan: Plan, model: str, arm: str, seed: int) -> str:
-    return json.dumps({"model": model, "arm": arm, "seed": seed, "budget": plan.budget()}, sort_keys=True)
+    key = {"model": model, "arm": arm, "seed": seed, "budget": plan.budget()}
+    if plan.tuned is not None:
+        key["tuned"] = tuned_of(plan, model, arm)
+    return json.dumps(key, sort_keys=True)
+
+
+def tuned_of(plan: Plan, model: str, arm: str) -> dict | None:
+    return None if plan.tuned is None else plan.tuned[model][arm]
+
+
+def load_tuned(path: Path, data: str) -> dict:
+    """The tuned configurations of `apg experiment tune`'s best-config file: model -> arm -> {"model", "train"}."""
+    saved = json.loads(Path(path).read_text())
+    if saved["data"] != data:
+        raise ValueError(f"{path} was tuned on {saved['data']}, not {data}")
+    return {m: {a: {"model": e["model"], "train": e["train"]} for a, e in arms.items()}
+            for m, arms in saved["configs"].items()}  # fmt: skip
+
+
+def check_tuned(plan: Plan, path: Path) -> None:
+    missing = [f"{m}/{a}" for m in plan.models for a in plan.arms if a not in plan.tuned.get(m, {})]
+    if missing:
+        raise ValueError(f"{path} has no tuned configuration for {', '.join(missing)} (apg experiment tune run)")
+
+
+def arm_configs(plan: Plan, model: str, arm: str, seed: int) -> tuple[ModelConfig, TrainConfig]:
+    """What one run trains: the arm as defined above, or its tuned configuration (the plan's epochs and patience)."""
+    cfg = replace(plan.train, data=plan.data, seed=seed)
+    tuned = tuned_of(plan, model, arm)
+    if tuned is None:
+        return ModelConfig(model, apg=ARMS[arm]), cfg
+    model_cfg = ModelConfig.from_dict(tuned["model"])
+    if model_cfg.model != model or model_cfg.apg.condition != ARMS[arm].condition:
+        raise ValueError(f"the tuned configuration of {model}/{arm} is a {model_cfg.model}/{model_cfg.apg.condition}")
+    return model_cfg, replace(cfg, **tuned["train"])
 
 
 def read_store(path: Path) -> dict[str, dict]:
@@ -78,10 +127,10 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
     """Train one run through `apg train`'s code path and return its record."""
     from model.train import load_run, load_test_split, predict, train_run
 
-    cfg = replace(plan.train, data=plan.data, seed=seed)
-    out = runs / plan.data / f"{model}-{arm}-s{seed}"
+    model_cfg, cfg = arm_configs(plan, model, arm, seed)
+    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}-s{seed}"
     start = time.perf_counter()
-    m = train_run(ModelConfig(model, apg=ARMS[arm]), cfg, out, progress=False)
+    m = train_run(model_cfg, cfg, out, progress=False)
     net, schema, _ = load_run(out)
     x, y = load_test_split(out, schema)
     return {
@@ -100,6 +149,7 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
         "adaptation": m.get("adaptation"),
         "by_activity": by_bucket(x, y, predict(net, x), schema, "user_activity"),
         "budget": plan.budget(),
+        "tuned": tuned_of(plan, model, arm),
     }
 
 
@@ -237,7 +287,7 @@ def _bucket_order(label: str) -> tuple[int, str]:
 def section(results: Path, plan: Plan | None = None) -> list[str]:
     """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet)."""
     plan = plan or Plan()
-    records = [r for r in read_store(store_path(results, plan.data)).values() if r["budget"] == plan.budget()]
+    records = stored(plan, results)
     if not records:
         return []
     command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
@@ -264,6 +314,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the run store and the report go")
     p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
+    p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
 
 
 def run_from_args(a: argparse.Namespace) -> int:
@@ -273,13 +324,17 @@ def run_from_args(a: argparse.Namespace) -> int:
         raise ValueError(f"--arms must include base and name known arms ({', '.join(ARMS)}); unknown: {unknown}")
     train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
                         threads=a.threads, device=a.device)  # fmt: skip
-    plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train)
+    tuned = load_tuned(a.tuned, a.data) if a.tuned else None
+    plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train, tuned)
+    if tuned is not None:
+        check_tuned(plan, a.tuned)
     if a.what == "run":
         run(plan, a.results, a.runs)
         return 0
-    records = [r for r in read_store(store_path(a.results, plan.data)).values() if r["budget"] == plan.budget()]
-    out = a.results / f"study-{plan.data}.md"
-    out.write_text(report(records, plan))
+    records = stored(plan, a.results)
+    out = a.results / f"study-{plan.data}{'-tuned' if tuned else ''}.md"
+    note = f"Each arm with its tuned configuration from `{a.tuned}` (lr and batch size too).\n\n" if tuned else ""
+    out.write_text(note + report(records, plan))
     print(out.read_text())
     return 0
 

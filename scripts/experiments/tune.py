@@ -1,0 +1,357 @@
+"""Equal tuning budget per arm (issue 11, item 4): one Optuna search per (dataset, model, arm), every arm with the same
+number of trials and the same sampler seed, scored on validation AUC only.
+
+    apg experiment tune run --data ml-1m --models dnn,deepfm --arms base,static,self,group --trials 20
+    apg experiment tune report --data ml-1m              # docs/results/tune-ml-1m.md
+    apg experiment study run --data ml-1m --tuned docs/results/tune/ml-1m.json --seeds 1,2,3,4,5
+
+Every trial trains with initialisation seed 0 (the seed kept for choices; the study reports seeds 1+) on the study's
+fixed split and scores the validation split after each epoch; from epoch `--prune-from` on, Optuna's median pruner
+stops a trial whose validation AUC trails the median of the arm's earlier trials at that epoch. The test split is
+never scored. Each search's first trial is the arm untuned (the study's defaults), so a tuned arm is never worse on
+validation than the untuned one.
+
+Every arm tunes the learning rate, the batch size (one choice unless `--batch-sizes` lists more), the embedding
+width, dropout and the tower widths; APG arms also the rank K, the over-parameterisation P (a multiple of K), G's
+hidden width (0: linear G), a generated bias and the std of G's output layer at init (the identity offset,
+S = I + G(z), is always on in model/apg.py). model/apg.py has one K for all layers, so K is tuned once per model.
+
+Resumable: the searches live in one SQLite file (runs/tune/<data>.sqlite3, `--storage`); a killed search continues
+where it stopped, the trial it was in tried again with the same values (TPE's random state restarts, so the values
+after that can differ from those of an uninterrupted search). When an arm has its trials, its best configuration goes
+into docs/results/tune/<data>.json, the file `apg experiment study run --tuned` trains the final runs with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from model.train import TrainConfig
+from model.zoo import ModelConfig
+from scripts.experiments.study import ARMS, RESULTS
+
+STORAGE = Path("runs/tune")
+SEED = 0  # every trial's initialisation seed: kept for choices, never reported by the study
+SHARED = ("lr", "batch_size", "embed_dim", "dropout", "hidden")  # every arm
+APG_KNOBS = ("rank", "overparam", "cond_hidden", "generate_bias", "gen_init_std")  # APG arms only
+
+
+@dataclass(frozen=True)
+class Space:
+    """Each knob's choices (lr: log-uniform between two bounds). A search is identified by its space."""
+
+    lr: tuple[float, float] = (1e-4, 1e-2)
+    batch_size: tuple[int, ...] = (1024,)
+    embed_dim: tuple[int, ...] = (8, 16, 32)
+    dropout: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    hidden: tuple[str, ...] = ("128,64", "256,128", "400,400", "256,128,64")  # tower widths
+    rank: tuple[int, ...] = (4, 8, 16, 32)  # K
+    overparam: tuple[int, ...] = (0, 2, 4)  # P = this × K (0: off)
+    cond_hidden: tuple[int, ...] = (0, 32, 64)  # 0: linear G
+    generate_bias: tuple[bool, ...] = (False, True)
+    gen_init_std: tuple[float, ...] = (0.0, 0.01)
+
+    def suggest(self, trial, apg: bool) -> dict:
+        """One trial's values (an optuna Trial): the shared knobs, and the APG ones for an APG arm."""
+        params = {"lr": trial.suggest_float("lr", *self.lr, log=True)}
+        for name in (*SHARED[1:], *(APG_KNOBS if apg else ())):
+            params[name] = trial.suggest_categorical(name, getattr(self, name))
+        return params
+
+    def untuned(self, arm: str, lr: float) -> dict:
+        """The values of the arm as the untuned study trains it (ModelConfig's and the arm's defaults)."""
+        m, a = ModelConfig(), ARMS[arm]
+        params = {"lr": lr, "batch_size": self.batch_size[0], "embed_dim": m.embed_dim, "dropout": m.dropout,
+                  "hidden": ",".join(map(str, m.hidden))}  # fmt: skip
+        if a.enabled:
+            params |= {"rank": a.rank, "overparam": a.overparam // a.rank, "cond_hidden": a.cond_hidden,
+                       "generate_bias": a.generate_bias, "gen_init_std": a.gen_init_std}  # fmt: skip
+        return params
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    data: str = "ml-1m"
+    models: tuple[str, ...] = ("dnn", "deepfm")
+    arms: tuple[str, ...] = ("base", "static", "self", "group")
+    trials: int = 20  # per arm
+    sampler_seed: int = 0
+    prune_from: int = 2  # the first epoch the median pruner may stop a trial at (0: no pruning)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2, batch_size=1024))
+    space: Space = field(default_factory=Space)
+
+    def budget(self) -> dict:
+        """What identifies a search: not its trial count (which may grow), device or threads."""
+        train = asdict(replace(self.train, data=self.data))
+        for k in ("seed", "device", "threads", "lr", "batch_size"):  # the seed is SEED; lr and batch are searched
+            train.pop(k)
+        return {"train": train, "space": asdict(self.space), "sampler_seed": self.sampler_seed,
+                "prune_from": self.prune_from}  # fmt: skip
+
+    def study_name(self, model: str, arm: str) -> str:
+        digest = hashlib.sha256(json.dumps(self.budget(), sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.data}/{model}/{arm}/{digest}"
+
+
+def configs(plan: TunePlan, params: dict, model: str, arm: str) -> tuple[ModelConfig, TrainConfig]:
+    """What a trial's values train: the arm's APGConfig with the APG knobs set, and the plan's TrainConfig."""
+    apg = ARMS[arm]
+    if apg.enabled:
+        k = params["rank"]
+        apg = replace(apg, rank=k, overparam=params["overparam"] * k, cond_hidden=params["cond_hidden"],
+                      generate_bias=params["generate_bias"], gen_init_std=params["gen_init_std"])  # fmt: skip
+    hidden = tuple(int(w) for w in params["hidden"].split(","))
+    model_cfg = ModelConfig(model, embed_dim=params["embed_dim"], hidden=hidden, dropout=params["dropout"], apg=apg)
+    cfg = replace(plan.train, data=plan.data, seed=SEED, lr=params["lr"], batch_size=params["batch_size"])
+    return model_cfg, cfg
+
+
+# ---------------------------------------------------------------- the objective
+@functools.cache
+def dataset(data: str, schema: str | None, split: str, split_seed: int, limit: int | None):
+    """The encoded dataset, loaded once per process (every trial of a search shares its split)."""
+    from model.data import load_dataset
+
+    return load_dataset(data, schema, split, split_seed, limit, cache=True)
+
+
+def train_trial(model_cfg: ModelConfig, cfg: TrainConfig, report: Callable[[int, float], None]) -> float:
+    """The best epoch's validation AUC of one training run; `report(epoch, valid_auc)` after each epoch (it may
+    raise to stop the run). Reads the training and validation splits only."""
+    from model.train import fit, seed_everything
+    from model.zoo import build_model
+
+    data = dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit)
+    seed_everything(cfg.seed, cfg.threads)
+    net = build_model(data.schema, model_cfg)
+    history = fit(net, data, cfg, progress=False, on_epoch=lambda h: report(h["epoch"], h["valid_auc"]))["history"]
+    return max(h["valid_auc"] for h in history)
+
+
+def objective(plan: TunePlan, model: str, arm: str) -> Callable:
+    import optuna
+
+    def run_trial(trial: optuna.Trial) -> float:
+        model_cfg, cfg = configs(plan, plan.space.suggest(trial, ARMS[arm].enabled), model, arm)
+
+        def report(epoch: int, auc: float) -> None:
+            trial.report(auc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation AUC {auc:.4f} at epoch {epoch} is below the median")
+
+        return train_trial(model_cfg, cfg, report)
+
+    return run_trial
+
+
+# ---------------------------------------------------------------- the searches
+def open_study(plan: TunePlan, storage, model: str, arm: str):
+    """The arm's search, created or loaded; the trial a killed (running) or interrupted (failed) search was in is
+    queued again with its values, once per failure."""
+    import optuna
+    from optuna.trial import TrialState
+
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=plan.prune_from) if plan.prune_from else None
+    study = optuna.create_study(
+        storage=storage,
+        study_name=plan.study_name(model, arm),
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=plan.sampler_seed),
+        pruner=pruner or optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        study.enqueue_trial(plan.space.untuned(arm, plan.train.lr))
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state in (TrialState.RUNNING, TrialState.FAIL) and t.number not in retried:
+            if t.state == TrialState.RUNNING:  # one search at a time: a running trial is a killed process's
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    return study
+
+
+def finished(study, n: int | None = None) -> list:
+    """The first n trials that ran to the end or were pruned: the budget (failed ones are tried again)."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return sorted(done, key=lambda t: t.number)[:n]
+
+
+def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
+    """The best of the first `plan.trials` trials: its configuration (what the study trains) and how it was found."""
+    from optuna.trial import TrialState
+
+    done = finished(study, plan.trials)
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value)  # the first of equals
+    untuned = plan.space.untuned(arm, plan.train.lr)
+    model_cfg, cfg = configs(plan, best.params, model, arm)
+    return {
+        "model": model_cfg.to_dict(),
+        "train": {"lr": cfg.lr, "batch_size": cfg.batch_size},
+        "valid_auc": best.value,
+        "untuned_valid_auc": next((t.value for t in complete if t.params == untuned), None),
+        "trial": best.number,
+        "trials": len(done),
+        "pruned": len(done) - len(complete),
+        "params": best.params,
+        "study": study.study_name,
+        "budget": plan.budget(),
+    }
+
+
+def best_path(results: Path, data: str) -> Path:
+    return results / "tune" / f"{data}.json"
+
+
+def write_best(path: Path, data: str, model: str, arm: str, entry: dict) -> None:
+    saved = json.loads(path.read_text()) if path.exists() else {"data": data, "configs": {}}
+    saved["configs"].setdefault(model, {})[arm] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)  # a reader never sees half a file
+
+
+def run(plan: TunePlan, storage_path: Path, results: Path = RESULTS) -> dict:
+    """Run each arm's missing trials, then write its best configuration. Returns the best-config file's content."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path.resolve()}")
+    for model in plan.models:
+        for arm in plan.arms:
+            study = open_study(plan, storage, model, arm)
+            todo = max(plan.trials - len(finished(study)), 0)
+            print(f"tune {plan.data} {model} {arm}: {plan.trials - todo} trials stored, {todo} to run", flush=True)
+            if todo:
+                study.optimize(objective(plan, model, arm), n_trials=todo, callbacks=[log_trial])
+            entry = best_entry(plan, study, model, arm)
+            write_best(best_path(results, plan.data), plan.data, model, arm, entry)
+            print(f"tune {plan.data} {model} {arm}: best valid AUC {entry['valid_auc']:.4f} {entry['params']}")
+    return json.loads(best_path(results, plan.data).read_text())
+
+
+def log_trial(study, trial) -> None:
+    value = trial.value if trial.value is not None else max(trial.intermediate_values.values(), default=None)
+    auc = f"{value:.4f}" if value is not None else "-"
+    print(f"  trial {trial.number} {trial.state.name.lower()}: valid AUC {auc}  {trial.params}", flush=True)
+
+
+# ---------------------------------------------------------------- the report
+COLUMNS = ("lr", "batch_size", "embed_dim", "dropout", "hidden", *APG_KNOBS)
+HEADS = ("lr", "batch", "embed", "dropout", "widths", "K", "P", "G hidden", "gen. bias", "G init std")
+
+
+def report(saved: dict, plan: TunePlan) -> str:
+    """Markdown: per model, a row per arm with its best validation AUC, the untuned one, the trials and the values."""
+    tuned = saved["configs"]
+    entries = [(m, a, tuned[m][a]) for m in plan.models for a in plan.arms if a in tuned.get(m, {})]
+    if not entries:
+        return f"No arm of {saved['data']} is tuned yet.\n"
+    budgets = {json.dumps(e["budget"], sort_keys=True) for _, _, e in entries}
+    b = entries[0][2]["budget"]
+    lines = [
+        f"Dataset {saved['data']}, split seed {b['train']['split_seed']}: per arm one Optuna search (TPE, sampler seed "
+        f"{b['sampler_seed']}, the same trials per arm), each trial one run with initialisation seed {SEED} of at "
+        f"most {b['train']['epochs']} epochs (patience {b['train']['patience']}), scored on validation AUC; the "
+        + (f"median pruner from epoch {b['prune_from']}" if b["prune_from"] else "no pruning")
+        + ". The test split is never read. `untuned` is the arm's first trial (the study's defaults). P is the "
+        "over-parameterisation width (0: off), G hidden 0 a linear G.",
+    ]
+    if len(budgets) > 1:
+        lines.append("**The arms below were tuned under different budgets** (see `budget` in the JSON file).")
+    for model in plan.models:
+        lines += ["", f"**{model}**", "", "| arm | valid AUC | untuned | trials (pruned) | best trial | "
+                  + " | ".join(HEADS) + " |", "|---" * (5 + len(HEADS)) + "|"]  # fmt: skip
+        for arm in plan.arms:
+            e = tuned.get(model, {}).get(arm)
+            if e is None:
+                lines.append(f"| {arm} | not tuned yet |" + " |" * (3 + len(HEADS)))
+                continue
+            untuned = f"{e['untuned_valid_auc']:.4f}" if e["untuned_valid_auc"] is not None else ""
+            values = [_cell(name, e["params"]) for name in COLUMNS]
+            lines.append(f"| {arm} | {e['valid_auc']:.4f} | {untuned} | {e['trials']} ({e['pruned']}) | "
+                         f"{e['trial']} | " + " | ".join(values) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _cell(name: str, params: dict) -> str:
+    if name not in params:
+        return "—"
+    value = params[name]
+    if name == "lr":
+        return f"{value:.2e}"
+    if name == "overparam":
+        return str(value * params["rank"])
+    return str(value)
+
+
+# ---------------------------------------------------------------- the command
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["run", "report"], help="run the missing trials, or write the report")
+    p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
+    p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
+    p.add_argument("--arms", default="base,static,self,group", help=f"arms, comma-separated, of: {', '.join(ARMS)}")
+    p.add_argument("--trials", type=int, default=20, help="trials per arm (the same for every arm)")
+    p.add_argument("--sampler-seed", type=int, default=0, help="TPE's seed (the same for every arm)")
+    p.add_argument("--prune-from", type=int, default=2, help="first epoch the median pruner may stop at (0: never)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs at most per trial")
+    p.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
+    p.add_argument("--batch-sizes", default="1024", help="batch sizes to search, comma-separated (one: fixed)")
+    p.add_argument("--limit", type=int, help="first N rows only (smoke runs)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
+    p.add_argument("--storage", type=Path, help="the searches' SQLite file (default runs/tune/<data>.sqlite3)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where tune/<data>.json and the report go")
+
+
+def plan_from_args(a: argparse.Namespace) -> TunePlan:
+    arms = tuple(a.arms.split(","))
+    unknown = [x for x in arms if x not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+    batches = tuple(int(b) for b in a.batch_sizes.split(","))
+    train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=batches[0], limit=a.limit,
+                        threads=a.threads, device=a.device)  # fmt: skip
+    space = replace(Space(), batch_size=batches)
+    return TunePlan(a.data, tuple(a.models.split(",")), arms, a.trials, a.sampler_seed, a.prune_from, train, space)
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    plan = plan_from_args(a)
+    if a.what == "run":
+        run(plan, a.storage or STORAGE / f"{plan.data}.sqlite3", a.results)
+        return 0
+    path = best_path(a.results, plan.data)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `apg experiment tune run --data {plan.data}` first")
+    out = a.results / f"tune-{plan.data}.md"
+    command = (f"apg experiment tune run --data {plan.data} --models {','.join(plan.models)} "
+               f"--arms {','.join(plan.arms)} --trials {plan.trials}")  # fmt: skip
+    text = report(json.loads(path.read_text()), plan)
+    out.write_text(f"Command: `{command}` (then `apg experiment tune report`).\n\n{text}")
+    print(out.read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scripts.experiments.tune ARGS` is `apg experiment tune ARGS`."""
+    from scripts.cli import main as apg
+
+    return apg(["experiment", "tune", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The equal-budget search per arm: the same knobs and trials for every arm, configs that map to what trains, a
+resumable storage and a best-config file the study keys its runs by. The objective is a fast deterministic fake
+(no training) except in the one slow test."""
+
+import math
+
+import pytest
+
+pytest.importorskip("torch")  # training-side tests: skipped where torch is absent (a serving-only install)
+pytest.importorskip("optuna")
+
+import json
+from dataclasses import replace
+
+import optuna
+from optuna.trial import TrialState
+
+from model.zoo import ModelConfig
+from scripts.experiments import study, tune
+from scripts.experiments.study import ARMS, Plan
+from scripts.experiments.tune import APG_KNOBS, SHARED, Space, TunePlan
+
+ARGS = ["--data", "ml-100k", "--models", "dnn", "--arms", "base,static,self", "--epochs", "3"]
+
+
+def fake_trial(calls: list, stop_at: int | None = None):
+    """A deterministic stand-in for a training run: the score depends on the values only, rising over epochs."""
+
+    def train_trial(model_cfg, cfg, report):
+        calls.append((model_cfg, cfg))
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a trial
+        a = model_cfg.apg
+        score = 0.75 - 0.02 * abs(math.log10(cfg.lr) + 2.5) - 0.01 * model_cfg.dropout + 0.0001 * model_cfg.embed_dim
+        score += 0.001 * a.generate_bias + 0.0001 * a.rank if a.enabled else 0.0
+        for epoch in range(1, cfg.epochs + 1):
+            report(epoch, score - 0.01 * (cfg.epochs - epoch))
+        return score
+
+    return train_trial
+
+
+def args(tmp_path, *extra):
+    return [*ARGS, "--storage", str(tmp_path / "tune.sqlite3"), "--results", str(tmp_path), *extra]
+
+
+def studies(tmp_path, arms=("base", "static", "self"), plan=None):
+    plan = plan or replace(TunePlan(data="ml-100k"), train=replace(TunePlan().train, epochs=3))
+    url = f"sqlite:///{tmp_path / 'tune.sqlite3'}"
+    return {a: optuna.load_study(study_name=plan.study_name("dnn", a), storage=url) for a in arms}
+
+
+def test_every_arm_searches_the_same_shared_knobs_and_apg_arms_the_apg_ones():
+    space, s = Space(), optuna.create_study(direction="maximize")
+    dists = {}
+    for arm, apg in ARMS.items():
+        trial = s.ask()
+        space.suggest(trial, apg.enabled)
+        dists[arm] = trial.distributions
+        assert set(trial.params) == set(SHARED) | (set(APG_KNOBS) if apg.enabled else set())
+    assert all({k: d[k] for k in SHARED} == {k: dists["base"][k] for k in SHARED} for d in dists.values())
+    apg_arms = [a for a in ARMS if ARMS[a].enabled]
+    assert all(dists[a] == dists[apg_arms[0]] for a in apg_arms)  # every APG arm: the same APG knobs too
+    for arm in ARMS:  # the untuned arm (each search's first trial) lies in the space
+        for name, value in space.untuned(arm, 1e-3).items():
+            choices = getattr(space, name)
+            assert choices[0] <= value <= choices[1] if name == "lr" else value in choices, (arm, name)
+
+
+def test_a_trials_values_map_to_model_and_train_config():
+    plan = TunePlan(data="ml-100k")
+    params = {"lr": 3e-3, "batch_size": 1024, "embed_dim": 32, "dropout": 0.2, "hidden": "400,400", "rank": 8,
+              "overparam": 2, "cond_hidden": 0, "generate_bias": True, "gen_init_std": 0.01}  # fmt: skip
+    model_cfg, cfg = tune.configs(plan, params, "deepfm", "group")
+    assert (model_cfg.model, model_cfg.embed_dim, model_cfg.hidden, model_cfg.dropout) == (
+        "deepfm",
+        32,
+        (400, 400),
+        0.2,
+    )
+    a = model_cfg.apg
+    assert (a.condition, a.group_field, a.cond_embed) == ("group", "user_activity", True)  # the arm's own definition
+    assert (a.rank, a.overparam, a.cond_hidden, a.generate_bias, a.gen_init_std) == (8, 16, 0, True, 0.01)
+    assert (cfg.lr, cfg.batch_size, cfg.seed, cfg.data, cfg.epochs) == (3e-3, 1024, 0, "ml-100k", plan.train.epochs)
+    base, _ = tune.configs(plan, {k: params[k] for k in SHARED}, "deepfm", "base")
+    assert not base.apg.enabled and base.apg == ARMS["base"]
+    # the untuned values train exactly the untuned study's arm, with seed 0
+    for arm in ("base", "static", "self", "group"):
+        got = tune.configs(plan, plan.space.untuned(arm, plan.train.lr), "dnn", arm)
+        assert got == study.arm_configs(Plan(data="ml-100k"), "dnn", arm, seed=0)
+
+
+def test_equal_budget_per_arm_best_file_and_report(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "8")]) == 0
+    assert len(calls) == 24 and all(cfg.seed == 0 for _, cfg in calls)
+    found = studies(tmp_path)
+    for arm, s in found.items():
+        assert len(tune.finished(s)) == 8
+        assert s.trials[0].params == Space().untuned(arm, 1e-3)  # trial 0: the arm untuned
+    # the same sampler seed and the same values' scores: two APG arms try the very same values
+    assert [t.params for t in found["static"].trials] == [t.params for t in found["self"].trials]
+    assert sum(t.state == TrialState.PRUNED for s in found.values() for t in s.trials) > 0  # the median pruner
+    saved = json.loads((tmp_path / "tune" / "ml-100k.json").read_text())
+    for arm, s in found.items():
+        e = saved["configs"]["dnn"][arm]
+        complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+        assert e["valid_auc"] == max(t.value for t in complete) and e["trials"] == 8
+        assert e["pruned"] == 8 - len(complete) and e["untuned_valid_auc"] == s.trials[0].value
+        model_cfg, cfg = tune.configs(TunePlan(data="ml-100k"), s.trials[e["trial"]].params, "dnn", arm)
+        assert ModelConfig.from_dict(e["model"]) == model_cfg and e["train"] == {"lr": cfg.lr, "batch_size": 1024}
+    assert tune.main(["report", *args(tmp_path, "--trials", "8")]) == 0
+    text = (tmp_path / "tune-ml-100k.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"arm", "base", "static", "self"}
+    assert rows["base"].count("—") == len(APG_KNOBS) and "—" not in rows["self"]
+    assert f"| {saved['configs']['dnn']['self']['valid_auc']:.4f} |" in rows["self"]
+
+
+def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "3")]) == 0
+    assert len(calls) == 9
+    assert tune.main(["run", *args(tmp_path, "--trials", "5")]) == 0  # more trials: only the new ones run
+    assert len(calls) == 15 and all(len(tune.finished(s)) == 5 for s in studies(tmp_path).values())
+    assert tune.main(["run", *args(tmp_path, "--trials", "5")]) == 0 and len(calls) == 15  # nothing runs twice
+    # a process killed in a trial leaves it running; Ctrl-C leaves it failed: both are tried again, same values
+    killed = studies(tmp_path)["base"].ask()
+    Space().suggest(killed, False)
+    calls.clear()
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls, stop_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        tune.main(["run", *args(tmp_path, "--trials", "7")])
+    interrupted = calls[1]
+    calls.clear()
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "7")]) == 0
+    base = studies(tmp_path)["base"]
+    assert calls[0] == interrupted and base.trials[killed.number].state == TrialState.FAIL
+    assert [t.params for t in base.trials if t.user_attrs.get("retry_of") == killed.number] == [killed.params]
+    assert all(len(tune.finished(s)) == 7 for s in studies(tmp_path).values())
+    assert len(calls) == 1 + 2 + 2  # the interrupted trial, then the static and self arms' two each
+
+
+def test_the_best_file_keys_the_studys_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "train_trial", fake_trial([]))
+    tune.main(["run", *args(tmp_path, "--trials", "6")])
+    path = tmp_path / "tune" / "ml-100k.json"
+    saved = json.loads(path.read_text())
+    untuned = Plan(data="ml-100k", models=("dnn",), arms=("base", "static", "self"))
+    tuned = replace(untuned, tuned=study.load_tuned(path, "ml-100k"))
+    assert replace(untuned, tuned=study.load_tuned(path, "ml-100k")) == tuned  # the file reads back the same
+    study.check_tuned(tuned, path)
+    for arm in untuned.arms:
+        e = saved["configs"]["dnn"][arm]
+        model_cfg, cfg = study.arm_configs(tuned, "dnn", arm, seed=3)
+        want_model, want_cfg = tune.configs(TunePlan(data="ml-100k"), e["params"], "dnn", arm)
+        assert model_cfg == want_model and cfg == replace(want_cfg, seed=3, epochs=untuned.train.epochs)
+        key = json.loads(study.run_key(tuned, "dnn", arm, 3))
+        assert key["tuned"] == {"model": e["model"], "train": e["train"]}
+        assert "tuned" not in json.loads(study.run_key(untuned, "dnn", arm, 3))
+    # the store: tuned and untuned runs of the same model, arm, seed and budget never mix
+    store = study.store_path(tmp_path, "ml-100k")
+    store.parent.mkdir(parents=True)
+    records = [{"key": study.run_key(p, "dnn", "self", 1), "model": "dnn", "arm": "self", "seed": 1,
+                "budget": p.budget(), "tuned": study.tuned_of(p, "dnn", "self")} for p in (untuned, tuned)]  # fmt: skip
+    store.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [r["tuned"] for r in study.stored(untuned, tmp_path)] == [None]
+    assert [r["key"] for r in study.stored(tuned, tmp_path)] == [records[1]["key"]]
+    with pytest.raises(ValueError, match="dnn/group"):
+        study.check_tuned(replace(tuned, arms=("base", "group")), path)
+    with pytest.raises(ValueError, match="tuned on ml-100k"):
+        study.load_tuned(path, "ml-1m")
+
+
+def test_tune_is_an_experiment_subcommand():
+    from scripts.cli import build_parser
+
+    a = build_parser().parse_args(["experiment", "tune", "report", "--data", "ml-100k", "--trials", "4"])
+    assert a.apg_handler.run == "scripts.experiments.tune:run_from_args" and tune.plan_from_args(a).trials == 4
+
+
+@pytest.mark.slow
+def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypatch):
+    from model.data import Dataset
+
+    tiny = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--models", "dnn", "--arms", "base,self"]
+    part = Dataset.part
+
+    def no_test(self, split):
+        assert split != "test", "the search read the test split"
+        return part(self, split)
+
+    with monkeypatch.context() as m:
+        m.setattr(Dataset, "part", no_test)
+        assert tune.main(["run", *tiny, "--trials", "2", "--storage", str(tmp_path / "t.sqlite3"),
+                          "--results", str(tmp_path)]) == 0  # fmt: skip
+    plan = TunePlan("ml-100k", ("dnn",), ("base", "self"), 2, train=replace(TunePlan().train, epochs=1, limit=3000))
+    for arm in plan.arms:
+        s = optuna.load_study(study_name=plan.study_name("dnn", arm), storage=f"sqlite:///{tmp_path / 't.sqlite3'}")
+        assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
+        assert all(t.intermediate_values == {1: t.value} and 0 < t.value < 1 for t in s.trials)  # the epoch hook
+    path = tmp_path / "tune" / "ml-100k.json"
+    runs = tmp_path / "runs"
+    assert study.main(["run", *tiny, "--seeds", "1", "--tuned", str(path), "--results", str(tmp_path),
+                       "--runs", str(runs)]) == 0  # fmt: skip
+    saved = json.loads(path.read_text())["configs"]["dnn"]
+    records = study.read_store(study.store_path(tmp_path, "ml-100k")).values()
+    assert {r["arm"]: r["tuned"] for r in records} == {
+        a: {"model": e["model"], "train": e["train"]} for a, e in saved.items()
+    }
+    trained = json.loads((runs / "ml-100k" / "dnn-self-tuned-s1" / "metrics.json").read_text())["config"]
+    assert trained["model"] == saved["self"]["model"] and trained["train"]["lr"] == saved["self"]["train"]["lr"]
