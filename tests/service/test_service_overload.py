@@ -5,13 +5,18 @@ with the route's own 503, its body read and dropped, and none of the route's wor
 from __future__ import annotations
 
 import asyncio
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
+from live_server import http, uvicorn_thread, wait_for
 from service_testing import make_app, run, serving
 from synthetic_bundle import ROWS
+from test_service_admission import hold_model_run
 
 from service.routes import common
+from service.server import uvicorn_options
 
 LIMITS = {"max_concurrency": 1, "max_queue": 2}
 MODEL = "synthetic-apg"
@@ -117,3 +122,47 @@ def test_a_refused_body_over_the_limit_closes_the_connection(bundle):
     answer, read = run(main())
     assert answer["status"] == 503 and answer["headers"][b"connection"] == b"close"
     assert len(read) == 2, "reading stops past APG_MAX_BODY_BYTES"
+
+
+def read_answer(s: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP answer with a Content-Length, read from `s`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head, body
+
+
+def test_over_http_a_refused_upload_reads_its_503_and_keeps_its_connection(bundle, monkeypatch):
+    # A real server, full (one request held in Model.run): a plain client sending 7 MB then asking to close reads the
+    # 503 (no reset: the body was read before the answer); a keep-alive client reads it and sends its next request on
+    # the same connection (the refused body did not become the start of that request).
+    app = make_app(bundle.path, max_concurrency=1, max_queue=0)
+    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address, ThreadPoolExecutor(1) as pool:
+        release = hold_model_run(monkeypatch)  # after the warm-up
+        held = pool.submit(http, "POST", f"http://{address}/score", {"instances": ROWS[:1]}, 20)
+        try:
+            wait_for(lambda: app.state.admission.full, 10, interval=0.01, what="the worker to be full")
+            body = orjson.dumps({"instances": ROWS[:1], "pad": "x" * 7_000_000})  # more than socket buffers hold
+            status, answer = http("POST", f"http://{address}/score", body, timeout=20)  # urllib: Connection: close
+            assert status == 503 and orjson.loads(answer)["error"]["code"] == "overloaded"
+            host, port = address.split(":")
+            with socket.create_connection((host, int(port)), timeout=20) as s:
+                big = b" " * 100_000
+                s.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(big), big))  # fmt: skip
+                head, _ = read_answer(s)
+                assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
+                s.sendall(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+                head, live = read_answer(s)
+                assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(live) == {"status": "live"}
+        finally:
+            release.set()
+        assert held.result(timeout=20)[0] == 200
+    registry = app.state.metrics.registry
+    assert registry.get_sample_value("apg_requests_total", {"route": "/score", "code": "503"}) == 2
