@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -169,19 +170,24 @@ def by_bucket(x: dict, y: np.ndarray, p: np.ndarray, schema, name: str) -> dict[
 
 
 def run(plan: Plan, results: Path = RESULTS, runs: Path = RUNS) -> list[dict]:
-    path = store_path(results, plan.data)
+    return resume(store_path(results, plan.data), plan, lambda m, a, s: execute(plan, m, a, s, runs))
+
+
+def resume(path: Path, plan: Plan, execute: Callable[[str, str, int], dict], split: str = "test") -> list[dict]:
+    """Train, with ``execute(model, arm, seed)``, the runs of ``plan`` the store at ``path`` lacks, appending each
+    record as it finishes; returns every run's record in plan order. ``split``: the record's metrics it prints."""
     path.parent.mkdir(parents=True, exist_ok=True)
     done = read_store(path)
     todo = [(m, a, s) for m in plan.models for s in plan.seeds for a in plan.arms if run_key(plan, m, a, s) not in done]
-    print(f"study {plan.data}: {len(done)} runs stored, {len(todo)} to train", flush=True)
+    print(f"{path.parent.name} {plan.data}: {len(done)} runs stored, {len(todo)} to train", flush=True)
     for i, (m, a, s) in enumerate(todo, 1):
-        record = execute(plan, m, a, s, runs)
+        record = execute(m, a, s)
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        t = record["test"]
+        t = record[split]
         cost = (record["adaptation"] or {}).get("mean_s_cost")
         extra = f"  mean-S cost {cost * 100:+.2f} pts" if cost is not None else ""
-        print(f"[{i}/{len(todo)}] {m} {a} seed {s}: test AUC {t['auc']:.4f} logloss {t['logloss']:.4f}"
+        print(f"[{i}/{len(todo)}] {m} {a} seed {s}: {split} AUC {t['auc']:.4f} logloss {t['logloss']:.4f}"
               f"  ({record['epochs_run']} epochs, {record['wall_seconds']} s){extra}", flush=True)  # fmt: skip
     done = read_store(path)
     return [done[run_key(plan, m, a, s)] for m in plan.models for s in plan.seeds for a in plan.arms]
@@ -300,10 +306,18 @@ def section(results: Path, plan: Plan | None = None) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_plan_arguments(p, Plan.arms)
+    p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
+    p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
+
+
+def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> None:
+    """The options of a paired driver (this study, the cold-start test): what to do, on which data, models, arms
+    and seeds, and the training budget every arm shares (read back by ``arms_and_budget``)."""
     p.add_argument("what", choices=["run", "report"], help="train the missing runs, or write the report")
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
-    p.add_argument("--arms", default=",".join(Plan.arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}")
+    p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}")
     p.add_argument("--seeds", default="1,2,3", help="initialisation seeds (0 is kept for choices on validation)")
     p.add_argument("--epochs", type=int, default=10, help="epochs at most")
     p.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
@@ -313,17 +327,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 leaves a core for other work)")
     p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the run store and the report go")
-    p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
-    p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
 
 
-def run_from_args(a: argparse.Namespace) -> int:
+def arms_and_budget(a: argparse.Namespace) -> tuple[tuple[str, ...], TrainConfig]:
+    """The checked arms and the TrainConfig of ``add_plan_arguments``' options."""
     arms = tuple(a.arms.split(","))
     unknown = [x for x in arms if x not in ARMS]
     if unknown or "base" not in arms:
         raise ValueError(f"--arms must include base and name known arms ({', '.join(ARMS)}); unknown: {unknown}")
     train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
                         threads=a.threads, device=a.device)  # fmt: skip
+    return arms, train
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    arms, train = arms_and_budget(a)
     tuned = load_tuned(a.tuned, a.data) if a.tuned else None
     plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train, tuned)
     if tuned is not None:
