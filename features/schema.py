@@ -40,6 +40,7 @@ class Field:
     sep: str | None = None  # multi: separator of a string value
     max_len: int | None = None  # multi: values kept per row
     edges: tuple[float, ...] | None = None  # numeric (or count_bucket): sorted bucket edges
+    min_count: int | None = None  # fit: values seen fewer times in training stay out of vocab (they train OOV)
 
     def __post_init__(self):
         if not self.source:
@@ -107,6 +108,10 @@ def _problem(f: Field) -> str | None:
         return f"unknown derive {f.derive!r} (known: {', '.join(DERIVES)})"
     if f.derive == "count_bucket" and not f.edges:
         return "derive 'count_bucket' needs 'edges' (the count thresholds)"
+    if f.min_count is not None and (f.kind == "numeric" or f.mapping is not None or f.derive is not None):
+        return "'min_count' applies to vocabulary fields only (categorical or multi, not derived)"
+    if f.min_count is not None and (type(f.min_count) is not int or f.min_count < 1):
+        return "'min_count' must be an integer >= 1"
     return None
 
 

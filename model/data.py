@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,9 +192,9 @@ def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema
             mapping = {v: str(bisect_right(f.edges, n)) for v, n in sorted(counts.items())}
             labels = tuple(str(b) for b in range(len(f.edges) + 1))
             fitted.append(replace(f, derive=None, mapping=mapping, mapping_default="0", vocab=labels))
-        else:
-            vocab = tuple(v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-            fitted.append(replace(f, vocab=vocab))
+        else:  # values seen fewer than min_count times stay out: they share (and train) the OOV row
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            fitted.append(replace(f, vocab=tuple(v for v, c in ranked if c >= (f.min_count or 1))))
     return spec.with_fields(fitted)
 
 
@@ -227,6 +227,49 @@ def split_rows(n: int, how: str, seed: int, time: list | None = None) -> dict[st
     return {"train": order[:a], "valid": order[a:b], "test": order[b:]}
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """The cold-start protocol: a seeded ``share`` of the users is held out of the split; each keeps only its earliest
+    k interactions in time in training (k uniform in 1..``keep``, seeded), and its other rows are the "cold" split.
+    Every other row keeps its place in the usual split. Users with fewer than ``min_count`` training interactions
+    are left out of the user vocabulary, so in training they share the OOV row, the row an unseen user hits when
+    served: that row is trained."""
+
+    share: float = 0.1
+    keep: int = 5
+    min_count: int = 6
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.share < 1 or self.keep < 1 or self.min_count < 1:
+            raise ValueError(f"a holdout needs 0 <= share < 1, keep >= 1 and min_count >= 1, got {self}")
+
+    def rare_users(self, spec: Schema) -> Schema:
+        """``spec`` with ``min_count`` on the field that holds the user id (not on fields derived from it)."""
+        ids = [f.name for f in spec.fields if f.source == spec.user_column and f.kind != "numeric" and not f.derive]
+        if not ids:
+            raise DataError(f"schema {spec.name!r}: the cold-start holdout needs a field of its user_column")
+        return spec.with_fields(replace(f, min_count=self.min_count) if f.name in ids else f for f in spec.fields)
+
+
+def hold_out_users(splits: dict[str, np.ndarray], users: np.ndarray, time: list, h: Holdout) -> dict[str, np.ndarray]:
+    """``splits`` with the held-out users' rows taken out: their earliest k rows (ties: table order) join "train",
+    the rest make "cold". Deterministic in ``h.seed``."""
+    distinct, codes = np.unique(users.astype(str), return_inverse=True)
+    rng = np.random.default_rng(h.seed)
+    held = rng.choice(len(distinct), size=round(h.share * len(distinct)), replace=False)
+    keep = np.zeros(len(distinct), dtype=np.int64)  # 0: a warm user
+    keep[held] = rng.integers(1, h.keep + 1, size=len(held))
+    rows = np.flatnonzero(keep[codes] > 0)
+    t = np.array([float(v) for v in (time[i] for i in rows)])
+    rows = rows[np.lexsort((rows, t, codes[rows]))]  # by user, then time, then table order
+    first = np.diff(codes[rows], prepend=-1) != 0  # a user's first row
+    rank = np.arange(len(rows)) - np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))  # 0 = earliest
+    kept = rank < keep[codes[rows]]
+    out = {name: idx[keep[codes[idx]] == 0] for name, idx in splits.items()}
+    return {**out, "train": np.concatenate([out["train"], rows[kept]]), "cold": rows[~kept]}
+
+
 @dataclass
 class Dataset:
     schema: Schema  # fitted
@@ -248,15 +291,19 @@ def load_dataset(
     seed: int = 0,
     limit: int | None = None,
     cache: bool = False,
+    holdout: Holdout | None = None,
 ) -> Dataset:
     """A named dataset (ml-100k, ml-1m) or a CSV/Parquet file with a schema file; ``limit`` keeps the first rows.
     ``seed`` seeds the random split only. ``cache`` keeps the encoded split of a named dataset in the data cache
-    (ML-1M costs ~40 s to read, fit and encode), without the raw table (``Dataset.table`` is then None)."""
+    (ML-1M costs ~40 s to read, fit and encode), without the raw table (``Dataset.table`` is then None).
+    ``holdout``: the cold-start protocol (``Holdout``), which adds a "cold" split and the rare-user bucket."""
     named = data in DATASETS
     spec = Schema.load(schema_path or SCHEMAS / f"{data}.json") if named or schema_path else None
     if spec is None:
         raise DataError("a CSV/Parquet dataset needs --schema SCHEMA.json")
-    key = _cache_path(data, spec, split, seed, limit) if named and cache else None
+    if holdout is not None:
+        spec = holdout.rare_users(spec)
+    key = _cache_path(data, spec, split, seed, limit, holdout) if named and cache else None
     if key is not None and key.exists():
         return _load_cached(key)
     if named:
@@ -270,18 +317,25 @@ def load_dataset(
     if missing:
         raise DataError(f"columns named in the schema are not in the data: {missing}")
     n = table_length(table)
-    splits = split_rows(n, split, seed, table.get(spec.time_column) if spec.time_column else None)
-    schema = fit_schema(spec, table, splits["train"])
+    time = table.get(spec.time_column) if spec.time_column else None
+    splits = split_rows(n, split, seed, time)
     users = np.array(table[spec.user_column] if spec.user_column else np.zeros(n), dtype=object)
+    if holdout is not None:
+        if time is None:
+            raise DataError("the cold-start holdout keeps each held-out user's earliest rows: it needs time_column")
+        splits = hold_out_users(splits, users, time, holdout)
+    schema = fit_schema(spec, table, splits["train"])
     dataset = Dataset(schema, encode_table(schema, table), labels_of(schema, table), users, splits, table)
     if key is not None:
         _save_cached(key, dataset)
     return dataset
 
 
-def _cache_path(data: str, spec: Schema, split: str, seed: int, limit: int | None) -> Path:
+def _cache_path(data: str, spec: Schema, split: str, seed: int, limit: int | None, holdout: Holdout | None) -> Path:
     src = Source.of(data)
     what = {"spec": spec.to_dict(), "files": src.files, "split": split, "seed": seed, "limit": limit, "v": 1}
+    if holdout is not None:  # (absent otherwise: the keys of the caches already written stay valid)
+        what["holdout"] = asdict(holdout)
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "encoded" / f"{data}-{split}-{digest}.npz"
 

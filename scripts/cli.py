@@ -226,6 +226,10 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
     add_command(sub, "tune", "equal-budget Optuna search per arm (issue 11): validation AUC, best configs for study",
                 "scripts.experiments.tune:add_arguments", "scripts.experiments.tune:run_from_args",
                 "train")  # fmt: skip
+    add_command(sub, "cold-users", "cold start (issue 11): held-out users with 1-5 training interactions, a trained "
+                "rare-user row; base vs group- vs self-wise APG by activity, paired seeds",
+                "scripts.experiments.coldstart:add_arguments", "scripts.experiments.coldstart:run_from_args",
+                "train")  # fmt: skip
     add_command(sub, "report", "render docs/RESULTS.md and its plots from the recorded runs",
                 "scripts.experiments.results_report:add_arguments",
                 "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip

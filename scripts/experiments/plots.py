@@ -73,3 +73,26 @@ def ratios(path: Path, rows: list[dict], keys: dict[str, str], title: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def intervals(
+    path: Path, categories: list[str], series: dict[str, list[tuple[float, float, float]]], xlabel: str, ylabel: str
+) -> None:
+    """Per category, each series' (mean, lo, hi) as a point with its interval, the series side by side; an interval
+    that is NaN (fewer than two seeds) is drawn as the point alone."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories)), 3.6))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series.items()):
+        mean, lo, hi = (np.array(v, dtype=float) for v in zip(*values, strict=True))
+        lo, hi = np.where(np.isnan(lo), mean, lo), np.where(np.isnan(hi), mean, hi)
+        xs = np.arange(len(categories)) + (i - (len(series) - 1) / 2) * width
+        ax.errorbar(xs, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=label)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
