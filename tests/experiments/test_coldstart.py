@@ -79,6 +79,21 @@ def test_rare_users_share_the_oov_row_in_training_and_serving():
     assert encode_table(fitted, table)["act"].tolist() == [3, 3, 3, 3, 3, 2, 3, 3, 3]  # counts of every user
 
 
+def test_a_served_bundle_maps_an_unseen_user_to_the_trained_rare_row(tmp_path):
+    pytest.importorskip("onnx")
+    from synthetic_bundle import SCHEMA, build_bundle, edit_manifest
+
+    from service.bundle import load_bundle
+
+    build_bundle(tmp_path)
+    fields = [{**f, "min_count": 2} if f["name"] == "user_id" else f for f in SCHEMA["fields"]]
+    edit_manifest(tmp_path, schema={**SCHEMA, "fields": fields})  # as a cold-start run's bundle carries it
+    encoder = load_bundle(tmp_path).encoder
+    assert encoder.schema.field("user_id").min_count == 2
+    ids = encoder.encode_rows([{"user_id": u, "item_id": "242"} for u in ("196", "unseen-user")])["user_id"]
+    assert ids.tolist() == [2, OOV]  # the row rare users trained
+
+
 @pytest.mark.parametrize(
     "field",
     [
