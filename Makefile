@@ -23,8 +23,8 @@ serve: setup $(BUNDLE)/bundle.json
 # The second run hides torch (tests/without_torch shadows it): the suite must collect, and its torch-free part pass,
 # where only the serving half is installed.
 test: setup-dev
-	bash scripts/install_prometheus.sh
-	bash scripts/install_redis.sh
+	bash scripts/install_debian.sh prometheus prometheus promtool
+	bash scripts/install_debian.sh redis-server redis-server
 	PY=$(BIN)/python bash scripts/install_triton.sh
 	$(BIN)/python -m pytest -q
 	PYTHONPATH=tests/without_torch $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider

@@ -6,7 +6,7 @@ For each backend and rows per request, best of --rounds: the mean µs of a `reco
 enqueue) over --requests calls made as fast as one thread can, with the writer asleep; then the writer's µs per row
 to write them all once woken (its CPU is taken off the request path, not off the process). The buffer is sized so
 that nothing is dropped; a lost row fails the run. A Redis
-store gets its own redis-server on a free 127.0.0.1 port (Debian's redis-server; scripts/install_redis.sh), without
+store gets its own redis-server on a free 127.0.0.1 port (Debian's redis-server; scripts/install_debian.sh), without
 persistence, stopped at the end; a SQLite store a fresh file in a temporary directory.
 """
 
@@ -35,7 +35,7 @@ def redis_server(directory: str | Path) -> Iterator[str]:
     """A redis-server on a free 127.0.0.1 port (no persistence, files in `directory`); yields its redis:// URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise FileNotFoundError("redis-server is not installed (bash scripts/install_redis.sh)")
+        raise FileNotFoundError("redis-server is not installed (bash scripts/install_debian.sh)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

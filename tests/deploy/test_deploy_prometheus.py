@@ -1,6 +1,6 @@
 """A real Prometheus server scrapes a real `apg serve` with the repo's scrape config, and answers PromQL.
 
-Needs the `prometheus` and `promtool` binaries (scripts/install_prometheus.sh installs Debian's package;
+Needs the `prometheus` and `promtool` binaries (scripts/install_debian.sh installs Debian's package;
 `make test` runs it). Only the process started here is used, on a free 127.0.0.1 port.
 """
 
@@ -22,7 +22,7 @@ from live_server import free_port, http, log_tail, stop, wait_for
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
     not (PROMETHEUS and PROMTOOL),
-    reason="prometheus/promtool not on PATH: run scripts/install_prometheus.sh (as root) to install them",
+    reason="prometheus/promtool not on PATH: run scripts/install_debian.sh (as root) to install them",
 )
 CONFIG = REPO / "deploy/prometheus/prometheus.yml"
 P99 = "histogram_quantile(0.99, sum(rate(apg_request_duration_seconds_bucket[1m])) by (le))"

@@ -2,7 +2,7 @@
 
     def test_x(make_store): store = make_store(max_rows=10)     # the test runs once per backend (BACKENDS)
 
-The Redis tests need Debian's redis-server (scripts/install_redis.sh, which `make test` runs); they are skipped, with
+The Redis tests need Debian's redis-server (scripts/install_debian.sh, which `make test` runs); they are skipped, with
 that reason, only where the binary is absent. Every store gets its own SQLite file or Redis key prefix.
 """
 
@@ -25,7 +25,7 @@ NO_AUTO_PRUNE = 10**6  # seconds: tests prune explicitly, at the `now` they choo
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: bash scripts/install_redis.sh (make test runs it)")
+        pytest.skip("redis-server is not installed: bash scripts/install_debian.sh (make test runs it)")
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
 
