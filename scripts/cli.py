@@ -235,6 +235,15 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
                 "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip
 
 
+def bench_arguments(p: argparse.ArgumentParser) -> None:
+    """`apg bench [OPTIONS]`, and `apg bench peers`: Triton and KServe as measured peers (issue 15)."""
+    load("scripts.bench.harness:add_arguments")(p)
+    sub = p.add_subparsers(dest="bench", metavar="peers", parser_class=LazyParser)
+    add_command(sub, "peers", "Triton and KServe vs the service's v2 routes over HTTP and gRPC (issue 15)",
+                "scripts.bench.peers:add_arguments", "scripts.bench.peers:run_from_args",
+                "serve,loadtest")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Handler:
     """What `main` calls for a parsed subcommand (a namespace attribute of its own: options may be named `run`)."""
@@ -273,8 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "scripts.abtest.command:add_arguments", "scripts.abtest.command:run_from_args",
                 "loadtest")  # fmt: skip
     add_command(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch",
-                "scripts.bench.harness:add_arguments", "scripts.bench.harness:run_from_args",
-                "serve,loadtest")  # fmt: skip
+                bench_arguments, "scripts.bench.harness:run_from_args", "serve,loadtest")  # fmt: skip
     add_command(sub, "experiment", "reproduce the paper's claims (select, auc, ..., all), complexity, report",
                 experiment_arguments, None, "train",
                 description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md "

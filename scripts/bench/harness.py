@@ -6,6 +6,7 @@ on one bundle and one thread budget.
     apg bench --quick                                 # batch 1 and 64, a few calls each: under a minute (CI)
     apg bench --mlserver                              # also MLServer 1.7.1 (see scripts/bench/mlserver_peer.py)
     apg bench --whole-machine 2                       # also `apg serve --workers 2` vs the 2-thread floor
+    apg bench peers --bundle B                        # Triton and KServe vs our v2 HTTP and gRPC (peers.py)
 
 (a) floor: `session.run` on pre-encoded rows per batch size, the service's own loader and session options;
 (b) the same rows through a real `apg serve` (1 worker) started here on a free 127.0.0.1 port: POST /score

@@ -9,8 +9,9 @@ ensemble (NAME-preprocess, the encoder, then NAME-onnx) with its graph step on t
 "python"): the wheel has no onnxruntime backend, so the ensemble as exported (graph on onnxruntime) is not
 measured; this one shows what the extra step and the tensors between the two stub processes cost.
 
-How it is served: one model instance on the CPU, HTTP on 127.0.0.1, gRPC and metrics on other free loopback ports
-(no traffic), GPU metrics off, everything else Triton's default.
+How it is served: one model instance on the CPU, HTTP on 127.0.0.1, gRPC on another free loopback port (measured
+for the one-step variants: GRPC), metrics on a third (no traffic), GPU metrics off, everything else Triton's
+default.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ VARIANTS = {
     "triton-ensemble": {"layout": "ensemble", "graph_backend": "python", "dynamic_batching": True},
 }
 ONE_STEP = ("triton-batching", "triton-no-batching")  # the Python-backend Triton of issue 15's targets
+GRPC = {f"{name}-grpc": name for name in ONE_STEP}  # measured over gRPC too: the same process, its gRPC port
 
 
 def version() -> str:
@@ -38,17 +40,18 @@ def version() -> str:
     return (triton.HOME / "READY").read_text().strip()
 
 
-def command(repo: Path, port: int) -> list[str]:
-    return triton.command(repo, port, free_port(), free_port(), "--exit-timeout-secs=5", "--log-info=false")
+def command(repo: Path, grpc_port: int, port: int) -> list[str]:
+    return triton.command(repo, port, grpc_port, free_port(), "--exit-timeout-secs=5", "--log-info=false")
 
 
 def start(servers: Servers, bundle: Path, folder: Path, env: dict[str, str]) -> dict:
-    """Start both variants (Servers.start, ready at /v2/health/ready); what they run, for the report."""
+    """Start every variant (Servers.start, ready at /v2/health/ready); what they run and their gRPC ports."""
     doc = {"installed": version(), "variants": {}}
     for name, options in VARIANTS.items():
         repo = folder / name
         shutil.rmtree(repo, ignore_errors=True)
         write_triton_repo(bundle, repo, **options)
-        servers.start(name, partial(command, repo), triton.environment(env), ready="/v2/health/ready")
-        doc["variants"][name] = {**options, "repository": str(repo)}
+        grpc_port = free_port()
+        servers.start(name, partial(command, repo, grpc_port), triton.environment(env), ready="/v2/health/ready")
+        doc["variants"][name] = {**options, "repository": str(repo), "grpc_port": grpc_port}
     return doc

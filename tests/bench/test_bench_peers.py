@@ -1,22 +1,30 @@
-"""scripts/bench/peers.py and its Triton and KServe peers. The Triton half runs for real (`make test` installs the
-PyPI wheel's tritonserver): the bench's own requests score the same on the service and on both Triton variants,
-and each answers the timed loop. KServe's environment is never installed in CI: its command and pins are checked
-here, the real run is `python -m scripts.bench.peers` (docs/PERFORMANCE.md)."""
+"""scripts/bench/peers.py and its Triton and KServe peers. The service's gRPC route runs for real (the same
+process as its HTTP route): the bench's requests, as ModelInferRequests, score as over HTTP and answer the timed
+loops. The Triton half runs for real too (`make test` installs the PyPI wheel's tritonserver): the bench's own
+requests score the same on the service and on every Triton variant, over HTTP and Triton's gRPC port, and each
+answers the timed loop. KServe's environment is never installed in CI: its command and pins are checked here, the
+real run is `apg bench peers` (docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
 
 import os
+import struct
 from functools import partial
 from importlib import metadata
 
+import numpy as np
 import orjson
 import pytest
 from synthetic_bundle import build_bundle
 
 from features import RowSampler, read_schema
-from scripts.bench import kserve_peer, peers, triton_peer
-from scripts.bench.http_io import Servers, build_request, service_command
+from scripts.bench import grpc_io, kserve_peer, peers, peers_report, triton_peer
+from scripts.bench.http_io import Servers, free_port, service_command
 from scripts.bench.measure import Budget, measure_path
+from scripts.cli import build_parser
+from service.grpc.messages import ModelInferRequest
+
+TINY = Budget(0.2, 20, 0.1)
 
 
 def test_v2_body_sends_every_feature_as_a_b_by_1_tensor():
@@ -29,13 +37,80 @@ def test_v2_body_sends_every_feature_as_a_b_by_1_tensor():
     ]
 
 
+def test_infer_request_carries_the_v2_bodys_tensors():
+    rows = [{"user_id": "196", "age": 49, "genres": ["Comedy", "Drama"]}, {"user_id": 7, "age": 25.5, "genres": "War"}]
+    request = ModelInferRequest.FromString(grpc_io.infer_request(peers.v2_body(rows, {"age"}), "m"))
+    assert request.model_name == "m"
+    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
+        ("user_id", "BYTES", [2, 1]),
+        ("age", "FP64", [2, 1]),
+        ("genres", "BYTES", [2, 1]),
+    ]
+    user, age, genres = request.raw_input_contents
+    assert user == struct.pack("<I", 3) + b"196" + struct.pack("<I", 1) + b"7"
+    assert np.frombuffer(age, "<f8").tolist() == [49.0, 25.5]
+    assert genres == struct.pack("<I", 12) + b"Comedy|Drama" + struct.pack("<I", 3) + b"War"
+
+
+@pytest.mark.slow
+def test_service_grpc_route_scores_like_http_and_answers_the_timed_loops(tmp_path):
+    bundle = build_bundle(tmp_path / "bundle")
+    schema, name = read_schema(bundle.path)
+    requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 64])
+    grpc_port = free_port()
+    with Servers(tmp_path / "logs") as servers:
+        svc = servers.start("service", partial(peers.service_grpc_command, bundle.path, grpc_port), peers.server_env())
+        servers.wait_ready()
+        routes = {
+            "service": peers.Route(svc.port, metrics=(svc.port, "/v2/models/{name}/infer")),
+            "service-grpc": peers.Route(grpc_port, True, (svc.port, grpc_io.METHOD)),
+        }
+        diffs = peers.compare(routes, requests)
+        closed = peers.closed_cell(routes["service-grpc"], requests["grpc"][64], 64, TINY)
+        saturated = peers.saturated_cell(routes["service-grpc"], requests["grpc"][1], 3, TINY)
+    assert set(diffs) == {"service", "service-grpc"} and max(diffs["service-grpc"].values()) <= 1e-6
+    assert closed["calls"] >= 5 and closed["rows_per_s"] > 0 and closed["client_cpu_us"] > 0
+    assert closed["stages"]["request"] > 0 and "parse" in closed["stages"]  # counted under the gRPC method
+    assert saturated["connections"] == 3 and saturated["requests"] > 0 and saturated["client_cpu_us"] > 0
+
+
+def test_bench_requests_send_the_same_rows_over_both_protocols(tmp_path):
+    schema, name = read_schema(build_bundle(tmp_path / "bundle").path)
+    requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 1024])
+    assert [len(requests["http"][b]) for b in (1, 1024)] == [len(requests["grpc"][b]) for b in (1, 1024)] == [16, 8]
+    for b in (1, 1024):
+        for raw, grpc_request in zip(requests["http"][b], requests["grpc"][b], strict=True):
+            assert grpc_request == grpc_io.infer_request(raw.split(b"\r\n\r\n", 1)[1], name)
+
+
+def test_targets_cover_both_routes_against_kserve_and_the_one_step_triton():
+    rates = {"service": 300, "service-grpc": 200, "kserve": 180, "triton-batching": 250, "triton-no-batching": 350}
+    rates |= {"triton-batching-grpc": 150, "triton-no-batching-grpc": 210}
+    closed = {n: {b: {"rows_per_s": r * int(b)} for b in ("1", "1024")} for n, r in rates.items()}
+    saturated = {"connections": 4, **{n: {"requests_per_s": r} for n, r in rates.items()}}
+    table = "\n".join(peers_report.targets({"closed_loop": closed, "saturated": saturated}))
+    assert "| service >= 1.3x kserve at batch 1 | 1.67x | yes |" in table
+    assert "| service-grpc >= 1.3x kserve at batch 1 | 1.11x | **no** |" in table
+    assert "| service-grpc ahead of triton-batching-grpc at batch 1024 | 1.33x | yes |" in table
+    assert "| service-grpc ahead of triton-no-batching-grpc at batch 1, 4 in flight | 0.95x | **no** |" in table
+    assert table.count("| service ") == table.count("| service-grpc ") == 2 + 2 * 2 + 2  # batch 1 and 1024
+
+
+def test_apg_bench_peers_is_a_subcommand_of_apg_bench():
+    args = build_parser().parse_args(["bench", "peers", "--bundle", "b", "--rounds", "2"])
+    assert args.apg_handler.run == "scripts.bench.peers:run_from_args" and (args.bundle, args.rounds) == ("b", 2)
+    args = build_parser().parse_args(["bench", "--quick"])
+    assert args.apg_handler.run == "scripts.bench.harness:run_from_args" and args.quick
+
+
 def test_write_section_replaces_its_own_section_only(tmp_path):
+    begin, end = peers_report.PEERS_BEGIN, peers_report.PEERS_END
     path = tmp_path / "PERFORMANCE.md"
     path.write_text("# Performance\n\nthe bench's tables\n")
-    peers.write_section(path, f"{peers.PEERS_BEGIN}\nfirst\n{peers.PEERS_END}\n")
-    peers.write_section(path, f"{peers.PEERS_BEGIN}\nsecond\n{peers.PEERS_END}\n")
+    peers_report.write_section(path, f"{begin}\nfirst\n{end}\n")
+    peers_report.write_section(path, f"{begin}\nsecond\n{end}\n")
     text = path.read_text()
-    assert text == f"# Performance\n\nthe bench's tables\n\n{peers.PEERS_BEGIN}\nsecond\n{peers.PEERS_END}\n"
+    assert text == f"# Performance\n\nthe bench's tables\n\n{begin}\nsecond\n{end}\n"
 
 
 def test_kserve_peer_pins_kserve_and_this_environment(tmp_path):
@@ -52,21 +127,21 @@ def test_kserve_peer_pins_kserve_and_this_environment(tmp_path):
 def test_triton_peers_score_the_bench_requests_like_the_service(tmp_path):
     bundle = build_bundle(tmp_path / "bundle")
     schema, name = read_schema(bundle.path)
-    sampler = RowSampler(schema, seed=0)
-    url = f"/v2/models/{name}/infer"
-    requests = {b: [build_request(url, peers.v2_body(sampler.rows(b), sampler.numeric))] for b in (1, 64)}
+    requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 64])
     with Servers(tmp_path / "logs") as servers:
         servers.start("service", partial(service_command, bundle.path), peers.server_env())
         doc = triton_peer.start(servers, bundle.path, tmp_path / "triton", dict(os.environ))
         servers.wait_ready()
-        ports = {n: s.port for n, s in servers.servers.items()}
-        diffs = peers.compare(ports, requests)
-        cell, _ = measure_path(ports["triton-batching"], requests[64], 64, Budget(0.2, 20, 0.1), None)
-    assert set(diffs) == {"service", *triton_peer.VARIANTS} and max(diffs["triton-batching"].values()) <= 1e-6
-    assert cell["calls"] >= 5 and cell["rows_per_s"] > 0
+        routes = {n: peers.Route(s.port) for n, s in servers.servers.items()}
+        routes |= {g: peers.Route(doc["variants"][t]["grpc_port"], True) for g, t in triton_peer.GRPC.items()}
+        diffs = peers.compare(routes, requests)
+        cell, _ = measure_path(routes["triton-batching"].port, requests["http"][64], 64, TINY, None)
+        grpc_cell = grpc_io.measure(routes["triton-batching-grpc"].port, requests["grpc"][64], 64, TINY)
+    assert set(diffs) == {"service", *triton_peer.VARIANTS, *triton_peer.GRPC}
+    assert max(max(d.values()) for d in diffs.values()) <= 1e-6
+    assert cell["calls"] >= 5 and cell["rows_per_s"] > 0 and grpc_cell["calls"] >= 5 and grpc_cell["rows_per_s"] > 0
     assert doc["installed"].startswith("nvidia-pytriton==0.7.0")
     assert [v["dynamic_batching"] for v in doc["variants"].values()] == [True, False, True]
-    assert max(diffs["triton-ensemble"].values()) <= 1e-6
     configs = {n: (tmp_path / "triton" / n / name / "config.pbtxt").read_text() for n in triton_peer.VARIANTS}
     assert "dynamic_batching" in configs["triton-batching"] and "dynamic_batching" not in configs["triton-no-batching"]
 
