@@ -52,7 +52,7 @@ class Plan:
     data: str = "ml-1m"
     models: tuple[str, ...] = ("dnn", "deepfm")
     arms: tuple[str, ...] = ("base", "static", "self", "group")
-    seeds: tuple[int, ...] = (1, 2, 3)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2, batch_size=1024))
     tuned: dict | None = None  # model -> arm -> {"model": ModelConfig dict, "train": {lr, batch_size}}, or untuned
 
@@ -318,7 +318,11 @@ def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> Non
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
     p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}")
-    p.add_argument("--seeds", default="1,2,3", help="initialisation seeds (0 is kept for choices on validation)")
+    p.add_argument(
+        "--seeds",
+        default=",".join(map(str, Plan.seeds)),
+        help="initialisation seeds (0 is kept for choices on validation)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="epochs at most")
     p.add_argument("--patience", type=int, default=2, help="early stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per training step")
