@@ -112,7 +112,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     await runtime.start()  # raises (and uvicorn exits) when the configured bundle is unusable
     if app.state.experiment is not None:
-        app.state.experiment.check(set(runtime.models) | set(runtime.failed))  # a failed arm answers 404, not a crash
+        features = {name: tuple(m.encoder.features) for name, m in runtime.models.items()}
+        app.state.experiment.check(set(runtime.models) | set(runtime.failed), features)  # a failed arm: 404, no crash
     if app.state.shadow is not None:
         app.state.shadow.start()
     if (
@@ -156,9 +157,12 @@ def _on_sighup(runtime: Runtime) -> bool:
     loop = asyncio.get_running_loop()
 
     def reload() -> None:
-        if runtime.repository:  # every model from its directory, one after the other (reload holds a lock)
+        if runtime.repository:  # every model from the bundle it serves (a failed one from its directory), in turn
             log.info("SIGHUP: reloading every model of %s", runtime.settings.models)
-            tasks = [loop.create_task(runtime.reload(name=name)) for name in sorted({*runtime.models, *runtime.failed})]
+            served = {name: m.bundle.path for name, m in runtime.models.items()}
+            tasks = [
+                loop.create_task(runtime.reload(served.get(name), name)) for name in sorted({*served, *runtime.failed})
+            ]
         else:
             served = runtime.model.bundle.path if runtime.model is not None else runtime.settings.bundle
             log.info("SIGHUP: reloading %s, the bundle being served", served)

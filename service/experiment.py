@@ -99,11 +99,17 @@ class Experiment:
             raise ConfigError("APG_EXPERIMENT: key must be a feature name")
         return experiment
 
-    def check(self, models: set[str]) -> None:
-        """ConfigError unless both arms are served models."""
+    def check(self, models: set[str], features: dict[str, tuple[str, ...]] | None = None) -> None:
+        """ConfigError unless both arms are served models and, for those whose raw features are known (`features`:
+        {model: names}), the key is one of them: a misspelled key would send every user to control."""
         for arm in ARMS:
             if (model := getattr(self, arm)) not in models:
                 raise ConfigError(f"APG_EXPERIMENT: {arm} {model!r} is not a served model ({sorted(models)})")
+            known = (features or {}).get(model)
+            if known is not None and self.key not in known:
+                raise ConfigError(
+                    f"APG_EXPERIMENT: key {self.key!r} is not a feature of {arm} {model!r} (features: {list(known)})"
+                )
 
     def arm_of(self, value: Any) -> str:
         """The arm of one key value (None, a missing key, goes to control)."""

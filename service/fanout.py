@@ -14,6 +14,7 @@ fails; a worker started later (uvicorn replaces a dead one) picks up the announc
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -34,12 +35,15 @@ class ReloadFanout:
         self._seen: int | None = None  # st_mtime_ns of the announcement last read
 
     def announce(self, model) -> None:
-        """Tell the other workers to serve `model`'s bundle (under its repository name, when it has one)."""
-        announced = self._read()
-        announced[model.entry or ""] = {"bundle": str(model.bundle.path), "checksum": model.bundle.checksum}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_bytes(orjson.dumps(announced))
-        tmp.replace(self.path)
+        """Tell the other workers to serve `model`'s bundle (under its repository name, when it has one). The
+        read-modify-write holds a lock, so two workers announcing two models at once both get through."""
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            announced = self._read()
+            announced[model.entry or ""] = {"bundle": str(model.bundle.path), "checksum": model.bundle.checksum}
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_bytes(orjson.dumps(announced))
+            tmp.replace(self.path)
 
     def _read(self) -> dict:
         """{repository name, or "" for the one bundle: {"bundle", "checksum"}} — every model announced so far."""
@@ -64,9 +68,15 @@ class ReloadFanout:
             return
         if mtime == self._seen:
             return
-        self._seen = mtime
-        for name, wanted in self._read().items():
+        self._seen = mtime  # a failed entry is tried again at the next announcement, not at every poll
+        failed = []
+        for name, wanted in self._read().items():  # each model on its own: one that fails never blocks the others
             current = self.runtime.models.get(name) if name else self.runtime.model
             if current is None or current.bundle.checksum != wanted["checksum"]:
                 log.info("reload announced by another worker: %s %s", name or "the model", wanted["bundle"])
-                await self.runtime.reload(wanted["bundle"], name or None)
+                try:
+                    await self.runtime.reload(wanted["bundle"], name or None)
+                except Exception as exc:  # logged by Runtime.reload; the old model keeps serving
+                    failed.append(f"{name or 'the model'}: {exc}")
+        if failed:
+            raise RuntimeError("; ".join(failed))

@@ -39,9 +39,9 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id, given = _request_id(scope)
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        state["request_id"], state["request_id_given"] = request_id, given
         status, started = 500, False
 
         async def send_with_id(message: Message) -> None:
@@ -103,14 +103,14 @@ def _route(scope: Scope) -> str:
     return scope.get("path", "unmatched") if "endpoint" in scope else "unmatched"
 
 
-def _request_id(scope: Scope) -> str:
-    # Echo a sane client id (≤ 128 visible ASCII characters); otherwise make one.
+def _request_id(scope: Scope) -> tuple[str, bool]:
+    # Echo a sane client id (≤ 128 visible ASCII characters); otherwise make one. (id, whether the client gave it)
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
             if 0 < len(value) <= 128 and all(33 <= b <= 126 for b in value):
-                return value.decode("ascii")
+                return value.decode("ascii"), True
             break
-    return uuid.uuid4().hex
+    return uuid.uuid4().hex, False
 
 
 def _access_log(scope: Scope, state: dict[str, Any], route: str, status: int, elapsed: float) -> None:

@@ -9,8 +9,9 @@
 
 One reference per request: a reload never changes the model a request started with. Sessions are created in the app
 lifespan (after uvicorn forks workers), never at import. Several models share one thread pool and one set of
-APG_MAX_CONCURRENCY slots, and each session runs APG_INTRA_OP_THREADS threads: a worker's inference threads are
-bounded by the settings, not by the number of models; its memory grows by one session (graph + arena) per model.
+APG_MAX_CONCURRENCY slots; each session has its own intra-op pool of APG_INTRA_OP_THREADS - 1 threads (none with the
+default 1), so by default a worker's threads do not grow with the number of models; its memory grows by one session
+(graph + arena) per model.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Model:
     @property
     def encoder(self):  # features.Encoder
         return self.bundle.encoder
+
+    @functools.cached_property
+    def contract(self) -> str:
+        """The digest of its feature schema: two models with the same one read the same encoded tensors."""
+        return self.encoder.schema.digest()
 
     @functools.cached_property
     def vocabulary_inputs(self) -> tuple[str, ...]:

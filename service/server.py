@@ -94,13 +94,15 @@ def check_bundle(settings: Settings) -> None:
     process would stay for its lifetime; CUDA-only failures still surface in the worker)."""
     resolve_providers(settings.providers)
     cpu = settings.model_copy(update={"providers": "cpu"})
+    features: dict[str, tuple[str, ...]] = {}
     if settings.models is None:
-        served = {load_model(settings.bundle, cpu).name}
+        model = load_model(settings.bundle, cpu)
+        served, features[model.name] = {model.name}, tuple(model.encoder.features)
     else:  # a repository: every bundle checked; the broken ones are logged and left out, as the workers will
         served, failed = set(), {}
         for name, path in repository_entries(settings.models).items():
             try:
-                load_model(path, cpu, name)
+                features[name] = tuple(load_model(path, cpu, name).encoder.features)
                 served.add(name)
             except BundleError as exc:
                 failed[name] = exc.message
@@ -111,7 +113,7 @@ def check_bundle(settings: Settings) -> None:
             why = failed.get(settings.default_model, "no such model")
             raise ConfigError(f"APG_DEFAULT_MODEL {settings.default_model!r} is not served ({why})")
     if settings.experiment is not None:
-        Experiment.parse(settings.experiment).check(served)
+        Experiment.parse(settings.experiment).check(served, features)
     if missing := [name for name in settings.shadow if name not in served]:
         raise ConfigError(f"APG_SHADOW names models that are not served: {missing}; served: {sorted(served)}")
 

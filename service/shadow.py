@@ -5,8 +5,9 @@
     shadow.submit(model, encode, feeds, scores)      # after an answer's scores exist: never waits, never raises
     await shadow.stop()
 
-`submit` puts the request on a bounded queue and returns; when the queue is full the request is dropped and counted
-(apg_shadow_requests_total{result="dropped"}), so a shadow under load never delays or fails the primary answer. One
+`submit` puts the request on a bounded queue (APG_SHADOW_QUEUE requests: their encoded tensors, and the parsed body
+only when a shadow reads another feature contract) and returns; when the queue is full the request is dropped and
+counted (apg_shadow_requests_total{result="dropped"}), so a shadow under load never delays or fails the answer. One
 background task takes requests off the queue and, per shadow model, reuses the primary's encoded tensors when both
 models read the same feature contract (the schema's digest) or encodes the raw request again with the shadow's own
 encoder otherwise, then runs the shadow's session on its own thread (never one of the APG_MAX_CONCURRENCY slots that
@@ -57,6 +58,12 @@ class Shadow:
         if self._queue is None:
             return
         try:
+            shadows = [s for n in self.names if (s := self.runtime.models.get(n)) is not None]
+            if all(s.contract == model.contract for s in shadows):
+                encode = None  # the tensors serve every shadow: keep no reference to the parsed request while queued
+        except Exception:  # a broken shadow is found out (and counted) off the answer's path
+            pass
+        try:
             self._queue.put_nowait((model, encode, feeds, scores))
         except asyncio.QueueFull:
             for name in self.names:
@@ -92,6 +99,6 @@ class Shadow:
 
 def _score(shadow: Any, served: Any, encode: Callable, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """In the shadow thread: the served model's tensors when the contracts agree, else the raw request re-encoded."""
-    if shadow.bundle.encoder.schema.digest() != served.bundle.encoder.schema.digest():
+    if shadow.contract != served.contract:
         feeds = encode(shadow.encoder)
     return shadow.run(feeds)

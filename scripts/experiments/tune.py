@@ -193,6 +193,9 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
 
     done = finished(study, plan.trials)
     complete = [t for t in done if t.state == TrialState.COMPLETE]
+    if not complete:  # every trial pruned or failed: nothing to choose from
+        raise ValueError(f"{model} {arm}: none of the {len(done)} trials completed (all pruned or failed); raise"
+                         " --trials or --prune-from")  # fmt: skip
     best = max(complete, key=lambda t: t.value)  # the first of equals
     untuned = plan.space.untuned(arm, plan.train.lr)
     model_cfg, cfg = configs(plan, best.params, model, arm)

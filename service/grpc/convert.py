@@ -50,7 +50,7 @@ def status_of(exc: ServiceError) -> grpc.StatusCode:
 def error_metadata(exc: ServiceError) -> tuple[tuple[str, str], ...]:
     """The error's details beside its message, as trailing metadata: apg-error-code, -field, -row (when set)."""
     pairs = [("apg-error-code", exc.code)]
-    if exc.field is not None:
+    if exc.field is not None and exc.field.isascii() and exc.field.isprintable():  # metadata values are ASCII
         pairs.append(("apg-error-field", exc.field))
     if exc.row is not None:
         pairs.append(("apg-error-row", str(exc.row)))

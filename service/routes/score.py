@@ -15,6 +15,7 @@ schema and examples are generated from the served model's schema (`request_body_
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -47,7 +48,11 @@ RESPONSE_SCHEMA = {
             "required": ["name", "version"],
         },
         "arm": {"type": ["string", "null"], "description": "the experiment arm that chose the model, if one did"},
-        "request_id": {"type": "string", "description": "X-Request-ID: what POST /feedback joins clicks on"},
+        "request_id": {
+            "type": "string",
+            "description": "what POST /feedback joins clicks on: unique per answer (the X-Request-ID header when the"
+            " service made it; a fresh id when the client sent its own, which the header echoes)",
+        },
     },
     "required": ["scores", "model", "arm", "request_id"],
 }
@@ -80,9 +85,9 @@ async def _score(app, request: Request, body: bytes) -> Response:
     model, arm = select(app.runtime, app.experiment, payload, request.headers.get(MODEL_HEADER))
     request.state.model, request.state.arm = model.name, arm  # the middleware's per-model metrics
     scored = await app.scorer.score_payload(payload, model, arm)
-    request_id = request.state.request_id
-    if app.feedback is not None:
-        app.feedback.record(request_id, arm or NO_ARM, scored.name, scored.version, scored.scores)
+    request_id = feedback_id(request.state)
+    if app.feedback is not None:  # traffic no experiment assigned is reported per model: arm "none:<model>"
+        app.feedback.record(request_id, arm or f"{NO_ARM}:{scored.name}", scored.name, scored.version, scored.scores)
     t1 = time.perf_counter()
     answer = {
         "scores": scored.scores,
@@ -94,6 +99,12 @@ async def _score(app, request: Request, body: bytes) -> Response:
     app.metrics.stage("serialise", time.perf_counter() - t1)
     request.state.rows = len(scored.scores)
     return Response(out, media_type="application/json")
+
+
+def feedback_id(state: Any) -> str:
+    """The answer's request_id, the key POST /feedback joins on: the request's X-Request-ID when the service made it
+    (a fresh uuid), a fresh uuid when the client sent its own (clients and gateways reuse ids; a join key must not)."""
+    return uuid.uuid4().hex if state.request_id_given else state.request_id
 
 
 def request_body_doc(encoder: Encoder, max_rows: int, models: list[str] | None = None) -> dict[str, Any]:

@@ -128,3 +128,29 @@ def test_an_unreachable_store_stops_the_start(root):
     with pytest.raises((RuntimeError, ValueError)):
         with client_for(root, feedback="redis://127.0.0.1:1/0"):
             pass
+
+
+def test_a_reused_client_request_id_still_gets_its_own_feedback_key(root, tmp_path):
+    with client_for(root, data_dir=tmp_path / "var") as c:
+        body = {"context": {"user_id": "196"}, "candidates": CANDIDATES}
+        first = c.post("/score", json=body, headers={"X-Request-ID": "same"})
+        second = c.post("/score", json=body, headers={"X-Request-ID": "same"})
+        assert first.headers["x-request-id"] == second.headers["x-request-id"] == "same"  # echoed for the logs
+        ids = {first.json()["request_id"], second.json()["request_id"]}
+        assert len(ids) == 2 and "same" not in ids
+        items = [{"request_id": i, "row": 0, "clicked": True} for i in ids]
+        assert c.post("/feedback", json={"feedback": items}).json()["counts"]["accepted"] == 2
+        made = c.post("/score", json=body)  # no client id: the header's id is the key
+        assert made.json()["request_id"] == made.headers["x-request-id"]
+
+
+def test_pinned_traffic_is_reported_per_model(root, tmp_path):
+    with client_for(root, data_dir=tmp_path / "var") as c:
+        for model in ("base", "apg"):
+            answer = c.post("/score", json={"instances": [{"user_id": "196", "item_id": "242"}], "model": model})
+            item = {"request_id": answer.json()["request_id"], "row": 0, "clicked": model == "apg"}
+            assert c.post("/feedback", json={"feedback": [item]}).json()["counts"]["accepted"] == 1
+        (window,) = c.app.state.metrics._shared
+        window.refresh()
+        for model, ctr in (("base", 0.0), ("apg", 1.0)):  # never pooled under one model's label
+            assert metric(c, "apg_online_ctr", {"arm": f"none:{model}", "model": model}) == ctr

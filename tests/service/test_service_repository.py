@@ -292,3 +292,58 @@ def test_apg_serve_refuses_a_bad_experiment_with_one_line(repo, capsys, monkeypa
     bad = json.dumps({**SPLIT, "share": 2})
     assert main(["serve", "--models", str(repo["root"]), "--experiment", bad]) == 2
     assert "apg serve: error: APG_EXPERIMENT: share must be a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_an_experiment_key_that_no_arm_reads_is_refused(repo):
+    bad = json.dumps({**SPLIT, "key": "userid"})  # misspelled: every user would silently go to control
+    with pytest.raises(ConfigError, match="key 'userid' is not a feature of control 'base'"):
+        with client_for(repo["root"], experiment=bad):
+            pass
+    from service.server import check_bundle
+    from service.settings import Settings
+
+    with pytest.raises(ConfigError, match="key 'userid'"):
+        check_bundle(Settings(models=repo["root"], experiment=bad, providers="cpu"))
+
+
+def test_a_shadow_reading_the_same_contract_keeps_only_the_tensors(repo):
+    async def main():
+        app = make_app(repo["root"], models=repo["root"], default_model="base", shadow=["apg"])
+        async with serving(app) as client:
+            shadow = app.state.shadow
+            shadow._task.cancel()
+            assert (await client.post("/score", json={"instances": ROWS})).status_code == 200
+            (_, encode, feeds, _) = shadow._queue.get_nowait()
+            return encode, feeds
+
+    encode, feeds = run(main())
+    assert encode is None and set(feeds) >= {"user_id", "item_id"}
+
+
+class _Model:
+    def __init__(self, entry, path, checksum):
+        self.entry, self.bundle = entry, type("B", (), {"path": path, "checksum": checksum})()
+
+
+def test_the_fanout_keeps_every_model_announced_and_one_failure_blocks_no_other(tmp_path):
+    from service.fanout import ReloadFanout
+
+    class Runtime:
+        def __init__(self):
+            self.models, self.model, self.reloaded = {}, None, []
+
+        async def reload(self, path, name):
+            if name == "broken":
+                raise RuntimeError("gone")
+            self.reloaded.append((name, path))
+
+    a, b = ReloadFanout(tmp_path / "reload.json", Runtime()), ReloadFanout(tmp_path / "reload.json", Runtime())
+    a.announce(_Model("broken", "/nowhere", "c0"))
+    b.announce(_Model("apg", "/models/apg", "c1"))  # another worker, another model: both kept
+    assert set(json.loads((tmp_path / "reload.json").read_text())) == {"broken", "apg"}
+    follower = Runtime()
+    fanout = ReloadFanout(tmp_path / "reload.json", follower)
+    with pytest.raises(RuntimeError, match="broken: gone"):
+        run(fanout.check())
+    assert follower.reloaded == [("apg", "/models/apg")]  # the failing entry did not stop it
+    run(fanout.check())  # not retried at every poll: only at the next announcement
