@@ -15,7 +15,15 @@ from service.feedback import FeedbackConfig, default_url, feedback_response, ope
 
 pytest_plugins = ["feedback_testing"]  # the fixtures: make_store (once per backend), redis_url
 
-T0 = time.time()  # every test's clock starts here; later times are T0 + offsets (never the wall clock's)
+T0 = time.time()  # every test's clock starts here (reset per test below); later times are T0 + offsets
+
+
+@pytest.fixture(autouse=True)
+def _clock_starts_with_the_test() -> None:
+    """Redis expires keys by the real clock (EXPIREAT scored-at + max_age_s): a T0 taken at import would be minutes old
+    by the time a test runs in the whole suite, and its rows already gone."""
+    global T0
+    T0 = time.time()
 
 
 def item(request_id, row, clicked) -> dict:

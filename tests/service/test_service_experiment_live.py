@@ -14,6 +14,7 @@ import orjson
 import pytest
 from live_server import free_port, stop
 from synthetic_bundle import SCHEMA, build_bundle
+from test_service_feedback import fresh_db
 from test_service_process import start, wait_for
 
 from features import RowSampler
@@ -116,7 +117,7 @@ def test_two_workers_split_shadow_and_feedback(repo, ratings, tmp_path, capsys):
 
 
 def test_two_replicas_share_one_redis(repo, ratings, tmp_path, redis_url):
-    env = {"APG_FEEDBACK": redis_url}
+    env = {"APG_FEEDBACK": fresh_db(redis_url, 4)}
     (a, pa), (b, pb) = serve(repo, tmp_path / "a", env=env), serve(repo, tmp_path / "b", env=env)
     try:
         arms = {}

@@ -87,9 +87,18 @@ def test_feedback_joins_clicks_to_what_each_arm_scored(root, tmp_path):
     assert (tmp_path / "var" / "feedback.db").is_file()
 
 
+def fresh_db(redis_url: str, db: int) -> str:
+    """A database of the session's redis-server of its own, emptied (the service's key prefix is fixed)."""
+    import redis
+
+    url = f"{redis_url.rsplit('/', 1)[0]}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 @pytest.mark.slow
 def test_feedback_in_redis(root, redis_url):
-    with client_for(root, feedback=redis_url) as c:
+    with client_for(root, feedback=fresh_db(redis_url, 3)) as c:
         check_the_loop(c)
 
 
