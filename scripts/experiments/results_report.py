@@ -235,7 +235,7 @@ def render(store: Store, budget: Budget, results: Path, figs: Path) -> list[str]
     two = [(m, NAMES[m]) for m in ("dnn", "deepfm")]
     from scripts.experiments.study import section
 
-    ml1m = section(results)
+    ml1m = section(results, figures=figs)
     paired = [
         "## 0. MovieLens-1M under the paired protocol (second edition, in progress)",
         "",

@@ -290,18 +290,44 @@ def _bucket_order(label: str) -> tuple[int, str]:
     return (int(label), "") if label.isdigit() else (99, label)
 
 
-def section(results: Path, plan: Plan | None = None) -> list[str]:
-    """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet)."""
+def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
+    """The paired lifts with their 95 % CIs, per model and pooled: each APG arm and the static control against the
+    base, and each APG arm against the static control."""
+    from scripts.experiments import plots
+
+    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
+    models = [m for m in plan.models if complete[m]]
+    pairs = [(a, "base") for a in plan.arms if a != "base"]
+    if "static" in plan.arms:
+        pairs += [(a, "static") for a in plan.arms if a not in ("base", "static")]
+    series = {}
+    for arm, ref in pairs:
+        diffs = {m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in complete[m]}
+                 for m in models}  # fmt: skip
+        cells = [paired(list(diffs[m].values())) for m in models] + [pooled(diffs)]
+        series[f"{arm} - {ref}"] = [(c["mean"] * 100, c["ci"][0] * 100, c["ci"][1] * 100) for c in cells]
+    plots.intervals(path, [*models, "pooled"], series, "base model", "test AUC lift, points (paired 95 % CI)")
+
+
+def section(results: Path, plan: Plan | None = None, figures: Path | None = None) -> list[str]:
+    """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet); with `figures`, its
+    plot of the paired lifts goes there too."""
     plan = plan or Plan()
     records = stored(plan, results)
     if not records:
         return []
+    figure = []
+    if figures is not None:
+        lift_figure(records, plan, figures / f"study-{plan.data}.png")
+        figure = ["", f"![paired lifts on {plan.data}]({figures.name}/study-{plan.data}.png)"]
     command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
                f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}")  # fmt: skip
     return [
         f"Command: `{command}` (then `apg experiment report`); {len(records)} runs stored.",
         "",
         report(records, plan),
+        *figure,
     ]
 
 

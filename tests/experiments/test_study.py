@@ -6,7 +6,7 @@ pytest.importorskip("torch")  # training-side tests: skipped where torch is abse
 
 import json
 
-from scripts.experiments.study import main
+from scripts.experiments.study import Plan, lift_figure, main
 
 
 def test_study_runs_pairs_resumes_and_reports(tmp_path):
@@ -28,3 +28,6 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
     assert len(lines) == 6 and all(line.count("|") == 12 for line in lines[:3])
     assert "(p " in lines[1] and "- group:" in text and "seeds dnn [1, 2]" in text
     assert lines[2].rstrip(" |").endswith("n 2)") and "- group vs static:" in text  # group minus static, paired
+    plan = Plan(data="ml-100k", models=("dnn",), arms=("base", "static", "group"), seeds=(1, 2))
+    lift_figure(records, plan, tmp_path / "lifts.png")  # RESULTS.md section 0's plot
+    assert (tmp_path / "lifts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
