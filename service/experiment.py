@@ -16,7 +16,6 @@ Key values are normalised as the encoder reads a categorical value (196, 196.0 a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -121,9 +120,6 @@ class Experiment:
 
     def model_of(self, arm: str) -> str:
         return self.treatment if arm == "treatment" else self.control
-
-    def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def key_value(payload: Any, key: str) -> Any:

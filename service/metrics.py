@@ -135,6 +135,7 @@ class Metrics:
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._model_labels: dict[str, tuple[str, ...]] = {}
         self._score_children: dict[tuple[str, str], tuple] = {}
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
         self._shared: list = []
 
     def stage(self, stage: str, seconds: float) -> None:
@@ -162,9 +163,13 @@ class Metrics:
 
     def observe_model_request(self, model: str, arm: str | None, code: int, seconds: float) -> None:
         """A finished scoring request, by the model that answered it (the middleware calls this)."""
-        arm = arm or NO_ARM
-        self.model_requests.labels(model, arm, str(code)).inc()
-        self.model_request_duration.labels(model, arm).observe(seconds)
+        key = (model, arm or NO_ARM, code)
+        children = self._request_children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per (model, arm, code)
+            children = (self.model_requests.labels(*key[:2], str(code)), self.model_request_duration.labels(*key[:2]))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_oov(self, fields: tuple[str, ...], feeds: dict[str, np.ndarray]) -> None:
         """Count the OOV index in each of `fields` (the categorical and multi-valued inputs: in a numeric one, index

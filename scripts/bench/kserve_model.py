@@ -19,6 +19,8 @@ from typing import Any
 import kserve
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 
+from scripts.bench.peer_columns import tensor_columns as columns
+
 
 class BundleModel(Model):
     """Scores raw feature tensors with a bundle; predict runs inline in ModelServer's event loop."""
@@ -43,26 +45,11 @@ class BundleModel(Model):
 
 
 def tensor_columns(inputs: list) -> dict[str, Any]:
-    """{feature: values}: BYTES elements as str, numbers as they came (data flat or nested); [B, K] as rows."""
-    columns = {}
-    for tensor in inputs:
-        flat = tensor.data if isinstance(tensor.data, list) else tensor.as_numpy().reshape(-1).tolist()
-        flat = list(_flatten(flat))
-        if tensor.datatype == "BYTES":
-            flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
-        if len(tensor.shape) == 2 and tensor.shape[1] != 1:  # multi-valued [B, K]
-            k = tensor.shape[1]
-            flat = [flat[i : i + k] for i in range(0, len(flat), k)]
-        columns[tensor.name] = flat
-    return columns
-
-
-def _flatten(data):
-    for x in data:
-        if isinstance(x, list):
-            yield from _flatten(x)
-        else:
-            yield x
+    """{feature: values} of the request's tensors (scripts/bench/peer_columns.py)."""
+    return columns(
+        (t.name, t.datatype, t.shape, t.data if isinstance(t.data, list) else t.as_numpy().reshape(-1).tolist())
+        for t in inputs
+    )
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from mlserver import MLModel
-from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+
+from scripts.bench.peer_columns import tensor_columns as columns
 
 
 class BundleRuntime(MLModel):
@@ -36,23 +38,6 @@ class BundleRuntime(MLModel):
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[out])
 
 
-def tensor_columns(inputs: list[RequestInput]) -> dict[str, list[Any]]:
-    """{feature: values}: BYTES elements as str, numbers as they came (data flat or nested); [B, K] as rows."""
-    columns = {}
-    for tensor in inputs:
-        flat = list(_flatten(tensor.data.root))
-        if tensor.datatype == "BYTES":
-            flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
-        if len(tensor.shape) == 2 and tensor.shape[1] != 1:  # multi-valued [B, K]
-            k = tensor.shape[1]
-            flat = [flat[i : i + k] for i in range(0, len(flat), k)]
-        columns[tensor.name] = flat
-    return columns
-
-
-def _flatten(data: Any):
-    for v in data if isinstance(data, list) else [data]:
-        if isinstance(v, list):
-            yield from _flatten(v)
-        else:
-            yield v
+def tensor_columns(inputs: list) -> dict[str, Any]:
+    """{feature: values} of the request's tensors (scripts/bench/peer_columns.py)."""
+    return columns((t.name, t.datatype, t.shape, t.data.root) for t in inputs)
