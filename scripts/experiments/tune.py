@@ -14,7 +14,9 @@ validation than the untuned one.
 Every arm tunes the learning rate, the batch size (one choice unless `--batch-sizes` lists more), the embedding
 width, dropout and the tower widths; APG arms also the rank K, the over-parameterisation P (a multiple of K), G's
 hidden width (0: linear G), a generated bias and the std of G's output layer at init (the identity offset,
-S = I + G(z), is always on in model/apg.py). model/apg.py has one K for all layers, so K is tuned once per model.
+S = I + G(z), is always on in model/apg.py); group-wise arms also the group (the activity bucket, a user-profile
+field, the item's popularity or the user) and a LayerNorm on z. model/apg.py has one K for all layers, so K is tuned
+once per model.
 
 Resumable: the searches live in one SQLite file (runs/tune/<data>.sqlite3, `--storage`); a killed search continues
 where it stopped, the trial it was in tried again with the same values (TPE's random state restarts, so the values
@@ -41,6 +43,12 @@ STORAGE = Path("runs/tune")
 SEED = 0  # every trial's initialisation seed: kept for choices, never reported by the study
 SHARED = ("lr", "batch_size", "embed_dim", "dropout", "hidden")  # every arm
 APG_KNOBS = ("rank", "overparam", "cond_hidden", "generate_bias", "gen_init_std")  # APG arms only
+GROUP_KNOBS = ("group_field", "cond_norm")  # group-wise arms only: which group, and LayerNorm on its z
+
+
+def knobs(apg) -> tuple[str, ...]:
+    """The knobs an arm (its APGConfig) searches."""
+    return (*SHARED, *(APG_KNOBS if apg.enabled else ()), *(GROUP_KNOBS if apg.condition == "group" else ()))
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,16 @@ class Space:
     cond_hidden: tuple[int, ...] = (0, 32, 64)  # 0: linear G
     generate_bias: tuple[bool, ...] = (False, True)
     gen_init_std: tuple[float, ...] = (0.0, 0.01)
+    # richer groups than the activity bucket: a user-profile field, the item's popularity, the user itself (z from
+    # the group's own embedding table, cond_embed, as the group arms have); the first is the arm's default
+    group_field: tuple[str, ...] = ("user_activity", "occupation", "age", "item_popularity", "user_id")
+    cond_norm: tuple[bool, ...] = (False, True)
 
-    def suggest(self, trial, apg: bool) -> dict:
-        """One trial's values (an optuna Trial): the shared knobs, and the APG ones for an APG arm."""
+    def suggest(self, trial, apg) -> dict:
+        """One trial's values (an optuna Trial) for an arm (its APGConfig): the shared knobs, the APG ones for an
+        APG arm, and the group ones for a group-wise arm."""
         params = {"lr": trial.suggest_float("lr", *self.lr, log=True)}
-        for name in (*SHARED[1:], *(APG_KNOBS if apg else ())):
+        for name in knobs(apg)[1:]:
             params[name] = trial.suggest_categorical(name, getattr(self, name))
         return params
 
@@ -73,6 +86,8 @@ class Space:
         if a.enabled:
             params |= {"rank": a.rank, "overparam": a.overparam // a.rank, "cond_hidden": a.cond_hidden,
                        "generate_bias": a.generate_bias, "gen_init_std": a.gen_init_std}  # fmt: skip
+        if a.condition == "group":
+            params |= {"group_field": a.group_field, "cond_norm": a.cond_norm}
         return params
 
 
@@ -107,6 +122,8 @@ def configs(plan: TunePlan, params: dict, model: str, arm: str) -> tuple[ModelCo
         k = params["rank"]
         apg = replace(apg, rank=k, overparam=params["overparam"] * k, cond_hidden=params["cond_hidden"],
                       generate_bias=params["generate_bias"], gen_init_std=params["gen_init_std"])  # fmt: skip
+    if apg.condition == "group":
+        apg = replace(apg, group_field=params["group_field"], cond_norm=params["cond_norm"])
     hidden = tuple(int(w) for w in params["hidden"].split(","))
     model_cfg = ModelConfig(model, embed_dim=params["embed_dim"], hidden=hidden, dropout=params["dropout"], apg=apg)
     cfg = replace(plan.train, data=plan.data, seed=SEED, lr=params["lr"], batch_size=params["batch_size"])
@@ -139,7 +156,7 @@ def objective(plan: TunePlan, model: str, arm: str) -> Callable:
     import optuna
 
     def run_trial(trial: optuna.Trial) -> float:
-        model_cfg, cfg = configs(plan, plan.space.suggest(trial, ARMS[arm].enabled), model, arm)
+        model_cfg, cfg = configs(plan, plan.space.suggest(trial, ARMS[arm]), model, arm)
 
         def report(epoch: int, auc: float) -> None:
             trial.report(auc, epoch)
@@ -253,8 +270,9 @@ def log_trial(study, trial) -> None:
 
 
 # ---------------------------------------------------------------- the report
-COLUMNS = ("lr", "batch_size", "embed_dim", "dropout", "hidden", *APG_KNOBS)
-HEADS = ("lr", "batch", "embed", "dropout", "widths", "K", "P", "G hidden", "gen. bias", "G init std")
+COLUMNS = (*SHARED, *APG_KNOBS, *GROUP_KNOBS)
+HEADS = ("lr", "batch", "embed", "dropout", "widths", "K", "P", "G hidden", "gen. bias", "G init std", "group",
+         "LayerNorm z")
 
 
 def report(saved: dict, plan: TunePlan) -> str:

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from model.zoo import ModelConfig
 from scripts.experiments import study, tune
 from scripts.experiments.study import ARMS, Plan
-from scripts.experiments.tune import APG_KNOBS, SHARED, Space, TunePlan
+from scripts.experiments.tune import APG_KNOBS, GROUP_KNOBS, SHARED, Space, TunePlan
 
 ARGS = ["--data", "ml-100k", "--models", "dnn", "--arms", "base,static,self", "--epochs", "3"]
 
@@ -55,12 +55,15 @@ def test_every_arm_searches_the_same_shared_knobs_and_apg_arms_the_apg_ones():
     dists = {}
     for arm, apg in ARMS.items():
         trial = s.ask()
-        space.suggest(trial, apg.enabled)
+        space.suggest(trial, apg)
         dists[arm] = trial.distributions
-        assert set(trial.params) == set(SHARED) | (set(APG_KNOBS) if apg.enabled else set())
+        group = set(GROUP_KNOBS) if apg.condition == "group" else set()
+        assert set(trial.params) == set(SHARED) | (set(APG_KNOBS) if apg.enabled else set()) | group
     assert all({k: d[k] for k in SHARED} == {k: dists["base"][k] for k in SHARED} for d in dists.values())
     apg_arms = [a for a in ARMS if ARMS[a].enabled]
-    assert all(dists[a] == dists[apg_arms[0]] for a in apg_arms)  # every APG arm: the same APG knobs too
+    same = (*SHARED, *APG_KNOBS)  # every APG arm: the same APG knobs too
+    assert all({k: dists[a][k] for k in same} == {k: dists[apg_arms[0]][k] for k in same} for a in apg_arms)
+    assert dists["group"]["group_field"].choices[0] == ARMS["group"].group_field  # the untuned group comes first
     for arm in ARMS:  # the untuned arm (each search's first trial) lies in the space
         for name, value in space.untuned(arm, 1e-3).items():
             choices = getattr(space, name)
@@ -70,7 +73,8 @@ def test_every_arm_searches_the_same_shared_knobs_and_apg_arms_the_apg_ones():
 def test_a_trials_values_map_to_model_and_train_config():
     plan = TunePlan(data="ml-100k")
     params = {"lr": 3e-3, "batch_size": 1024, "embed_dim": 32, "dropout": 0.2, "hidden": "400,400", "rank": 8,
-              "overparam": 2, "cond_hidden": 0, "generate_bias": True, "gen_init_std": 0.01}  # fmt: skip
+              "overparam": 2, "cond_hidden": 0, "generate_bias": True, "gen_init_std": 0.01,
+              "group_field": "occupation", "cond_norm": True}  # fmt: skip
     model_cfg, cfg = tune.configs(plan, params, "deepfm", "group")
     assert (model_cfg.model, model_cfg.embed_dim, model_cfg.hidden, model_cfg.dropout) == (
         "deepfm",
@@ -79,7 +83,8 @@ def test_a_trials_values_map_to_model_and_train_config():
         0.2,
     )
     a = model_cfg.apg
-    assert (a.condition, a.group_field, a.cond_embed) == ("group", "user_activity", True)  # the arm's own definition
+    assert (a.condition, a.cond_embed) == ("group", True)  # the arm's own definition
+    assert (a.group_field, a.cond_norm) == ("occupation", True)  # the group's knobs
     assert (a.rank, a.overparam, a.cond_hidden, a.generate_bias, a.gen_init_std) == (8, 16, 0, True, 0.01)
     assert (cfg.lr, cfg.batch_size, cfg.seed, cfg.data, cfg.epochs) == (3e-3, 1024, 0, "ml-100k", plan.train.epochs)
     base, _ = tune.configs(plan, {k: params[k] for k in SHARED}, "deepfm", "base")
@@ -114,7 +119,8 @@ def test_equal_budget_per_arm_best_file_and_report(tmp_path, monkeypatch):
     text = (tmp_path / "tune-ml-100k.md").read_text()
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"arm", "base", "static", "self"}
-    assert rows["base"].count("—") == len(APG_KNOBS) and "—" not in rows["self"]
+    assert rows["base"].count("—") == len(APG_KNOBS) + len(GROUP_KNOBS)
+    assert rows["self"].count("—") == len(GROUP_KNOBS)  # not a group-wise arm
     assert f"| {saved['configs']['dnn']['self']['valid_auc']:.4f} |" in rows["self"]
 
 
@@ -128,7 +134,7 @@ def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
     assert tune.main(["run", *args(tmp_path, "--trials", "5")]) == 0 and len(calls) == 15  # nothing runs twice
     # a process killed in a trial leaves it running; Ctrl-C leaves it failed: both are tried again, same values
     killed = studies(tmp_path)["base"].ask()
-    Space().suggest(killed, False)
+    Space().suggest(killed, ARMS["base"])
     calls.clear()
     monkeypatch.setattr(tune, "train_trial", fake_trial(calls, stop_at=2))
     with pytest.raises(KeyboardInterrupt):
