@@ -205,7 +205,12 @@ def report(records: list[dict], plan: Plan) -> str:
         + " "
         f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
         f"(patience {plan.train.patience}) and learning rate ×{plan.train.lr_decay} on a validation plateau, "
-        f"batch {plan.train.batch_size}, lr {plan.train.lr}, the same for every arm. Lifts are paired differences "
+        + (
+            f"batch {plan.train.batch_size}, lr {plan.train.lr}, the same for every arm"
+            if plan.tuned is None
+            else "each arm with its tuned learning rate, batch size and configuration"
+        )
+        + ". Lifts are paired differences "
         "(arm − base on the same seed) in AUC points, mean [95 % t interval] (p, n); `mde` is the smallest lift this "
         "design detects with 80 % power. `vs static` (with the static arm): the APG arm minus the same low-rank tower"
         " with one learned S shared by every row, on the same seed: what sample-specific S adds.",
@@ -310,19 +315,26 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
     plots.intervals(path, [*models, "pooled"], series, "base model", "test AUC lift, points (paired 95 % CI)")
 
 
-def section(results: Path, plan: Plan | None = None, figures: Path | None = None) -> list[str]:
+def section(
+    results: Path, plan: Plan | None = None, figures: Path | None = None, tuned: Path | None = None
+) -> list[str]:
     """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet); with `figures`, its
-    plot of the paired lifts goes there too."""
+    plot of the paired lifts goes there too. A tuned plan (its configurations read from the file `tuned`) reports
+    the seeds stored for it."""
     plan = plan or Plan()
     records = stored(plan, results)
     if not records:
         return []
+    if plan.tuned is not None:
+        plan = replace(plan, seeds=tuple(sorted({r["seed"] for r in records})))
     figure = []
     if figures is not None:
-        lift_figure(records, plan, figures / f"study-{plan.data}.png")
-        figure = ["", f"![paired lifts on {plan.data}]({figures.name}/study-{plan.data}.png)"]
+        name = f"study-{plan.data}{'-tuned' if plan.tuned else ''}.png"
+        lift_figure(records, plan, figures / name)
+        figure = ["", f"![paired lifts on {plan.data}]({figures.name}/{name})"]
     command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
-               f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}")  # fmt: skip
+               f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}"
+               + (f" --tuned {tuned}" if plan.tuned is not None else ""))  # fmt: skip
     return [
         f"Command: `{command}` (then `apg experiment report`); {len(records)} runs stored.",
         "",

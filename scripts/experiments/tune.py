@@ -271,8 +271,20 @@ def log_trial(study, trial) -> None:
 
 # ---------------------------------------------------------------- the report
 COLUMNS = (*SHARED, *APG_KNOBS, *GROUP_KNOBS)
-HEADS = ("lr", "batch", "embed", "dropout", "widths", "K", "P", "G hidden", "gen. bias", "G init std", "group",
-         "LayerNorm z")
+HEADS = (
+    "lr",
+    "batch",
+    "embed",
+    "dropout",
+    "widths",
+    "K",
+    "P",
+    "G hidden",
+    "gen. bias",
+    "G init std",
+    "group",
+    "LayerNorm z",
+)
 
 
 def report(saved: dict, plan: TunePlan) -> str:

@@ -15,6 +15,7 @@ from dataclasses import replace
 import optuna
 from optuna.trial import TrialState
 
+from model.train import TrainConfig
 from model.zoo import ModelConfig
 from scripts.experiments import study, tune
 from scripts.experiments.study import ARMS, Plan
@@ -219,3 +220,17 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
     }
     trained = json.loads((runs / "ml-100k" / "dnn-self-tuned-s1" / "metrics.json").read_text())["config"]
     assert trained["model"] == saved["self"]["model"] and trained["train"]["lr"] == saved["self"]["train"]["lr"]
+    # RESULTS.md section 2: the search's table, then the tuned study's (the tiny budget's runs, as `section` reads them)
+    from scripts.experiments.results_report import ml1m_sections
+
+    (tmp_path / "figures").mkdir()
+    text = "\n".join(ml1m_sections(tmp_path, tmp_path / "figures", data="ml-100k")).split("## 3.")[0]
+    assert "apg experiment tune run --data ml-100k --models dnn --arms base,self" in text
+    assert f"| self | {saved['self']['valid_auc']:.4f} |" in text
+    assert "No tuned run stored yet" in text  # the default budget's tuned runs: none here
+    budget = TrainConfig(epochs=1, patience=2, batch_size=1024, limit=3000)
+    plan = study.Plan("ml-100k", ("dnn",), ("base", "self"), (1, 2, 3), budget, study.load_tuned(path, "ml-100k"))
+    lines = study.section(tmp_path, plan, figures=tmp_path / "figures", tuned=path)
+    assert f"--seeds 1 --tuned {path}`" in lines[0]  # the seeds stored, not the plan's
+    assert "each arm with its tuned learning rate" in lines[2] and "| dnn | self |" in lines[2]
+    assert (tmp_path / "figures" / "study-ml-100k-tuned.png").stat().st_size > 1000
