@@ -218,6 +218,12 @@ def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
     lines = ["## 1. MovieLens-1M: does APG lift AUC, and which condition adapts?", ""]
     untuned = study.section(results, study.Plan(data=data), figures=figs)
     lines += untuned or [f"No run stored yet: `apg experiment study run --data {data}`."]
+    timed = study.Plan(data=data, train=replace(study.Plan().train, split="time"))
+    arms = {r["arm"] for r in study.stored(timed, results)}
+    lines += ["", "### The time split", ""] + (
+        study.section(results, replace(timed, arms=tuple(a for a in study.ARMS if a in arms)), figures=figs)
+        or [f"No run stored yet: `apg experiment study run --data {data} --split time`."]
+    )
     lines += ["", "## 2. MovieLens-1M: each arm with its own tuned configuration", ""]
     best = tune.best_path(results, data)
     saved = json.loads(best.read_text()) if best.exists() else None

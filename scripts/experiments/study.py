@@ -129,7 +129,8 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
     from model.train import load_run, load_test_split, predict, train_run
 
     model_cfg, cfg = arm_configs(plan, model, arm, seed)
-    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}-s{seed}"
+    split = "" if plan.train.split == "random" else f"-{plan.train.split}"
+    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}{split}-s{seed}"
     start = time.perf_counter()
     m = train_run(model_cfg, cfg, out, progress=False)
     net, schema, _ = load_run(out)
@@ -200,7 +201,13 @@ def report(records: list[dict], plan: Plan) -> str:
     by = {(r["model"], r["arm"], r["seed"]): r for r in records}
     complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
     lines = [
-        f"Dataset {plan.data}, one fixed random split (split seed {plan.train.split_seed}), seeds "
+        f"Dataset {plan.data}, "
+        + (
+            f"one fixed random split (split seed {plan.train.split_seed})"
+            if plan.train.split == "random"
+            else "the time split (the earliest 80 % of the ratings train, the next 10 % validate, the last 10 % test)"
+        )
+        + ", seeds "
         + "; ".join(f"{m} {complete[m]}" for m in plan.models)
         + " "
         f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
@@ -329,11 +336,13 @@ def section(
         plan = replace(plan, seeds=tuple(sorted({r["seed"] for r in records})))
     figure = []
     if figures is not None:
-        name = f"study-{plan.data}{'-tuned' if plan.tuned else ''}.png"
+        split = "" if plan.train.split == "random" else f"-{plan.train.split}"
+        name = f"study-{plan.data}{'-tuned' if plan.tuned else ''}{split}.png"
         lift_figure(records, plan, figures / name)
         figure = ["", f"![paired lifts on {plan.data}]({figures.name}/{name})"]
     command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
                f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}"
+               + (f" --split {plan.train.split}" if plan.train.split != "random" else "")
                + (f" --tuned {tuned}" if plan.tuned is not None else ""))  # fmt: skip
     return [
         f"Command: `{command}` (then `apg experiment report`); {len(records)} runs stored.",
@@ -347,6 +356,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_plan_arguments(p, Plan.arms)
     p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
     p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
+    p.add_argument("--split", choices=("random", "time"), default="random",
+                   help="the fixed split every run shares: random (split seed 0) or ordered by time")  # fmt: skip
 
 
 def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> None:
@@ -384,6 +395,7 @@ def arms_and_budget(a: argparse.Namespace) -> tuple[tuple[str, ...], TrainConfig
 
 def run_from_args(a: argparse.Namespace) -> int:
     arms, train = arms_and_budget(a)
+    train = replace(train, split=a.split)
     tuned = load_tuned(a.tuned, a.data) if a.tuned else None
     plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train, tuned)
     if tuned is not None:
@@ -392,7 +404,8 @@ def run_from_args(a: argparse.Namespace) -> int:
         run(plan, a.results, a.runs)
         return 0
     records = stored(plan, a.results)
-    out = a.results / f"study-{plan.data}{'-tuned' if tuned else ''}.md"
+    split = "" if a.split == "random" else f"-{a.split}"
+    out = a.results / f"study-{plan.data}{'-tuned' if tuned else ''}{split}.md"
     note = f"Each arm with its tuned configuration from `{a.tuned}` (lr and batch size too).\n\n" if tuned else ""
     out.write_text(note + report(records, plan))
     print(out.read_text())

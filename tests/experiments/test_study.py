@@ -31,3 +31,18 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
     plan = Plan(data="ml-100k", models=("dnn",), arms=("base", "static", "group"), seeds=(1, 2))
     lift_figure(records, plan, tmp_path / "lifts.png")  # RESULTS.md section 0's plot
     assert (tmp_path / "lifts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_time_split_is_a_study_of_its_own(tmp_path):
+    args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1", "--models", "dnn",
+            "--arms", "base,self", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    assert main(["run", *args]) == 0 and main(["run", *args, "--split", "time"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
+    assert sorted(r["budget"]["split"] for r in records) == ["random", "random", "time", "time"]  # nothing reused
+    assert sorted(p.name for p in (tmp_path / "runs" / "ml-100k").iterdir()) == [
+        "dnn-base-s1", "dnn-base-time-s1", "dnn-self-s1", "dnn-self-time-s1"]  # fmt: skip
+    random_test = {r["test"]["auc"] for r in records if r["budget"]["split"] == "random"}
+    assert not random_test & {r["test"]["auc"] for r in records if r["budget"]["split"] == "time"}
+    assert main(["report", *args, "--split", "time"]) == 0
+    text = (tmp_path / "study-ml-100k-time.md").read_text()
+    assert "the time split" in text and text.count("| dnn |") == 4  # the arm table and the activity table
