@@ -299,7 +299,12 @@ def report(saved: dict, plan: TunePlan) -> str:
         f"Dataset {saved['data']}, split seed {b['train']['split_seed']}: per arm one Optuna search (TPE, sampler seed "
         f"{b['sampler_seed']}, the same trials per arm), each trial one run with initialisation seed {SEED} of at "
         f"most {b['train']['epochs']} epochs (patience {b['train']['patience']}), scored on validation AUC; the "
-        + (f"median pruner from epoch {b['prune_from']}" if b["prune_from"] else "no pruning")
+        + (
+            f"median pruner from epoch {b['prune_from']} (Optuna's waits for 5 finished trials per arm, so a search "
+            "of 5 or fewer prunes none)"
+            if b["prune_from"]
+            else "no pruning"
+        )
         + ". The test split is never read. `untuned` is the arm's first trial (the study's defaults). P is the "
         "over-parameterisation width (0: off), G hidden 0 a linear G.",
     ]
