@@ -234,9 +234,8 @@ def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
         models = tuple(m for m in NAMES if m in saved["configs"])
         arms = tuple(a for a in study.ARMS if all(a in saved["configs"][m] for m in models))
         searched = tune.TunePlan(data=data, models=models, arms=arms)
-        lines += [f"Search: `apg experiment tune run --data {data} --models {','.join(models)} --arms {','.join(arms)}`"
-                  " (the budget below; `apg experiment tune report` writes this table alone).", "",
-                  tune.report(saved, searched)]  # fmt: skip
+        lines += [f"Search: `{tune.run_command(saved, searched)}` (`apg experiment tune report` writes this table "
+                  "alone).", "", tune.report(saved, searched)]  # fmt: skip
         plan = study.Plan(data=data, models=models, arms=arms, tuned=study.load_tuned(best, data))
         lines += study.section(results, plan, figures=figs, tuned=best) or [
             f"No tuned run stored yet: `apg experiment study run --data {data} --models {','.join(models)} --arms "

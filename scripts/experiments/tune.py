@@ -287,6 +287,20 @@ HEADS = (
 )
 
 
+def run_command(saved: dict, plan: TunePlan) -> str:
+    """The `apg experiment tune run` that made the saved searches of the plan's models and arms: their trials and
+    budget (as stored with each best configuration)."""
+    e = next((saved["configs"][m][a] for m in plan.models for a in plan.arms if a in saved["configs"].get(m, {})), None)
+    command = (
+        f"apg experiment tune run --data {saved['data']} --models {','.join(plan.models)} --arms {','.join(plan.arms)}"
+    )
+    if e is None:
+        return command
+    b = e["budget"]
+    return (f"{command} --trials {e['trials']} --epochs {b['train']['epochs']} --patience {b['train']['patience']} "
+            f"--prune-from {b['prune_from']}")  # fmt: skip
+
+
 def report(saved: dict, plan: TunePlan) -> str:
     """Markdown: per model, a row per arm with its best validation AUC, the untuned one, the trials and the values."""
     tuned = saved["configs"]
@@ -376,10 +390,10 @@ def run_from_args(a: argparse.Namespace) -> int:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `apg experiment tune run --data {plan.data}` first")
     out = a.results / f"tune-{plan.data}.md"
-    command = (f"apg experiment tune run --data {plan.data} --models {','.join(plan.models)} "
-               f"--arms {','.join(plan.arms)} --trials {plan.trials}")  # fmt: skip
-    text = report(json.loads(path.read_text()), plan)
-    out.write_text(f"Command: `{command}` (then `apg experiment tune report`).\n\n{text}")
+    saved = json.loads(path.read_text())
+    out.write_text(
+        f"Command: `{run_command(saved, plan)}` (then `apg experiment tune report`).\n\n{report(saved, plan)}"
+    )
     print(out.read_text())
     return 0
 

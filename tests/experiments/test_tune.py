@@ -225,7 +225,7 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
 
     (tmp_path / "figures").mkdir()
     text = "\n".join(ml1m_sections(tmp_path, tmp_path / "figures", data="ml-100k")).split("## 3.")[0]
-    assert "apg experiment tune run --data ml-100k --models dnn --arms base,self" in text
+    assert "apg experiment tune run --data ml-100k --models dnn --arms base,self --trials 2 --epochs 1" in text
     assert f"| self | {saved['self']['valid_auc']:.4f} |" in text
     assert "No tuned run stored yet" in text  # the default budget's tuned runs: none here
     budget = TrainConfig(epochs=1, patience=2, batch_size=1024, limit=3000)
