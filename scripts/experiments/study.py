@@ -326,14 +326,14 @@ def section(
     results: Path, plan: Plan | None = None, figures: Path | None = None, tuned: Path | None = None
 ) -> list[str]:
     """The study's report as a section of docs/RESULTS.md (empty when no run is stored yet); with `figures`, its
-    plot of the paired lifts goes there too. A tuned plan (its configurations read from the file `tuned`) reports
-    the seeds stored for it."""
+    plot of the paired lifts goes there too. It reports the models and seeds stored for the plan (its command
+    trains those); a tuned plan's configurations were read from the file `tuned`."""
     plan = plan or Plan()
     records = stored(plan, results)
     if not records:
         return []
-    if plan.tuned is not None:
-        plan = replace(plan, seeds=tuple(sorted({r["seed"] for r in records})))
+    models = tuple(m for m in plan.models if any(r["model"] == m for r in records))
+    plan = replace(plan, models=models, seeds=tuple(sorted({r["seed"] for r in records})))
     figure = []
     if figures is not None:
         split = "" if plan.train.split == "random" else f"-{plan.train.split}"
