@@ -209,13 +209,42 @@ def complexity_section(path: Path, figs: Path) -> list[str]:
     return lines
 
 
+def in_short(results: Path, data: str) -> list[str]:
+    """The answers sections 1-3 give, a line each: every stored paired study's pooled lift per arm and whether the
+    arm adapts; the cold-start test's pooled lift on the cold users' rows."""
+    from scripts.experiments import coldstart, study, tune
+    from scripts.experiments.paired import fmt, pooled
+
+    plans = [("random split, default settings", study.Plan(data=data))]
+    plans.append(("time split", study.Plan(data=data, train=replace(study.Plan().train, split="time"))))
+    best = tune.best_path(results, data)
+    if best.exists():
+        plans.append(("each arm tuned", study.Plan(data=data, tuned=study.load_tuned(best, data))))
+    lines = []
+    for label, p in plans:
+        records = study.stored(p, results)
+        arms = tuple(a for a in p.arms if any(r["arm"] == a for r in records))
+        if p.tuned is not None:  # the tuned arms are those of the tuned file
+            arms = tuple(a for a in arms if all(a in p.tuned[m] for m in p.tuned))
+        seeds = tuple(sorted({r["seed"] for r in records}))
+        lines += [f"{data}, {label}: {line}" for line in study.summary(records, replace(p, arms=arms, seeds=seeds))]
+    cplan = coldstart.Plan(data=data)
+    runs = coldstart.Paired.of(coldstart.stored(cplan, results), cplan)
+    models = [m for m in cplan.models if runs.seeds[m]]
+    for a in (a for a in cplan.arms if a != "base" and models):
+        cold = pooled({m: runs.lift(m, a, "cold") for m in models})
+        lines.append(f"{data}, cold-start users' rows: {a} {fmt(cold)} over the base ({', '.join(models)})")
+    return lines or ["nothing stored yet"]
+
+
 def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
     """Sections 1-4, from the paired drivers' stores: the study with every arm's defaults, the equal-budget search
     and the study with each arm's tuned configuration, the cold-start test (a section with no stored run says how
     to train it); then the complexity of the models (a synthetic MLP and the trained ML-1M ones)."""
     from scripts.experiments import coldstart, study, tune
 
-    lines = ["## 1. MovieLens-1M: does APG lift AUC, and which condition adapts?", ""]
+    lines = ["## In short (computed from the stores below)", ""] + [f"- {line}" for line in in_short(results, data)]
+    lines += ["", "## 1. MovieLens-1M: does APG lift AUC, and which condition adapts?", ""]
     untuned = study.section(results, study.Plan(data=data), figures=figs)
     lines += untuned or [f"No run stored yet: `apg experiment study run --data {data}`."]
     timed = study.Plan(data=data, train=replace(study.Plan().train, split="time"))

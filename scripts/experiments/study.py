@@ -302,6 +302,24 @@ def _bucket_order(label: str) -> tuple[int, str]:
     return (int(label), "") if label.isdigit() else (99, label)
 
 
+def summary(records: list[dict], plan: Plan) -> list[str]:
+    """A line per APG arm (and the static control): its lift over the base pooled over models, and whether its S
+    adapts (the mean-S counterfactual) in all, some or none of its runs."""
+    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
+    models = [m for m in plan.models if complete[m]]
+    lines = []
+    for a in (a for a in plan.arms if a != "base" and models):
+        runs = [by[(m, a, s)] for m in models for s in complete[m]]
+        diffs = {m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in complete[m]}
+                 for m in models}  # fmt: skip
+        adaptive = [r["adaptation"]["adaptive"] for r in runs if r.get("adaptation")]
+        verdict = "adaptive in every run" if all(adaptive) else "adaptive in none" if not any(adaptive) else (
+            f"adaptive in {sum(adaptive)} of {len(adaptive)} runs")  # fmt: skip
+        lines.append(f"{a}: {fmt(pooled(diffs))} over the base ({', '.join(models)}), {verdict}")
+    return lines
+
+
 def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
     """The paired lifts with their 95 % CIs, per model and pooled: each APG arm and the static control against the
     base, and each APG arm against the static control."""

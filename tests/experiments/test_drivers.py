@@ -40,6 +40,7 @@ def test_experiment_drivers_and_report_end_to_end(tmp_path):
         assert heading in text
     # the paired ML-1M sections come first; with nothing stored for them they say how to train them
     ml1m = text.split("# MovieLens-100K")[0]
+    assert "## In short (computed from the stores below)\n\n- nothing stored yet" in ml1m
     assert "`apg experiment study run --data ml-1m`" in ml1m and "`apg experiment tune run --data ml-1m`" in ml1m
     assert "`apg experiment cold-users run" in ml1m and "`apg experiment study run --data ml-1m --split time`" in ml1m
     assert "Not run yet" not in ml1m.split("## 4. Complexity")[1]  # the complexity run above is reported

@@ -6,7 +6,7 @@ pytest.importorskip("torch")  # training-side tests: skipped where torch is abse
 
 import json
 
-from scripts.experiments.study import Plan, lift_figure, main
+from scripts.experiments.study import Plan, lift_figure, main, summary
 
 
 def test_study_runs_pairs_resumes_and_reports(tmp_path):
@@ -29,7 +29,10 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
     assert "(p " in lines[1] and "- group:" in text and "seeds dnn [1, 2]" in text
     assert lines[2].rstrip(" |").endswith("n 2)") and "- group vs static:" in text  # group minus static, paired
     plan = Plan(data="ml-100k", models=("dnn",), arms=("base", "static", "group"), seeds=(1, 2))
-    lift_figure(records, plan, tmp_path / "lifts.png")  # RESULTS.md section 0's plot
+    lift_figure(records, plan, tmp_path / "lifts.png")  # RESULTS.md section 1's plot
+    short = summary(records, plan)  # RESULTS.md's "In short": a line per arm, pooled over models, its adaptation
+    assert [line.split(":")[0] for line in short] == ["static", "group"] and all("(dnn)" in x for x in short)
+    assert "adaptive in none" in short[0] and "n 2)" in short[1]
     assert (tmp_path / "lifts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
