@@ -121,6 +121,10 @@ def deepfm_table(runs: list[str], batches: tuple[int, ...], repeats: int, tmp: P
         row["onnx_bytes"], row["test_auc"] = path.stat().st_size, metrics["test"]["auc"]
         for b in batches:
             row[f"latency_b{b}"] = latency(sess, {k: v[:b] for k, v in x.items()}, repeats if b < 256 else 20)
+        # the same model exported without flushing its tiny weights (model/export.py TINY): what subnormals cost
+        kept = session(export_onnx(model, schema, tmp / f"{Path(run).name}-kept.onnx", flush=False))
+        b = max(batches)
+        row[f"latency_b{b}_unflushed"] = latency(kept, {k: v[:b] for k, v in x.items()}, 20)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -146,3 +146,30 @@ def test_export_needs_no_data_and_refuses_a_schema_that_is_not_the_trained_one(t
     with pytest.raises(ValueError, match="not the schema this model was trained with"):
         write_bundle(run, tmp_path / "bundle2")
     assert not (tmp_path / "bundle2").exists()
+
+
+def test_tiny_weights_are_written_as_zero_and_the_scores_do_not_change(ml100k_small, tmp_path):
+    import onnx
+    import torch
+
+    from model.export import TINY
+    from model.zoo import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ml100k_small.schema, ModelConfig("dnn", hidden=(32, 16))).eval()
+    params = [p for p in model.parameters() if p.dim() == 2]
+    with torch.no_grad():  # what weight decay leaves behind: entries near 1e-35 (subnormal products, slow on CPU)
+        for p in params:
+            p.view(-1)[::3] = 3e-35
+    before = [p.detach().clone() for p in params]
+    path = export_onnx(model, ml100k_small.schema, tmp_path / "m.onnx")
+    assert all(
+        torch.equal(p, b) for p, b in zip(params, before, strict=True)
+    )  # the trained model itself is left as it was
+    weights = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer]
+    floats = np.concatenate([w.ravel() for w in weights if w.dtype == np.float32])
+    assert not ((floats != 0) & (np.abs(floats) < TINY)).any() and (floats == 0).sum() >= sum(
+        p.numel() // 3 for p in params
+    )
+    x, _ = ml100k_small.part("test")
+    assert parity(model, ort_session(path), x, batch_sizes=(1, 1000))["max_abs_diff"] <= 1e-6
