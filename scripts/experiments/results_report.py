@@ -238,7 +238,8 @@ def in_short(results: Path, data: str) -> list[str]:
         lines += [f"{data}, {label}: {line}" for line in study.summary(records, replace(p, arms=arms, seeds=seeds))]
     cplan = coldstart.Plan(data=data)
     runs = coldstart.Paired.of(coldstart.stored(cplan, results), cplan)
-    models = [m for m in cplan.models if runs.seeds[m]]
+    most = max((len(s) for s in runs.seeds.values()), default=0)
+    models = [m for m in cplan.models if runs.seeds[m] and len(runs.seeds[m]) == most]  # pooled on common seeds
     for a in (a for a in cplan.arms if a != "base" and models):
         cold = pooled({m: runs.lift(m, a, "cold") for m in models})
         lines.append(f"{data}, cold-start users' rows: {a} {fmt(cold)} over the base ({', '.join(models)})")
