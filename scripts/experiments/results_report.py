@@ -217,6 +217,14 @@ def complexity_section(path: Path, figs: Path) -> list[str]:
     return lines
 
 
+def stored_arms(plan, results: Path):
+    """``plan`` (a study.Plan) with only the arms its store has runs of (the time split trains a subset)."""
+    from scripts.experiments import study
+
+    arms = {r["arm"] for r in study.stored(plan, results)}
+    return replace(plan, arms=tuple(a for a in plan.arms if a in arms))
+
+
 def in_short(results: Path, data: str) -> list[str]:
     """The answers sections 1-3 give, a line each: every stored paired study's pooled lift per arm and whether the
     arm adapts; the cold-start test's pooled lift on the cold users' rows."""
@@ -230,12 +238,12 @@ def in_short(results: Path, data: str) -> list[str]:
         plans.append(("each arm tuned", study.Plan(data=data, tuned=study.load_tuned(best, data))))
     lines = []
     for label, p in plans:
-        records = study.stored(p, results)
-        arms = tuple(a for a in p.arms if any(r["arm"] == a for r in records))
         if p.tuned is not None:  # the tuned arms are those of the tuned file
-            arms = tuple(a for a in arms if all(a in p.tuned[m] for m in p.tuned))
+            p = replace(p, arms=tuple(a for a in p.arms if all(a in p.tuned[m] for m in p.tuned)))
+        p = stored_arms(p, results)
+        records = study.stored(p, results)
         seeds = tuple(sorted({r["seed"] for r in records}))
-        lines += [f"{data}, {label}: {line}" for line in study.summary(records, replace(p, arms=arms, seeds=seeds))]
+        lines += [f"{data}, {label}: {line}" for line in study.summary(records, replace(p, seeds=seeds))]
     cplan = coldstart.Plan(data=data)
     runs = coldstart.Paired.of(coldstart.stored(cplan, results), cplan)
     most = max((len(s) for s in runs.seeds.values()), default=0)
@@ -256,10 +264,9 @@ def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
     lines += ["", "## 1. MovieLens-1M: does APG lift AUC, and which condition adapts?", ""]
     untuned = study.section(results, study.Plan(data=data), figures=figs)
     lines += untuned or [f"No run stored yet: `apg experiment study run --data {data}`."]
-    timed = study.Plan(data=data, train=replace(study.Plan().train, split="time"))
-    arms = {r["arm"] for r in study.stored(timed, results)}
+    timed = stored_arms(study.Plan(data=data, train=replace(study.Plan().train, split="time")), results)
     lines += ["", "### The time split", ""] + (
-        study.section(results, replace(timed, arms=tuple(a for a in study.ARMS if a in arms)), figures=figs)
+        study.section(results, timed, figures=figs)
         or [f"No run stored yet: `apg experiment study run --data {data} --split time`."]
     )
     lines += ["", "## 2. MovieLens-1M: each arm with its own tuned configuration", ""]
