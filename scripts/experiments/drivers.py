@@ -219,13 +219,14 @@ def controls(model: str, seed: int, budget: Budget) -> list[Run]:
 
 
 @lru_cache(maxsize=8)
-def matched_hidden(apg: ModelConfig, limit: int | None) -> tuple[int, ...]:
+def matched_hidden(apg: ModelConfig, limit: int | None, data: str = "ml-100k") -> tuple[int, ...]:
     """Widths (same shape as apg.hidden) of a static tower with about as many parameters as the APG tower; both
     towers take the input width the zoo gives them on the data's schema."""
+    from model.data import load_dataset
     from model.layers import MLP
     from model.zoo import build_model
 
-    schema = dataset("random", 0, limit).schema
+    schema = load_dataset(data, split="random", seed=0, limit=limit).schema
     target = sum(p.numel() for p in build_model(schema, apg).tower.parameters())
     in_dim = build_model(schema, replace(apg, apg=APGConfig())).tower.net[0].in_features  # the static tower's MLP
 

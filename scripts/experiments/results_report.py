@@ -225,14 +225,25 @@ def stored_arms(plan, results: Path):
     return replace(plan, arms=tuple(a for a in plan.arms if a in arms))
 
 
+def untuned_plan(data: str, split: str = "random"):
+    """The study with every arm's defaults, as RESULTS.md reports it: all seven base models and both controls (each
+    model with the arms its store holds)."""
+    from scripts.experiments import study
+
+    train = replace(study.Plan().train, split=split)
+    return study.Plan(
+        data=data, models=tuple(NAMES), arms=("base", "static", study.MATCHED, "self", "group"), train=train
+    )
+
+
 def in_short(results: Path, data: str) -> list[str]:
     """The answers sections 1-3 give, a line each: every stored paired study's pooled lift per arm and whether the
     arm adapts; the cold-start test's pooled lift on the cold users' rows."""
     from scripts.experiments import coldstart, study, tune
     from scripts.experiments.paired import fmt, pooled
 
-    plans = [("random split, default settings", study.Plan(data=data))]
-    plans.append(("time split", study.Plan(data=data, train=replace(study.Plan().train, split="time"))))
+    plans = [("random split, default settings", untuned_plan(data))]
+    plans.append(("time split", untuned_plan(data, "time")))
     best = tune.best_path(results, data)
     if best.exists():
         plans.append(("each arm tuned", study.Plan(data=data, tuned=study.load_tuned(best, data))))
@@ -262,9 +273,9 @@ def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
 
     lines = ["## In short (computed from the stores below)", ""] + [f"- {line}" for line in in_short(results, data)]
     lines += ["", "## 1. MovieLens-1M: does APG lift AUC, and which condition adapts?", ""]
-    untuned = study.section(results, study.Plan(data=data), figures=figs)
+    untuned = study.section(results, stored_arms(untuned_plan(data), results), figures=figs)
     lines += untuned or [f"No run stored yet: `apg experiment study run --data {data}`."]
-    timed = stored_arms(study.Plan(data=data, train=replace(study.Plan().train, split="time")), results)
+    timed = stored_arms(untuned_plan(data, "time"), results)
     lines += ["", "### The time split", ""] + (
         study.section(results, timed, figures=figs)
         or [f"No run stored yet: `apg experiment study run --data {data} --split time`."]

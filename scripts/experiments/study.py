@@ -45,6 +45,11 @@ ARMS: dict[str, APGConfig] = {
     "group-item": APGConfig("group", group_field="item_popularity", cond_embed=True),
     "mix": APGConfig("mix"),
 }
+# The second control, not an APGConfig: a static tower (no APG) widened to about as many parameters as the self-wise
+# APG tower, so "self vs matched" is what adaptation adds over capacity alone (this study only: not searched by
+# `apg experiment tune`, not in the cold-start test).
+MATCHED = "matched"
+CONTROLS = ("static", MATCHED)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,13 @@ def arm_configs(plan: Plan, model: str, arm: str, seed: int) -> tuple[ModelConfi
     """What one run trains: the arm as defined above, or its tuned configuration (the plan's epochs and patience)."""
     cfg = replace(plan.train, data=plan.data, seed=seed)
     tuned = tuned_of(plan, model, arm)
+    if arm == MATCHED:
+        if plan.tuned is not None:
+            raise ValueError(f"the {MATCHED} control has no tuned configuration (run it untuned)")
+        from scripts.experiments.drivers import matched_hidden
+
+        apg = ModelConfig(model, apg=ARMS["self"])
+        return ModelConfig(model, hidden=matched_hidden(apg, plan.train.limit, plan.data)), cfg
     if tuned is None:
         return ModelConfig(model, apg=ARMS[arm]), cfg
     model_cfg = ModelConfig.from_dict(tuned["model"])
@@ -195,11 +207,20 @@ def resume(path: Path, plan: Plan, execute: Callable[[str, str, int], dict], spl
 
 
 # ---------------------------------------------------------------- the report
+def coverage(records: list[dict], plan: Plan) -> tuple[dict, dict[str, tuple[str, ...]], dict[str, list[int]]]:
+    """The records by (model, arm, seed); per model the plan's arms it has runs of (none without its base: nothing
+    to pair with), and the seeds on which it has every one of them (a model may be run with fewer arms)."""
+    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+    arms = {m: tuple(a for a in plan.arms if any((m, a, s) in by for s in plan.seeds)) for m in plan.models}
+    arms = {m: a if "base" in a else () for m, a in arms.items()}
+    complete = {m: [s for s in plan.seeds if arms[m] and all((m, a, s) in by for a in arms[m])] for m in plan.models}
+    return by, arms, complete
+
+
 def report(records: list[dict], plan: Plan) -> str:
     """Markdown: per model and arm, test AUC and paired lift over the base with 95 % CIs, calibration, adaptation;
-    pooled lift over models; AUC by user activity."""
-    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
-    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
+    pooled lift over models (those run with the arm); AUC by user activity."""
+    by, arms, complete = coverage(records, plan)
     lines = [
         f"Dataset {plan.data}, "
         + (
@@ -208,7 +229,7 @@ def report(records: list[dict], plan: Plan) -> str:
             else "the time split (the earliest 80 % of the ratings train, the next 10 % validate, the last 10 % test)"
         )
         + ", seeds "
-        + "; ".join(f"{m} {complete[m]}" for m in plan.models)
+        + "; ".join(f"{m} {complete[m]}" for m in plan.models if complete[m])
         + " "
         f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
         f"(patience {plan.train.patience}) and learning rate ×{plan.train.lr_decay} on a validation plateau, "
@@ -220,17 +241,21 @@ def report(records: list[dict], plan: Plan) -> str:
         + ". Lifts are paired differences "
         "(arm − base on the same seed) in AUC points, mean [95 % t interval] (p, n); `mde` is the smallest lift this "
         "design detects with 80 % power. `vs static` (with the static arm): the APG arm minus the same low-rank tower"
-        " with one learned S shared by every row, on the same seed: what sample-specific S adds.",
+        " with one learned S shared by every row, on the same seed: what sample-specific S adds; `matched` (where "
+        "run) is a static tower widened to the self-wise APG tower's parameter count, and `vs matched` below is the "
+        "APG arm minus it: what APG adds over capacity alone.",
         "",
         "| model | arm | test AUC | lift vs base | mde | Δ logloss | pred/obs CTR | spread S (layers) "
         "| mean-S cost | adaptive | vs static |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lifts: dict[str, dict[str, dict[int, float]]] = {a: {} for a in plan.arms if a != "base"}
-    over_static: dict[str, dict[str, dict[int, float]]] = {a: {} for a in plan.arms if a not in ("base", "static")}
+    over: dict[str, dict[str, dict[str, dict[int, float]]]] = {  # control -> APG arm -> model -> seed -> lift
+        c: {a: {} for a in plan.arms if a not in ("base", *CONTROLS)} for c in CONTROLS
+    }
     for m in plan.models:
         seeds = complete[m]
-        for a in plan.arms:
+        for a in arms[m]:
             rs = [by[(m, a, s)] for s in seeds]
             if not rs:
                 continue
@@ -246,20 +271,18 @@ def report(records: list[dict], plan: Plan) -> str:
                 row += f" {fmt(p)} | {p['mde'] * 100:.2f} | {ll['mean']:+.4f} |"
             row += f" {np.mean([r['test']['ctr_ratio'] for r in rs]):.3f} |"
             row += adaptation_cells(rs)
-            if a in over_static and "static" in plan.arms:
-                d = {s: by[(m, a, s)]["test"]["auc"] - by[(m, "static", s)]["test"]["auc"] for s in seeds}
-                over_static[a][m] = d
-                row += f" {fmt(paired(list(d.values())))} |"
-            else:
-                row += " |"
+            for c in (c for c in CONTROLS if c in arms[m] and a in over[c]):
+                over[c][a][m] = {s: by[(m, a, s)]["test"]["auc"] - by[(m, c, s)]["test"]["auc"] for s in seeds}
+            row += f" {fmt(paired(list(over['static'][a][m].values())))} |" if m in over["static"].get(a, {}) else " |"
             lines.append(row)
     lines += ["", "Pooled over models (seed as the unit):", ""]
     for a, d in lifts.items():
         if d:
             lines.append(f"- {a}: {fmt(pooled(d))}")
-    for a, d in over_static.items():
-        if d:
-            lines.append(f"- {a} vs static: {fmt(pooled(d))}")
+    for c, arms_over in over.items():
+        for a, d in arms_over.items():
+            if d:
+                lines.append(f"- {a} vs {c}: {fmt(pooled(d))}")
     edges = [int(e) for e in Schema.load(SCHEMAS / f"{plan.data}.json").field("user_activity").edges]
     lines += [
         "",
@@ -267,7 +290,7 @@ def report(records: list[dict], plan: Plan) -> str:
         f"edges[b-1] ≤ n < edges[b] ratings in the training split, edges {edges}), mean over seeds:",
         "",
     ]
-    lines += activity_table(records, plan, complete)
+    lines += activity_table(by, arms, complete)
     return "\n".join(lines) + "\n"
 
 
@@ -281,12 +304,12 @@ def adaptation_cells(rs: list[dict]) -> str:
     return f" {' / '.join(f'{s:.3f}' for s in spreads)} | {fmt(cost)} | {verdict} |"
 
 
-def activity_table(records: list[dict], plan: Plan, complete: dict[str, list[int]]) -> list[str]:
-    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
+def activity_table(by: dict, arms: dict[str, tuple[str, ...]], complete: dict[str, list[int]]) -> list[str]:
+    records = list(by.values())
     buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
     lines = ["| model | arm | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
-    for m in (m for m in plan.models if complete[m]):
-        for a in plan.arms:
+    for m in (m for m in arms if complete[m]):
+        for a in arms[m]:
             cells = []
             for b in buckets:
                 vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in complete[m]]
@@ -304,18 +327,20 @@ def _bucket_order(label: str) -> tuple[int, str]:
 
 def summary(records: list[dict], plan: Plan) -> list[str]:
     """A line per APG arm (and the static control): its lift over the base pooled over models, and whether its S
-    adapts (the mean-S counterfactual) in all, some or none of its runs."""
-    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
-    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
-    models = [m for m in plan.models if complete[m]]
+    adapts (the mean-S counterfactual) in all, some or none of its runs; pooled over the models run with the arm."""
+    by, arms, complete = coverage(records, plan)
     lines = []
-    for a in (a for a in plan.arms if a != "base" and models):
+    for a in (a for a in plan.arms if a != "base"):
+        models = [m for m in plan.models if complete[m] and a in arms[m]]
+        if not models:
+            continue
         runs = [by[(m, a, s)] for m in models for s in complete[m]]
         diffs = {m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in complete[m]}
                  for m in models}  # fmt: skip
         adaptive = [r["adaptation"]["adaptive"] for r in runs if r.get("adaptation")]
         verdict = "adaptive in every run" if all(adaptive) else "adaptive in none" if not any(adaptive) else (
             f"adaptive in {sum(adaptive)} of {len(adaptive)} runs")  # fmt: skip
+        verdict = verdict if adaptive else "no generated weights"  # the parameter-matched static tower
         lines.append(f"{a}: {fmt(pooled(diffs))} over the base ({', '.join(models)}), {verdict}")
     return lines
 
@@ -325,17 +350,19 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
     base, and each APG arm against the static control."""
     from scripts.experiments import plots
 
-    by = {(r["model"], r["arm"], r["seed"]): r for r in records}
-    complete = {m: [s for s in plan.seeds if all((m, a, s) in by for a in plan.arms)] for m in plan.models}
+    by, arms, complete = coverage(records, plan)
     models = [m for m in plan.models if complete[m]]
     pairs = [(a, "base") for a in plan.arms if a != "base"]
-    if "static" in plan.arms:
-        pairs += [(a, "static") for a in plan.arms if a not in ("base", "static")]
+    pairs += [(a, c) for c in CONTROLS if c in plan.arms for a in plan.arms if a not in ("base", *CONTROLS)]
     series = {}
+    nothing = {"mean": np.nan, "ci": (np.nan, np.nan)}  # a model run without the arm: no point
     for arm, ref in pairs:
+        have = [m for m in models if arm in arms[m] and ref in arms[m]]
+        if not have:
+            continue
         diffs = {m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in complete[m]}
-                 for m in models}  # fmt: skip
-        cells = [paired(list(diffs[m].values())) for m in models] + [pooled(diffs)]
+                 for m in have}  # fmt: skip
+        cells = [paired(list(diffs[m].values())) if m in diffs else nothing for m in models] + [pooled(diffs)]
         series[f"{arm} - {ref}"] = [(c["mean"] * 100, c["ci"][0] * 100, c["ci"][1] * 100) for c in cells]
     plots.intervals(path, [*models, "pooled"], series, "base model", "test AUC lift, points (paired 95 % CI)")
 
@@ -384,7 +411,8 @@ def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> Non
     p.add_argument("what", choices=["run", "report"], help="train the missing runs, or write the report")
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
-    p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}")
+    p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}"
+                   " (and, in this study, matched: the parameter-matched static tower)")  # fmt: skip
     p.add_argument(
         "--seeds",
         default=",".join(map(str, Plan.seeds)),
@@ -400,19 +428,20 @@ def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> Non
     p.add_argument("--results", type=Path, default=RESULTS, help="where the run store and the report go")
 
 
-def arms_and_budget(a: argparse.Namespace) -> tuple[tuple[str, ...], TrainConfig]:
-    """The checked arms and the TrainConfig of ``add_plan_arguments``' options."""
-    arms = tuple(a.arms.split(","))
-    unknown = [x for x in arms if x not in ARMS]
+def arms_and_budget(a: argparse.Namespace, extra: tuple[str, ...] = ()) -> tuple[tuple[str, ...], TrainConfig]:
+    """The checked arms (of ARMS, and the driver's ``extra`` ones) and the TrainConfig of ``add_plan_arguments``'
+    options."""
+    arms, known = tuple(a.arms.split(",")), (*ARMS, *extra)
+    unknown = [x for x in arms if x not in known]
     if unknown or "base" not in arms:
-        raise ValueError(f"--arms must include base and name known arms ({', '.join(ARMS)}); unknown: {unknown}")
+        raise ValueError(f"--arms must include base and name known arms ({', '.join(known)}); unknown: {unknown}")
     train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
                         threads=a.threads, device=a.device)  # fmt: skip
     return arms, train
 
 
 def run_from_args(a: argparse.Namespace) -> int:
-    arms, train = arms_and_budget(a)
+    arms, train = arms_and_budget(a, (MATCHED,))
     train = replace(train, split=a.split)
     tuned = load_tuned(a.tuned, a.data) if a.tuned else None
     plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train, tuned)

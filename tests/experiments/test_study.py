@@ -49,3 +49,61 @@ def test_the_time_split_is_a_study_of_its_own(tmp_path):
     assert main(["report", *args, "--split", "time"]) == 0
     text = (tmp_path / "study-ml-100k-time.md").read_text()
     assert "the time split" in text and text.count("| dnn |") == 4  # the arm table and the activity table
+
+
+def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path):
+    from model.data import load_dataset
+    from model.zoo import ModelConfig, build_model
+    from scripts.experiments.study import ARMS, arm_configs
+
+    plan = Plan(data="ml-100k", models=("dnn",), arms=("base", "matched", "self"), seeds=(1,))
+    plan = Plan(**{**plan.__dict__, "train": plan.train.__class__(**{**plan.train.__dict__, "limit": 3000})})
+    matched, _ = arm_configs(plan, "dnn", "matched", 1)
+    schema = load_dataset("ml-100k", split="random", seed=0, limit=3000).schema
+    size = lambda cfg: sum(p.numel() for p in build_model(schema, cfg).tower.parameters())  # noqa: E731
+    apg, base = size(ModelConfig("dnn", apg=ARMS["self"])), size(ModelConfig("dnn"))
+    assert matched.apg.condition == "none" and matched.hidden != ModelConfig("dnn").hidden
+    assert abs(size(matched) - apg) < 0.1 * apg and abs(base - apg) > 0.2 * apg  # matched where the base is not
+    args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1", "--models", "dnn",
+            "--arms", "base,matched", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    assert main(["run", *args]) == 0
+    records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
+    assert [r["arm"] for r in records] == ["base", "matched"] and records[1]["adaptation"] is None
+    with pytest.raises(ValueError, match="unknown"):  # the other drivers do not know it
+        main(["run", *args[:-4], "--arms", "base,nope"])
+
+
+def fake(model: str, arm: str, seed: int, auc: float, adaptive: bool | None = None) -> dict:
+    """A stored study record with what the report reads (no training)."""
+    layers = [{"spread": 0.1 if adaptive else 0.0, "distinct": 100 if adaptive else 1}]
+    adaptation = None if adaptive is None else {"layers": layers, "mean_s_cost": 0.01 * adaptive, "adaptive": adaptive}
+    test = {"auc": auc, "logloss": 0.5, "ctr_ratio": 1.0}
+    return {"model": model, "arm": arm, "seed": seed, "test": test, "adaptation": adaptation,
+            "by_activity": {"0": {"auc": auc, "rows": 10}}}  # fmt: skip
+
+
+def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
+    from scripts.experiments.study import report
+
+    # dnn: every arm on seeds 1-3; wdl: base and self on seeds 1-2 (its static, matched and seed 3 never run)
+    records = [fake("dnn", "base", s, 0.80) for s in (1, 2, 3)]
+    records += [fake("dnn", a, s, 0.80 + d + 0.001 * s, ad) for s in (1, 2, 3)
+                for a, d, ad in (("static", -0.01, False), ("matched", 0.0, None), ("self", 0.01, True))]  # fmt: skip
+    records += [fake("wdl", "base", s, 0.79) for s in (1, 2)] + [fake("wdl", "self", s, 0.78) for s in (1, 2)]
+    plan = Plan(data="ml-100k", models=("dnn", "wdl"), arms=("base", "static", "matched", "self"), seeds=(1, 2, 3))
+    text = report(records, plan)
+    rows = [line for line in text.splitlines() if line.startswith("| wdl |")]
+    assert len(rows) == 4 and [r.split("|")[2].strip() for r in rows[:2]] == [
+        "base",
+        "self",
+    ]  # arm table, then activity
+    assert "seeds dnn [1, 2, 3]; wdl [1, 2]" in text
+    pooled_self = next(line for line in text.splitlines() if line.startswith("- self:"))
+    assert pooled_self.startswith("- self: +0.08") and "n 2)" in pooled_self  # dnn +1.1/+1.2, wdl -1 on seeds 1, 2
+    assert "- self vs matched: +1.00" in text  # paired on dnn, the one model with the control
+    assert "- self vs static: +2.00" in text and "- static:" in text and "- matched:" in text
+    short = summary(records, plan)
+    assert [line.split(":")[0] for line in short] == ["static", "matched", "self"]
+    assert "(dnn)" in short[0] and "no generated weights" in short[1] and "(dnn, wdl)" in short[2]
+    lift_figure(records, plan, tmp_path / "lifts.png")  # a model without an arm leaves its point out
+    assert (tmp_path / "lifts.png").stat().st_size > 1000
