@@ -207,20 +207,25 @@ def resume(path: Path, plan: Plan, execute: Callable[[str, str, int], dict], spl
 
 
 # ---------------------------------------------------------------- the report
-def coverage(records: list[dict], plan: Plan) -> tuple[dict, dict[str, tuple[str, ...]], dict[str, list[int]]]:
+def coverage(records: list[dict], plan: Plan) -> tuple[dict, dict[str, tuple[str, ...]], Callable[..., list[int]]]:
     """The records by (model, arm, seed); per model the plan's arms it has runs of (none without its base: nothing
-    to pair with), and the seeds on which it has every one of them (a model may be run with fewer arms)."""
+    to pair with); and ``common(model, *arms)``, the plan's seeds on which the model has a run of every one of those
+    arms: a comparison is paired on those (a model may be run with fewer arms, an arm with fewer seeds)."""
     by = {(r["model"], r["arm"], r["seed"]): r for r in records}
     arms = {m: tuple(a for a in plan.arms if any((m, a, s) in by for s in plan.seeds)) for m in plan.models}
     arms = {m: a if "base" in a else () for m, a in arms.items()}
-    complete = {m: [s for s in plan.seeds if arms[m] and all((m, a, s) in by for a in arms[m])] for m in plan.models}
-    return by, arms, complete
+
+    def common(model: str, *names: str) -> list[int]:
+        return [s for s in plan.seeds if all((model, a, s) in by for a in names)]
+
+    return by, arms, common
 
 
 def report(records: list[dict], plan: Plan) -> str:
     """Markdown: per model and arm, test AUC and paired lift over the base with 95 % CIs, calibration, adaptation;
-    pooled lift over models (those run with the arm); AUC by user activity."""
-    by, arms, complete = coverage(records, plan)
+    pooled lift over models (those run with the arm); AUC by user activity. Each arm's row is over the seeds it
+    shares with the base (its n)."""
+    by, arms, common = coverage(records, plan)
     lines = [
         f"Dataset {plan.data}, "
         + (
@@ -229,9 +234,10 @@ def report(records: list[dict], plan: Plan) -> str:
             else "the time split (the earliest 80 % of the ratings train, the next 10 % validate, the last 10 % test)"
         )
         + ", seeds "
-        + "; ".join(f"{m} {complete[m]}" for m in plan.models if complete[m])
+        + "; ".join(f"{m} {common(m, 'base')}" for m in plan.models if arms[m])
         + " "
-        f"(initialisation and batch order only); budget: {plan.train.epochs} epochs at most, early stopping "
+        "(initialisation and batch order only; each arm on the seeds it shares with its base); budget: "
+        f"{plan.train.epochs} epochs at most, early stopping "
         f"(patience {plan.train.patience}) and learning rate ×{plan.train.lr_decay} on a validation plateau, "
         + (
             f"batch {plan.train.batch_size}, lr {plan.train.lr}, the same for every arm"
@@ -254,8 +260,8 @@ def report(records: list[dict], plan: Plan) -> str:
         c: {a: {} for a in plan.arms if a not in ("base", *CONTROLS)} for c in CONTROLS
     }
     for m in plan.models:
-        seeds = complete[m]
         for a in arms[m]:
+            seeds = common(m, a, "base")
             rs = [by[(m, a, s)] for s in seeds]
             if not rs:
                 continue
@@ -272,7 +278,9 @@ def report(records: list[dict], plan: Plan) -> str:
             row += f" {np.mean([r['test']['ctr_ratio'] for r in rs]):.3f} |"
             row += adaptation_cells(rs)
             for c in (c for c in CONTROLS if c in arms[m] and a in over[c]):
-                over[c][a][m] = {s: by[(m, a, s)]["test"]["auc"] - by[(m, c, s)]["test"]["auc"] for s in seeds}
+                over[c][a][m] = {
+                    s: by[(m, a, s)]["test"]["auc"] - by[(m, c, s)]["test"]["auc"] for s in common(m, a, c)
+                }
             row += f" {fmt(paired(list(over['static'][a][m].values())))} |" if m in over["static"].get(a, {}) else " |"
             lines.append(row)
     lines += ["", "Pooled over models (seed as the unit):", ""]
@@ -290,7 +298,7 @@ def report(records: list[dict], plan: Plan) -> str:
         f"edges[b-1] ≤ n < edges[b] ratings in the training split, edges {edges}), mean over seeds:",
         "",
     ]
-    lines += activity_table(by, arms, complete)
+    lines += activity_table(by, arms, common)
     return "\n".join(lines) + "\n"
 
 
@@ -304,15 +312,15 @@ def adaptation_cells(rs: list[dict]) -> str:
     return f" {' / '.join(f'{s:.3f}' for s in spreads)} | {fmt(cost)} | {verdict} |"
 
 
-def activity_table(by: dict, arms: dict[str, tuple[str, ...]], complete: dict[str, list[int]]) -> list[str]:
+def activity_table(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[..., list[int]]) -> list[str]:
     records = list(by.values())
     buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
     lines = ["| model | arm | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
-    for m in (m for m in arms if complete[m]):
+    for m in arms:
         for a in arms[m]:
             cells = []
             for b in buckets:
-                vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in complete[m]]
+                vals = [by[(m, a, s)]["by_activity"].get(b, {}).get("auc") for s in common(m, a, "base")]
                 vals = [v for v in vals if v is not None and not np.isnan(v)]
                 cells.append(f"{np.mean(vals) * 100:.2f}" if vals else "")
             lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
@@ -328,14 +336,14 @@ def _bucket_order(label: str) -> tuple[int, str]:
 def summary(records: list[dict], plan: Plan) -> list[str]:
     """A line per APG arm (and the static control): its lift over the base pooled over models, and whether its S
     adapts (the mean-S counterfactual) in all, some or none of its runs; pooled over the models run with the arm."""
-    by, arms, complete = coverage(records, plan)
+    by, arms, common = coverage(records, plan)
     lines = []
     for a in (a for a in plan.arms if a != "base"):
-        models = [m for m in plan.models if complete[m] and a in arms[m]]
+        models = [m for m in plan.models if a in arms[m]]
         if not models:
             continue
-        runs = [by[(m, a, s)] for m in models for s in complete[m]]
-        diffs = {m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in complete[m]}
+        runs = [by[(m, a, s)] for m in models for s in common(m, a, "base")]
+        diffs = {m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in common(m, a, "base")}
                  for m in models}  # fmt: skip
         adaptive = [r["adaptation"]["adaptive"] for r in runs if r.get("adaptation")]
         verdict = "adaptive in every run" if all(adaptive) else "adaptive in none" if not any(adaptive) else (
@@ -350,8 +358,8 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
     base, and each APG arm against the static control."""
     from scripts.experiments import plots
 
-    by, arms, complete = coverage(records, plan)
-    models = [m for m in plan.models if complete[m]]
+    by, arms, common = coverage(records, plan)
+    models = [m for m in plan.models if arms[m]]
     pairs = [(a, "base") for a in plan.arms if a != "base"]
     pairs += [(a, c) for c in CONTROLS if c in plan.arms for a in plan.arms if a not in ("base", *CONTROLS)]
     series = {}
@@ -360,7 +368,7 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
         have = [m for m in models if arm in arms[m] and ref in arms[m]]
         if not have:
             continue
-        diffs = {m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in complete[m]}
+        diffs = {m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in common(m, arm, ref)}
                  for m in have}  # fmt: skip
         cells = [paired(list(diffs[m].values())) if m in diffs else nothing for m in models] + [pooled(diffs)]
         series[f"{arm} - {ref}"] = [(c["mean"] * 100, c["ci"][0] * 100, c["ci"][1] * 100) for c in cells]
