@@ -274,7 +274,8 @@ def report(records: list[dict], plan: Plan) -> str:
                 lifts[a][m] = d
                 ll = paired([by[(m, a, s)]["test"]["logloss"] - by[(m, "base", s)]["test"]["logloss"] for s in seeds])
                 p = paired(list(d.values()))
-                row += f" {fmt(p)} | {p['mde'] * 100:.2f} | {ll['mean']:+.4f} |"
+                mde = "–" if np.isnan(p["mde"]) else f"{p['mde'] * 100:.2f}"  # one seed: no interval, no power
+                row += f" {fmt(p)} | {mde} | {ll['mean']:+.4f} |"
             row += f" {np.mean([r['test']['ctr_ratio'] for r in rs]):.3f} |"
             row += adaptation_cells(rs)
             for c in (c for c in CONTROLS if c in arms[m] and a in over[c]):

@@ -97,10 +97,10 @@ def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
     plan = Plan(data="ml-100k", models=("dnn", "wdl"), arms=("base", "static", "matched", "self"), seeds=(1, 2, 3))
     text = report(records, plan)
     rows = [line for line in text.splitlines() if line.startswith("| wdl |")]
-    assert len(rows) == 4 and [r.split("|")[2].strip() for r in rows[:2]] == [
-        "base",
-        "self",
-    ]  # arm table, then activity
+    arms = [r.split("|")[2].strip() for r in rows]
+    assert arms == ["base", "self", "base", "self"]  # the arm table, then the activity table
+    one = report([r for r in records if r["seed"] == 1], plan)  # one seed: a lift without interval or power
+    assert "nan" not in one and "| -1.00 (n 1) | – |" in one
     assert "seeds dnn [1, 2, 3]; wdl [1, 2]" in text
     pooled_self = next(line for line in text.splitlines() if line.startswith("- self:"))
     assert pooled_self.startswith("- self: +0.08") and "n 2)" in pooled_self  # dnn +1.1/+1.2, wdl -1 on seeds 1, 2
