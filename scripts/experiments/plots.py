@@ -80,7 +80,7 @@ def intervals(
 ) -> None:
     """Per category, each series' (mean, lo, hi) as a point with its interval, the series side by side; an interval
     that is NaN (fewer than two seeds) is drawn as the point alone."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories)) + 2, 3.6))  # +2: the legend, outside the points
     width = 0.8 / max(len(series), 1)
     for i, (label, values) in enumerate(series.items()):
         mean, lo, hi = (np.array(v, dtype=float) for v in zip(*values, strict=True))
@@ -92,7 +92,7 @@ def intervals(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if series:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
