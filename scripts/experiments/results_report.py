@@ -237,8 +237,8 @@ def untuned_plan(data: str, split: str = "random"):
 
 
 def in_short(results: Path, data: str) -> list[str]:
-    """The answers sections 1-3 give, a line each: every stored paired study's pooled lift per arm and whether the
-    arm adapts; the cold-start test's pooled lift on the cold users' rows."""
+    """The answers sections 1-3 (or 5, for ML-100K) give, a line each: every stored paired study's pooled lift per
+    arm and whether the arm adapts; the cold-start test's pooled lift on the cold users' rows."""
     from scripts.experiments import coldstart, study, tune
     from scripts.experiments.paired import fmt, pooled
 

@@ -45,9 +45,10 @@ ARMS: dict[str, APGConfig] = {
     "group-item": APGConfig("group", group_field="item_popularity", cond_embed=True),
     "mix": APGConfig("mix"),
 }
-# The second control, not an APGConfig: a static tower (no APG) widened to about as many parameters as the self-wise
-# APG tower, so "self vs matched" is what adaptation adds over capacity alone (this study only: not searched by
-# `apg experiment tune`, not in the cold-start test).
+# The second control, not an APGConfig: a static tower (no APG) resized to about as many parameters as the self-wise
+# APG tower (on MovieLens that narrows it: the low-rank APG tower is the smaller one), so "self vs matched" is what
+# APG adds over a plain tower of its size (this study only: not searched by `apg experiment tune`, not in the
+# cold-start test).
 MATCHED = "matched"
 CONTROLS = ("static", MATCHED)
 
@@ -114,14 +115,14 @@ def check_tuned(plan: Plan, path: Path) -> None:
 def arm_configs(plan: Plan, model: str, arm: str, seed: int) -> tuple[ModelConfig, TrainConfig]:
     """What one run trains: the arm as defined above, or its tuned configuration (the plan's epochs and patience)."""
     cfg = replace(plan.train, data=plan.data, seed=seed)
-    tuned = tuned_of(plan, model, arm)
     if arm == MATCHED:
         if plan.tuned is not None:
-            raise ValueError(f"the {MATCHED} control has no tuned configuration (run it untuned)")
+            raise ValueError(f"the {MATCHED} control has no tuned configuration (run it without --tuned)")
         from scripts.experiments.drivers import matched_hidden
 
         apg = ModelConfig(model, apg=ARMS["self"])
         return ModelConfig(model, hidden=matched_hidden(apg, plan.train.limit, plan.data)), cfg
+    tuned = tuned_of(plan, model, arm)
     if tuned is None:
         return ModelConfig(model, apg=ARMS[arm]), cfg
     model_cfg = ModelConfig.from_dict(tuned["model"])
@@ -213,12 +214,28 @@ def coverage(records: list[dict], plan: Plan) -> tuple[dict, dict[str, tuple[str
     arms: a comparison is paired on those (a model may be run with fewer arms, an arm with fewer seeds)."""
     by = {(r["model"], r["arm"], r["seed"]): r for r in records}
     arms = {m: tuple(a for a in plan.arms if any((m, a, s) in by for s in plan.seeds)) for m in plan.models}
-    arms = {m: a if "base" in a else () for m, a in arms.items()}
 
     def common(model: str, *names: str) -> list[int]:
         return [s for s in plan.seeds if all((model, a, s) in by for a in names)]
 
+    arms = {m: tuple(a for a in arms[m] if common(m, a, "base")) if "base" in arms[m] else () for m in arms}
     return by, arms, common
+
+
+def pooled_lines(diffs: dict[str, dict[int, float]]) -> list[str]:
+    """The pooled lift over every model on the seeds they share, named; and, where some models have more seeds than
+    that, over those models on all of their seeds (so adding a model run on fewer seeds never hides the others')."""
+
+    def line(d: dict[str, dict[int, float]]) -> str:
+        r = pooled(d)
+        return f"{fmt(r)} over {', '.join(d)} (seeds {', '.join(map(str, r['seeds']))})"
+
+    out = [line(diffs)]
+    most = max(len(d) for d in diffs.values())
+    top = {m: d for m, d in diffs.items() if len(d) == most}
+    if len(top) < len(diffs) and most > len(pooled(diffs)["seeds"]) and len(set(map(frozenset, top.values()))) == 1:
+        out.append(line(top))
+    return out
 
 
 def report(records: list[dict], plan: Plan) -> str:
@@ -248,8 +265,10 @@ def report(records: list[dict], plan: Plan) -> str:
         "(arm − base on the same seed) in AUC points, mean [95 % t interval] (p, n); `mde` is the smallest lift this "
         "design detects with 80 % power. `vs static` (with the static arm): the APG arm minus the same low-rank tower"
         " with one learned S shared by every row, on the same seed: what sample-specific S adds; `matched` (where "
-        "run) is a static tower widened to the self-wise APG tower's parameter count, and `vs matched` below is the "
-        "APG arm minus it: what APG adds over capacity alone.",
+        "run) is a static tower resized to the self-wise APG tower's parameter count (column params in the store; "
+        "here narrower than the base's), and `vs matched` below is the APG arm minus it: what APG adds over a plain "
+        "tower of its size. A pooled line names its models and seeds; where some models have more seeds, a second "
+        "line pools those on all of theirs.",
         "",
         "| model | arm | test AUC | lift vs base | mde | Δ logloss | pred/obs CTR | spread S (layers) "
         "| mean-S cost | adaptive | vs static |",
@@ -287,11 +306,11 @@ def report(records: list[dict], plan: Plan) -> str:
     lines += ["", "Pooled over models (seed as the unit):", ""]
     for a, d in lifts.items():
         if d:
-            lines.append(f"- {a}: {fmt(pooled(d))}")
+            lines += [f"- {a}: {x}" for x in pooled_lines(d)]
     for c, arms_over in over.items():
         for a, d in arms_over.items():
             if d:
-                lines.append(f"- {a} vs {c}: {fmt(pooled(d))}")
+                lines += [f"- {a} vs {c}: {x}" for x in pooled_lines(d)]
     edges = [int(e) for e in Schema.load(SCHEMAS / f"{plan.data}.json").field("user_activity").edges]
     lines += [
         "",
@@ -349,8 +368,12 @@ def summary(records: list[dict], plan: Plan) -> list[str]:
         adaptive = [r["adaptation"]["adaptive"] for r in runs if r.get("adaptation")]
         verdict = "adaptive in every run" if all(adaptive) else "adaptive in none" if not any(adaptive) else (
             f"adaptive in {sum(adaptive)} of {len(adaptive)} runs")  # fmt: skip
-        verdict = verdict if adaptive else "no generated weights"  # the parameter-matched static tower
-        lines.append(f"{a}: {fmt(pooled(diffs))} over the base ({', '.join(models)}), {verdict}")
+        if a == MATCHED:
+            verdict = "no generated weights"
+        elif len(adaptive) < len(runs):
+            verdict += f" measured ({len(runs) - len(adaptive)} of {len(runs)} runs without the measure)"
+        first, *more = pooled_lines(diffs)
+        lines += [f"{a}: {first} against the base; {verdict}"] + [f"{a}: {x} against the base" for x in more]
     return lines
 
 
@@ -394,34 +417,45 @@ def section(
         name = f"study-{plan.data}{'-tuned' if plan.tuned else ''}{split}.png"
         lift_figure(records, plan, figures / name)
         figure = ["", f"![paired lifts on {plan.data}]({figures.name}/{name})"]
-    command = (f"apg experiment study run --data {plan.data} --models {','.join(plan.models)} "
-               f"--arms {','.join(plan.arms)} --seeds {','.join(map(str, plan.seeds))}"
-               + (f" --split {plan.train.split}" if plan.train.split != "random" else "")
-               + (f" --tuned {tuned}" if plan.tuned is not None else ""))  # fmt: skip
     return [
-        f"Command: `{command}` (then `apg experiment report`); {len(records)} runs stored.",
+        f"{'Command' if len(commands(records, plan, tuned)) == 1 else 'Commands'}: "
+        + ", ".join(f"`{c}`" for c in commands(records, plan, tuned))
+        + f" (then `apg experiment report`); {len(records)} runs stored.",
         "",
         report(records, plan),
         *figure,
     ]
 
 
+def commands(records: list[dict], plan: Plan, tuned: Path | None = None) -> list[str]:
+    """The `apg experiment study run` commands that train the stored runs: one per group of models run with the same
+    arms on the same seeds (an arm stored on fewer of its model's seeds is completed by it: the command resumes)."""
+    by, arms, _ = coverage(records, plan)
+    groups: dict[tuple, list[str]] = {}
+    for m in (m for m in plan.models if arms[m]):
+        seeds = tuple(s for s in plan.seeds if any((m, a, s) in by for a in arms[m]))
+        groups.setdefault((arms[m], seeds), []).append(m)
+    tail = (f" --split {plan.train.split}" if plan.train.split != "random" else "") + (
+        f" --tuned {tuned}" if plan.tuned is not None else "")  # fmt: skip
+    return [f"apg experiment study run --data {plan.data} --models {','.join(ms)} --arms {','.join(a)} "
+            f"--seeds {','.join(map(str, s))}{tail}" for (a, s), ms in groups.items()]  # fmt: skip
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_plan_arguments(p, Plan.arms)
+    add_plan_arguments(p, Plan.arms, (MATCHED,))
     p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
     p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
     p.add_argument("--split", choices=("random", "time"), default="random",
                    help="the fixed split every run shares: random (split seed 0) or ordered by time")  # fmt: skip
 
 
-def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...]) -> None:
+def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
     """The options of a paired driver (this study, the cold-start test): what to do, on which data, models, arms
     and seeds, and the training budget every arm shares (read back by ``arms_and_budget``)."""
     p.add_argument("what", choices=["run", "report"], help="train the missing runs, or write the report")
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
-    p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join(ARMS)}"
-                   " (and, in this study, matched: the parameter-matched static tower)")  # fmt: skip
+    p.add_argument("--arms", default=",".join(arms), help=f"arms, comma-separated, of: {', '.join((*ARMS, *extra))}")
     p.add_argument(
         "--seeds",
         default=",".join(map(str, Plan.seeds)),
@@ -455,6 +489,8 @@ def run_from_args(a: argparse.Namespace) -> int:
     tuned = load_tuned(a.tuned, a.data) if a.tuned else None
     plan = Plan(a.data, tuple(a.models.split(",")), arms, tuple(int(s) for s in a.seeds.split(",")), train, tuned)
     if tuned is not None:
+        if MATCHED in arms:
+            raise ValueError(f"the {MATCHED} control has no tuned configuration: run it without --tuned")
         check_tuned(plan, a.tuned)
     if a.what == "run":
         run(plan, a.results, a.runs)

@@ -6,7 +6,7 @@ pytest.importorskip("torch")  # training-side tests: skipped where torch is abse
 
 import json
 
-from scripts.experiments.study import Plan, lift_figure, main, summary
+from scripts.experiments.study import Plan, commands, lift_figure, main, summary
 
 
 def test_study_runs_pairs_resumes_and_reports(tmp_path):
@@ -31,7 +31,9 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
     plan = Plan(data="ml-100k", models=("dnn",), arms=("base", "static", "group"), seeds=(1, 2))
     lift_figure(records, plan, tmp_path / "lifts.png")  # RESULTS.md section 1's plot
     short = summary(records, plan)  # RESULTS.md's "In short": a line per arm, pooled over models, its adaptation
-    assert [line.split(":")[0] for line in short] == ["static", "group"] and all("(dnn)" in x for x in short)
+    assert [line.split(":")[0] for line in short] == ["static", "group"] and all(
+        "over dnn (seeds 1, 2)" in x for x in short
+    )
     assert "adaptive in none" in short[0] and "n 2)" in short[1]
     assert (tmp_path / "lifts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -51,7 +53,7 @@ def test_the_time_split_is_a_study_of_its_own(tmp_path):
     assert "the time split" in text and text.count("| dnn |") == 4  # the arm table and the activity table
 
 
-def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path):
+def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path, capsys):
     from model.data import load_dataset
     from model.zoo import ModelConfig, build_model
     from scripts.experiments.study import ARMS, arm_configs
@@ -63,14 +65,23 @@ def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path)
     size = lambda cfg: sum(p.numel() for p in build_model(schema, cfg).tower.parameters())  # noqa: E731
     apg, base = size(ModelConfig("dnn", apg=ARMS["self"])), size(ModelConfig("dnn"))
     assert matched.apg.condition == "none" and matched.hidden != ModelConfig("dnn").hidden
-    assert abs(size(matched) - apg) < 0.1 * apg and abs(base - apg) > 0.2 * apg  # matched where the base is not
+    assert abs(size(matched) - apg) < 0.1 * apg and base > 1.2 * apg  # matched where the base is not: it is narrowed
     args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1", "--models", "dnn",
             "--arms", "base,matched", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
     assert main(["run", *args]) == 0
     records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
     assert [r["arm"] for r in records] == ["base", "matched"] and records[1]["adaptation"] is None
-    with pytest.raises(ValueError, match="unknown"):  # the other drivers do not know it
+    with pytest.raises(ValueError, match="unknown"):
         main(["run", *args[:-4], "--arms", "base,nope"])
+    from scripts.cli import main as apg
+
+    cold = ["experiment", "cold-users", "run", "--data", "ml-100k", "--arms", "base,matched"]
+    assert apg([*cold, "--results", str(tmp_path)]) == 2  # the cold-start driver does not know it
+    assert "unknown: ['matched']" in capsys.readouterr().err
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"data": "ml-100k", "configs": {"dnn": {}}}))
+    with pytest.raises(ValueError, match="without --tuned"):  # nor a tuned study: it has no tuned configuration
+        main(["run", *args, "--tuned", str(best)])
 
 
 def fake(model: str, arm: str, seed: int, auc: float, adaptive: bool | None = None) -> dict:
@@ -104,12 +115,22 @@ def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
     assert "seeds dnn [1, 2, 3]; wdl [1, 2]" in text
     pooled_self = next(line for line in text.splitlines() if line.startswith("- self:"))
     assert pooled_self.startswith("- self: +0.08") and "n 2)" in pooled_self  # dnn +1.1/+1.2, wdl -1 on seeds 1, 2
-    assert "- self vs matched: +1.00" in text and "(p 0, n 2)" in text  # dnn, the one model with it, seeds 1-2
+    vs_matched = [line for line in text.splitlines() if line.startswith("- self vs matched:")]
+    assert vs_matched == ["- self vs matched: +1.00 [+1.00, +1.00] (p 0, n 2) over dnn (seeds 1, 2)"]  # its seeds
+    # pooled self: over both models on their common seeds, then over dnn on all three of its own
+    assert [line for line in text.splitlines() if line.startswith("- self:")][1].startswith("- self: +1.20")
     dnn = {r.split("|")[2].strip(): r for r in text.splitlines() if r.startswith("| dnn |") and "±" in r}  # arm table
     assert dnn["self"].split("|")[4].strip().endswith("n 3)") and dnn["matched"].split("|")[4].strip().endswith("n 2)")
     assert "- self vs static: +2.00" in text and "- static:" in text and "- matched:" in text
     short = summary(records, plan)
-    assert [line.split(":")[0] for line in short] == ["static", "matched", "self"]
-    assert "(dnn)" in short[0] and "no generated weights" in short[1] and "(dnn, wdl)" in short[2]
+    assert [line.split(":")[0] for line in short] == ["static", "matched", "self", "self"]
+    assert "over dnn (seeds 1, 2, 3)" in short[0] and "no generated weights" in short[1]
+    assert "over dnn, wdl (seeds 1, 2) against the base; adaptive in every run" in short[2]
+    assert short[3].startswith("self: +1.20") and "over dnn (seeds 1, 2, 3)" in short[3]
+    # the commands that train exactly these runs: one per group of models sharing arms and seeds
+    assert commands(records, plan) == [
+        "apg experiment study run --data ml-100k --models dnn --arms base,static,matched,self --seeds 1,2,3",
+        "apg experiment study run --data ml-100k --models wdl --arms base,self --seeds 1,2",
+    ]
     lift_figure(records, plan, tmp_path / "lifts.png")  # a model without an arm leaves its point out
     assert (tmp_path / "lifts.png").stat().st_size > 1000
