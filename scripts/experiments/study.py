@@ -319,7 +319,74 @@ def report(records: list[dict], plan: Plan) -> str:
         "",
     ]
     lines += activity_table(by, arms, common)
+    cells, _ = activity_lifts(by, arms, common, plan)
+    if cells:
+        names = [a for a in plan.arms if a != "base" and any(a in arms[m] for m in arms)]
+        lines += [
+            "",
+            "Paired lift over the base by user-activity bucket (arm − base on the same seed and the same test rows, "
+            "pooled over the models run with the arm, seed as the unit), AUC points, mean [95 % t interval]:",
+            "",
+            "| bucket | training ratings | rows | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(names),
+        ]
+        for b, (span, rows) in cells["buckets"].items():
+            lines.append(f"| {b} | {span} | {rows} | " + " | ".join(cells[a]["cells"][b] for a in names) + " |")
+        lines += ["", "Pooled over: " + "; ".join(f"{a} {cells[a]['over']}" for a in names) + "."]
     return "\n".join(lines) + "\n"
+
+
+def activity_lifts(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[..., list[int]], plan: Plan):
+    """Per APG arm (and control) and user-activity bucket, the paired lift over the base pooled over the models run
+    with the arm (on the seeds they share): the table's cells ({arm: {"over": "models, seeds", "cells": {bucket:
+    text}}, "buckets": {bucket: (training ratings, rows)}}) and the plot's series ({arm: [(mean, lo, hi)]} in
+    points, one per bucket). Empty when the runs carry no buckets."""
+    records = list(by.values())
+    buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
+    if not buckets:
+        return {}, {}
+    edges = [int(e) for e in Schema.load(SCHEMAS / f"{plan.data}.json").field("user_activity").edges]
+    rows = {b: records[0]["by_activity"].get(b, {}).get("rows") for b in buckets}
+    cells: dict = {"buckets": {b: (_span(b, edges), rows[b] or "") for b in buckets}}
+    series = {}
+    for a in (a for a in plan.arms if a != "base"):
+        models = [m for m in arms if a in arms[m]]
+        if not models:
+            continue
+        points, texts, seeds = [], {}, []
+        for b in buckets:
+            diffs = {}
+            for m in models:
+                d = {}
+                for s in common(m, a, "base"):
+                    x, y = (by[(m, arm, s)]["by_activity"].get(b, {}).get("auc") for arm in (a, "base"))
+                    if x is not None and y is not None and not np.isnan(x) and not np.isnan(y):
+                        d[s] = x - y
+                if d:
+                    diffs[m] = d
+            r = pooled(diffs) if diffs else {"n": 0, "mean": np.nan, "ci": (np.nan, np.nan)}
+            if r["n"] == 0:
+                texts[b], points = "", [*points, (np.nan, np.nan, np.nan)]
+                continue
+            seeds = seeds or r["seeds"]
+            lo, hi = r["ci"]
+            texts[b] = (f"{r['mean'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}]" if r["n"] > 1
+                        else f"{r['mean'] * 100:+.2f} (n 1)")  # fmt: skip
+            points.append((r["mean"] * 100, lo * 100, hi * 100))
+        over = f"over {', '.join(models)} (seeds {', '.join(map(str, seeds))})"
+        cells[a] = {"over": over, "cells": texts}
+        series[f"{a} - base"] = points
+    return cells, series
+
+
+def _span(bucket: str, edges: list[int]) -> str:
+    """The training ratings of a user-activity bucket: bucket b holds edges[b-1] <= n < edges[b]."""
+    if not bucket.isdigit():
+        return bucket
+    b = int(bucket)
+    if b == 0:
+        return f"< {edges[0]}"
+    return f"≥ {edges[-1]}" if b >= len(edges) else f"{edges[b - 1]}–{edges[b] - 1}"
 
 
 def adaptation_cells(rs: list[dict]) -> str:
@@ -399,6 +466,21 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
     plots.intervals(path, [*models, "pooled"], series, "base model", "test AUC lift, points (paired 95 % CI)")
 
 
+def activity_figure(records: list[dict], plan: Plan, path: Path) -> bool:
+    """The by-activity paired lifts with their 95 % CIs, pooled over models, one series per arm; False (and no
+    file) when the runs carry no buckets."""
+    from scripts.experiments import plots
+
+    by, arms, common = coverage(records, plan)
+    cells, series = activity_lifts(by, arms, common, plan)
+    if not series:
+        return False
+    labels = [f"{b}\n{span}" for b, (span, _) in cells["buckets"].items()]
+    plots.intervals(path, labels, series, "user-activity bucket (training ratings)",
+                    "test AUC lift, points (paired 95 % CI)")  # fmt: skip
+    return True
+
+
 def section(
     results: Path, plan: Plan | None = None, figures: Path | None = None, tuned: Path | None = None
 ) -> list[str]:
@@ -417,6 +499,9 @@ def section(
         name = f"study-{plan.data}{'-tuned' if plan.tuned else ''}{split}.png"
         lift_figure(records, plan, figures / name)
         figure = ["", f"![paired lifts on {plan.data}]({figures.name}/{name})"]
+        activity = name.replace(".png", "-activity.png")
+        if activity_figure(records, plan, figures / activity):
+            figure += ["", f"![paired lifts on {plan.data} by user activity]({figures.name}/{activity})"]
     return [
         f"{'Command' if len(commands(records, plan, tuned)) == 1 else 'Commands'}: "
         + ", ".join(f"`{c}`" for c in commands(records, plan, tuned))

@@ -134,3 +134,32 @@ def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
     ]
     lift_figure(records, plan, tmp_path / "lifts.png")  # a model without an arm leaves its point out
     assert (tmp_path / "lifts.png").stat().st_size > 1000
+
+
+def test_the_lift_by_user_activity_is_paired_per_bucket_and_pooled_over_models(tmp_path):
+    from scripts.experiments.study import activity_figure, report
+
+    def run(model, arm, seed, coldest, busiest):  # bucket 0: < 10 training ratings; 6: >= 400 (ml-100k's edges)
+        r = fake(model, arm, seed, 0.8)
+        r["by_activity"] = {"0": {"auc": coldest, "rows": 7}, "6": {"auc": busiest, "rows": 90}}
+        return r
+
+    records = []
+    for s in (1, 2, 3):
+        records += [run(m, "base", s, 0.70, 0.85) for m in ("dnn", "wdl")]
+        records += [run("dnn", "self", s, 0.72 + 0.001 * s, 0.84), run("wdl", "self", s, 0.70, 0.84)]
+    records.append(run("dnn", "group", 1, 0.75, 0.85))  # one seed: a lift without an interval
+    plan = Plan(data="ml-100k", models=("dnn", "wdl"), arms=("base", "self", "group"), seeds=(1, 2, 3))
+    text = report(records, plan)
+    table = text[text.index("Paired lift over the base by user-activity bucket") :].splitlines()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table
+            if line.startswith("| ") and not line.startswith("| bucket")}  # fmt: skip
+    # bucket 0: dnn +2.1/+2.2/+2.3, wdl 0 -> per seed +1.05/+1.10/+1.15, pooled +1.10; bucket 6: -1 on every seed
+    assert rows["0"][:3] == ["< 10", "7", "+1.10 [+0.98, +1.22]"] and rows["0"][3] == "+5.00 (n 1)"
+    assert rows["6"][:3] == ["≥ 400", "90", "-1.00 [-1.00, -1.00]"]
+    assert "self over dnn, wdl (seeds 1, 2, 3); group over dnn (seeds 1)" in text
+    assert activity_figure(records, plan, tmp_path / "activity.png")
+    assert (tmp_path / "activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bare = [{**r, "by_activity": {}} for r in records]  # runs without buckets: no table, no plot
+    assert "by user-activity bucket" not in report(bare, plan) and not activity_figure(bare, plan, tmp_path / "no.png")
+    assert not (tmp_path / "no.png").exists()
