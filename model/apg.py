@@ -166,21 +166,31 @@ def _param(rows: int, cols: int, var: float) -> nn.Parameter:
 
 
 class APGMLP(nn.Module):
-    """The deep tower with every hidden layer an APGLinear; ``forward(x, z)`` (self-wise: each layer's own input)."""
+    """The deep tower with every hidden layer an APGLinear (→ BatchNorm when asked → ReLU → Dropout);
+    ``forward(x, z)`` (self-wise: each layer's own input)."""
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], cond_dim: int, cfg: APGConfig, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        cond_dim: int,
+        cfg: APGConfig,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
         super().__init__()
         self.self_wise = cfg.condition == "self"
         dims = (in_dim, *hidden)
         self.layers = nn.ModuleList(
             APGLinear(a, b, a if self.self_wise else cond_dim, cfg) for a, b in zip(dims, dims[1:], strict=False)
         )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden)
         self.drop = nn.Dropout(dropout)
         self.out_dim = dims[-1]
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        for layer in self.layers:
-            x = self.drop(torch.relu(layer(x, x if self.self_wise else z)))
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            x = self.drop(torch.relu(norm(layer(x, x if self.self_wise else z))))
         return x
 
 

@@ -47,13 +47,14 @@ class Linear1(nn.Module):
 
 
 class MLP(nn.Module):
-    """Static deep tower: Linear → ReLU → Dropout per hidden layer. ``forward(x, z)`` ignores z (APG-compatible)."""
+    """Static deep tower: Linear → (BatchNorm) → ReLU → Dropout per hidden layer. ``forward(x, z)`` ignores z
+    (APG-compatible)."""
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], dropout: float = 0.0, batch_norm: bool = False):
         super().__init__()
         layers, d = [], in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(d, h), *([nn.BatchNorm1d(h)] if batch_norm else []), nn.ReLU(), nn.Dropout(dropout)]
             d = h
         self.net = nn.Sequential(*layers)
         self.out_dim = d

@@ -120,6 +120,8 @@ def fit(
     n, gen = len(y), np.random.default_rng(cfg.seed)
     droppable = optional_fields(data.schema) if cfg.missing_rate > 0 else []
     best, best_state, history, bad = -1.0, None, [], 0
+    # BatchNorm cannot train on one row: a last batch of one (of a shuffled order) is left out of that epoch
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order, total = gen.permutation(n), 0.0
@@ -127,6 +129,8 @@ def fit(
         bar = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for i in bar:
             rows = order[i : i + cfg.batch_size]
+            if batch_norm and len(rows) < 2:
+                continue
             xb = {k: v[rows] for k, v in x.items()}
             for name in droppable:  # feature dropout: the model learns what a missing feature means
                 xb = blank(xb, [name], gen.random(len(rows)) < cfg.missing_rate)

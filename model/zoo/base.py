@@ -21,6 +21,9 @@ class ModelConfig:
         default=(256, 128), metadata={"help": "deep tower widths (APG replaces these layers)"}
     )
     dropout: float = field(default=0.0, metadata={"help": "dropout after each deep tower layer"})
+    batch_norm: bool = field(
+        default=False, metadata={"help": "BatchNorm after each deep tower layer, before its ReLU (static and APG)"}
+    )
     cross_layers: int = field(default=2, metadata={"help": "cross layers (DCN, DCNv2)"})
     att_layers: int = field(default=2, metadata={"help": "self-attention layers (AutoInt)"})
     att_heads: int = field(default=2, metadata={"help": "attention heads per layer (AutoInt)"})
@@ -51,8 +54,9 @@ class CTRModel(nn.Module):
     def make_tower(self, in_dim: int) -> nn.Module:
         """A static MLP, or an APG MLP when the config enables APG (variants are configuration, not copies)."""
         if self.cfg.apg.enabled:
-            return APGMLP(in_dim, self.cfg.hidden, self.condition.dim, self.cfg.apg, self.cfg.dropout)
-        return MLP(in_dim, self.cfg.hidden, self.cfg.dropout)
+            return APGMLP(in_dim, self.cfg.hidden, self.condition.dim, self.cfg.apg, self.cfg.dropout,
+                          self.cfg.batch_norm)  # fmt: skip
+        return MLP(in_dim, self.cfg.hidden, self.cfg.dropout, self.cfg.batch_norm)
 
     def logit(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

@@ -173,3 +173,26 @@ def test_tiny_weights_are_written_as_zero_and_the_scores_do_not_change(ml100k_sm
     )
     x, _ = ml100k_small.part("test")
     assert parity(model, ort_session(path), x, batch_sizes=(1, 1000))["max_abs_diff"] <= 1e-6
+
+
+@pytest.mark.parametrize("condition", ["none", "self"])
+def test_a_batch_norm_tower_trains_and_exports_with_parity(ml100k_small, tmp_path, condition):
+    import torch
+
+    from model.apg import APGConfig
+    from model.train import TrainConfig, fit
+    from model.zoo import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig("dnn", hidden=(32, 16), batch_norm=True, apg=APGConfig(condition, rank=4))
+    model = build_model(ml100k_small.schema, cfg)
+    norms = [m for m in model.tower.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert [m.num_features for m in norms] == [32, 16]  # one per tower layer, in both arms
+    n = len(ml100k_small.part("train")[1])
+    fit(model, ml100k_small, TrainConfig(epochs=1, batch_size=n - 1, threads=1), progress=False)  # last batch: 1 row
+    assert all(m.num_batches_tracked.item() == 1 and m.running_var.ne(1).any() for m in norms)  # trained on one
+    model.eval()
+    x, _ = ml100k_small.part("test")
+    session = ort_session(export_onnx(model, ml100k_small.schema, tmp_path / "bn.onnx"))
+    assert parity(model, session, x, batch_sizes=(1, 7, 1000))["max_abs_diff"] <= 1e-5  # running statistics in-graph
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and not ModelConfig().batch_norm
