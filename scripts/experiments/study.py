@@ -341,20 +341,18 @@ def activity_lifts(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[
     with the arm (on the seeds they share): the table's cells ({arm: {"over": "models, seeds", "cells": {bucket:
     text}}, "buckets": {bucket: (training ratings, rows)}}) and the plot's series ({arm: [(mean, lo, hi)]} in
     points, one per bucket). Empty when the runs carry no buckets."""
-    records = list(by.values())
-    buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
-    if not buckets:
+    rows = activity_buckets(list(by.values()))
+    if not rows:
         return {}, {}
     edges = [int(e) for e in Schema.load(SCHEMAS / f"{plan.data}.json").field("user_activity").edges]
-    rows = {b: records[0]["by_activity"].get(b, {}).get("rows") for b in buckets}
-    cells: dict = {"buckets": {b: (_span(b, edges), rows[b] or "") for b in buckets}}
+    cells: dict = {"buckets": {b: (_span(b, edges), n or "") for b, n in rows.items()}}
     series = {}
     for a in (a for a in plan.arms if a != "base"):
         models = [m for m in arms if a in arms[m]]
         if not models:
             continue
         points, texts, seeds = [], {}, []
-        for b in buckets:
+        for b in rows:
             diffs = {}
             for m in models:
                 d = {}
@@ -364,9 +362,10 @@ def activity_lifts(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[
                         d[s] = x - y
                 if d:
                     diffs[m] = d
-            r = pooled(diffs) if diffs else {"n": 0, "mean": np.nan, "ci": (np.nan, np.nan)}
+            r = pooled(diffs) if diffs else {"n": 0}
             if r["n"] == 0:
-                texts[b], points = "", [*points, (np.nan, np.nan, np.nan)]
+                texts[b] = ""
+                points.append((np.nan, np.nan, np.nan))
                 continue
             seeds = seeds or r["seeds"]
             lo, hi = r["ci"]
@@ -400,8 +399,8 @@ def adaptation_cells(rs: list[dict]) -> str:
 
 
 def activity_table(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[..., list[int]]) -> list[str]:
-    records = list(by.values())
-    buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
+    rows = activity_buckets(list(by.values()))
+    buckets = list(rows)
     lines = ["| model | arm | " + " | ".join(buckets) + " |", "|---|---|" + "---|" * len(buckets)]
     for m in arms:
         for a in arms[m]:
@@ -411,9 +410,14 @@ def activity_table(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[
                 vals = [v for v in vals if v is not None and not np.isnan(v)]
                 cells.append(f"{np.mean(vals) * 100:.2f}" if vals else "")
             lines.append(f"| {m} | {a} | " + " | ".join(cells) + " |")
-    rows = {b: records[0]["by_activity"].get(b, {}).get("rows") for b in buckets}  # the same test rows in every run
     lines.append("| rows | | " + " | ".join(str(rows[b] or "") for b in buckets) + " |")
     return lines
+
+
+def activity_buckets(records: list[dict]) -> dict[str, int | None]:
+    """The user-activity buckets the runs report, in order, with their test rows (the same rows in every run)."""
+    buckets = sorted({b for r in records for b in r.get("by_activity", {})}, key=_bucket_order)
+    return {b: records[0]["by_activity"].get(b, {}).get("rows") for b in buckets}
 
 
 def _bucket_order(label: str) -> tuple[int, str]:
