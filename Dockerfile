@@ -26,6 +26,7 @@ COPY deploy/constraints.txt /tmp/constraints.txt
 RUN python -m pip install -q -c /tmp/constraints.txt pip setuptools
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY features/ features/
 COPY model/ model/
 COPY service/ service/
 COPY scripts/ scripts/
@@ -47,10 +48,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 WORKDIR /src
 COPY deploy/constraints.txt /tmp/constraints.txt
 COPY pyproject.toml README.md ./
+COPY features/ features/
 COPY model/ model/
 COPY service/ service/
 COPY scripts/ scripts/
-# Run from the source tree (python -m scripts.cli): model/schemas/*.json is not package data of the wheel.
+# Run from the source tree (python -m scripts.cli in /src): the same packages the wheel installs.
 RUN python -m venv /opt/venv \
  && pip install -q -c /tmp/constraints.txt pip setuptools \
  && pip install -q -c /tmp/constraints.txt --no-build-isolation --extra-index-url "${TORCH_INDEX_URL}" '.[train]'
