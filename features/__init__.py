@@ -8,7 +8,16 @@ sampler.py   RowSampler: realistic raw rows from a schema (warm-up, examples, lo
 errors.py    typed errors that carry their HTTP status
 """
 
-from features.bundle import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, file_entry, read_schema, sha256_of
+from features.bundle import (
+    FORMAT_VERSION,
+    GRAPH,
+    MANIFEST,
+    OUTPUT_SPECS,
+    READABLE_VERSIONS,
+    file_entry,
+    read_schema,
+    sha256_of,
+)
 from features.encoder import LENIENT, STRICT, Encoder, FeatureInfo
 from features.errors import BundleError, ContractError, FeatureError, SchemaError
 from features.rules import normalise, number
@@ -25,6 +34,7 @@ __all__ = [
     "MISSING",
     "OOV",
     "OUTPUT_SPECS",
+    "READABLE_VERSIONS",
     "STRICT",
     "BundleError",
     "ContractError",

@@ -1,6 +1,6 @@
 """The bundle format's constants and checksum (docs/BUNDLE.md): what model/bundle.py writes and service/bundle.py reads.
 
-FORMAT_VERSION, MANIFEST, GRAPH       # 1, "bundle.json", "model.onnx"
+FORMAT_VERSION, MANIFEST, GRAPH       # 2, "bundle.json", "model.onnx"; READABLE_VERSIONS (1, 2)
 file_entry(path)                      # {"sha256": ..., "bytes": ...}, as the manifest lists each file
 schema, name = read_schema(path)      # a bundle dir, its bundle.json, or a bare schema.json (the load tester)
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from features.schema import Schema
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fields may be hashed (`hash_buckets`, rule 6); a version-1 bundle is a version 2 without them
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "bundle.json"
 GRAPH = "model.onnx"
 OPTIMISED_GRAPH = "model.opt.onnx"  # onnxruntime's offline basic optimisations (optional)

@@ -1,6 +1,7 @@
 """Raw feature values → one int64 array per graph input, per the encoding rules of docs/BUNDLE.md (features/rules.py).
 
-Index 0 = missing, 1 = out of vocabulary, 2 + i = vocab[i]; numeric: 1 + bisect_right(edges, x).
+Index 0 = missing, 1 = out of vocabulary, 2 + i = vocab[i]; numeric: 1 + bisect_right(edges, x); a hashed field
+(rule 6): 2 + hash mod buckets.
 
     enc = Encoder(schema)                                    # serving: a bad value is a 4xx naming feature and row
     enc.encode_rows([{"user_id": "196", "age": 49}, ...])    # {"user_id": (B,), "genres": (B, max_len), ...}
@@ -34,7 +35,7 @@ from features.errors import (
     RaggedColumns,
     UnknownFeature,
 )
-from features.rules import multi_values, normalise, number, prefixed
+from features.rules import hash_index, multi_values, normalise, number, prefixed
 from features.sampler import example_rows
 from features.schema import FIRST, MISSING, OOV, Field, Schema
 
@@ -59,18 +60,21 @@ class _Lookup:
 
     def __init__(self, f: Field) -> None:
         index = {v: FIRST + i for i, v in enumerate(f.vocab or ())}
-        self.prefix = f.prefix
+        self.prefix, self.buckets = f.prefix, f.hash_buckets
         self.table, self.default = index, OOV
         if f.mapping is not None:  # derived field: source value → label → index
             self.table = {k: index.get(v, OOV) for k, v in f.mapping.items()}
             self.default = index.get(f.mapping_default, OOV) if f.mapping_default is not None else OOV
-        # Longer raw values are never memoised (an unknown 256 KB id must not stay in memory).
-        self.longest = max(map(len, self.table), default=0) + 8
+        # Longer raw values are never memoised (an unknown 256 KB id must not stay in memory); a hashed field has
+        # no table, so its ids up to 64 characters are.
+        self.longest = max(map(len, self.table), default=56 if self.buckets else 0) + 8
         self.memo: dict[Any, int] = {}  # raw value → index, shared across requests
 
     def index_of(self, value: str | None) -> int:
         if value is None:
             return MISSING
+        if self.buckets is not None:
+            return hash_index(prefixed(value, self.prefix), self.buckets)
         return self.table.get(prefixed(value, self.prefix), self.default)
 
     def encode(self, col: Sequence[Any], read) -> np.ndarray:
@@ -191,6 +195,11 @@ class Encoder:
         columns = {s: [context[s]] for s in context}  # length 1: encoded once, broadcast in _encode
         columns.update({s: _column(rows, s) for s in keys})
         return self._encode(columns, len(rows), context=set(context))
+
+    def encode_field(self, name: str, values: Sequence[Any]) -> np.ndarray:
+        """One field's column (its source's raw values) → int64 (n,) or (n, max_len), under this encoder's policy.
+        The streaming trainer encodes each row group's distinct values this way (model/stream.py)."""
+        return self._encode_field(self.schema.field(name), values, True)
 
     # ---- internals ----
 

@@ -3,6 +3,7 @@
     normalise(196.0) == normalise(np.int64(196)) == normalise(" 196 ") == "196"      # rule 1
     number(" 2.5 ") == 2.5; number("") is None                                       # rule 5
     elements("a|b||c", "|", 64) == ["a", "b", "", "c"]                                # rule 4, before normalising
+    hash_index("196", 1000) == 2 + blake2b-64("196") % 1000                          # rule 6, hashed fields
 
 Every function raises a typed FeatureError for a value it cannot read; the encoder's policy decides whether that is
 a 400 (serving) or a missing value (training data).
@@ -10,6 +11,7 @@ a 400 (serving) or a missing value (training data).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from features.errors import InvalidType, NonFinite
+from features.schema import FIRST
 
 
 def normalise(value: Any) -> str | None:
@@ -105,3 +108,16 @@ def lenient(fn, value: Any) -> Any:
         return fn(value)
     except (InvalidType, NonFinite, ValueError, OverflowError):
         return None
+
+
+def id_hash(value: str) -> int:
+    """Rule 6's hash: BLAKE2b (RFC 7693) of the value's UTF-8 bytes, unkeyed, 8-byte digest, read as an unsigned
+    little-endian integer. Specified so any language can compute it (golden values in docs/BUNDLE.md); never
+    Python's own ``hash`` (salted per process)."""
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def hash_index(value: str, buckets: int) -> int:
+    """Rule 6: a hashed field's index for a normalised (and prefixed) value: FIRST + id_hash(value) mod buckets.
+    No vocabulary: every value has a row (never OOV); values that share a bucket share its embedding."""
+    return FIRST + id_hash(value) % buckets

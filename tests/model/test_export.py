@@ -62,7 +62,7 @@ def test_exported_graph_has_only_merged_factors(trained_runs, tmp_path):
 
 def test_bundle_manifest(bundle_dir):
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["model"]["name"] == "deepfm-apg-self"
     assert manifest["parity"]["max_abs_diff"] <= 1e-5
     assert set(manifest["files"]) == {"model.onnx", "model.opt.onnx"}

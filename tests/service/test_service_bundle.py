@@ -41,7 +41,7 @@ def copy(bundle, tmp_path):
     [
         (lambda p: (p / "bundle.json").unlink(), "missing bundle.json"),
         (lambda p: (p / "model.onnx").unlink(), "missing file 'model.onnx'"),
-        (lambda p: edit_manifest(p, format_version=2), "unknown format_version 2"),
+        (lambda p: edit_manifest(p, format_version=3), "unknown format_version 3"),
         (lambda p: (p / "model.onnx").write_bytes((p / "model.onnx").read_bytes() + b"x"), "sha256 mismatch"),
         (lambda p: (p / "bundle.json").write_text("{not json"), "not valid JSON"),
         (lambda p: edit_manifest(p, files={}), "does not list model.onnx"),
@@ -148,3 +148,11 @@ def test_refuses_graph_whose_tables_are_smaller_than_the_vocabulary(tmp_path):
     (b.path / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="warm-up"):
         load_model(b.path, make_settings(b.path))
+
+
+def test_a_version_1_bundle_still_loads(copy):
+    edit_manifest(copy, format_version=1)  # version 2 only adds hashed fields (docs/BUNDLE.md, "Versions")
+    assert load_bundle(copy).name == "synthetic-apg"
+    edit_manifest(copy, format_version=True)
+    with pytest.raises(BundleError, match="unknown format_version [(]"):
+        load_bundle(copy)
