@@ -35,6 +35,7 @@ from model.zoo import CTRModel, ModelConfig, build_model
 
 CHECKPOINT = "checkpoint.pt"
 FITTED_SCHEMA = "APG_FITTED_SCHEMA"  # `apg train --nproc N` fits before it starts the ranks, and says where
+PER_RANK = ("positions", "loss", "rows", "seconds")  # TrainState fields each rank has its own of
 TEST_SAMPLE = 20_000  # encoded test rows kept in the run for export's parity check and the adaptation report
 
 
@@ -90,9 +91,9 @@ class Checkpoint:
         return self.every > 0 and step % self.every == 0 and step < safe  # every rank is still in the epoch
 
     def save(self, s: TrainState, model: CTRModel, opt: torch.optim.Optimizer) -> None:
-        ranks = self.dist.gather_objects({"positions": s.positions, "loss": s.loss, "rows": s.rows})
+        ranks = self.dist.gather_objects({k: getattr(s, k) for k in PER_RANK})
         if self.dist.main:
-            state = {k: v for k, v in asdict(s).items() if k not in ("positions", "loss", "rows", "best_state")}
+            state = {k: v for k, v in asdict(s).items() if k not in (*PER_RANK, "best_state")}
             doc = {"identity": self.identity, "world": self.dist.world, "state": state, "ranks": ranks,
                    "best_state": s.best_state, "model": model.state_dict(), "optimizer": opt.state_dict(),
                    "rng": torch.get_rng_state()}  # fmt: skip
@@ -113,8 +114,8 @@ class Checkpoint:
         opt.load_state_dict(doc["optimizer"])
         torch.set_rng_state(doc["rng"])
         mine = doc["ranks"][self.dist.rank]
-        positions = {int(k): v for k, v in mine["positions"].items()}
-        s = TrainState(**doc["state"], positions=positions, loss=mine["loss"], rows=mine["rows"])
+        s = TrainState(**doc["state"], **{k: mine[k] for k in PER_RANK})
+        s.positions = {int(k): v for k, v in s.positions.items()}
         s.best_state = doc["best_state"]
         if self.dist.main:
             print(f"resuming {self.path.parent} at epoch {s.epoch}, step {s.step}", flush=True)
@@ -177,7 +178,7 @@ def train_log_run(model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, 
             "test": source.evaluate(model, "test"),
             "params": count_params(model),
             "train_seconds": round(seconds, 2),
-            "train_rows_per_second": round(sum(h["train_rows"] for h in result["history"]) / seconds, 1),
+            "train_rows_per_second": _rows_per_second(result["history"]),
             "processes": dist.world,
             "ranks_agree": _ranks_agree(model, dist),
             "best_epoch": result["best_epoch"],
@@ -212,6 +213,11 @@ def _write_run(out: Path, model: CTRModel, model_cfg: ModelConfig, schema: Schem
     np.savez_compressed(out / TEST_SPLIT, y=y_test, **{f"x/{k}": v for k, v in x_test.items()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: the same command now trains afresh
+
+
+def _rows_per_second(history: list[dict]) -> float:
+    """Training rows (all ranks) per second of training loop (reading, encoding, steps; not validation)."""
+    return round(sum(h["train_rows"] for h in history) / max(sum(h["train_loop_seconds"] for h in history), 1e-9), 1)
 
 
 def _ranks_agree(model: CTRModel, dist: Dist) -> bool:

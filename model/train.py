@@ -147,6 +147,7 @@ class TrainState:
     positions: dict[int, int] = field(default_factory=dict)  # loader worker -> batches it delivered this epoch
     loss: float = 0.0  # this epoch's summed training loss and rows, on this rank
     rows: int = 0
+    seconds: float = 0.0  # this epoch's time in the training loop (reading, steps; not validation), on this rank
     best: float = -1.0
     best_state: dict | None = None
     history: list = field(default_factory=list)
@@ -154,7 +155,7 @@ class TrainState:
     done: bool = False
 
     def next_epoch(self) -> None:
-        self.epoch, self.step, self.positions, self.loss, self.rows = self.epoch + 1, 0, {}, 0.0, 0
+        self.epoch, self.step, self.positions, self.loss, self.rows, self.seconds = self.epoch + 1, 0, {}, 0.0, 0, 0.0
 
 
 def fit(
@@ -185,6 +186,7 @@ def fit(
         safe = source.planned(s.epoch) if checkpoint is not None else 0  # steps every rank reaches
         bar = tqdm(total=source.planned(s.epoch), initial=s.step, desc=f"epoch {s.epoch}/{cfg.epochs}", leave=False,
                    disable=not (progress and dist.main and sys.stderr.isatty()))  # fmt: skip
+        started = time.perf_counter()
         with dist.join(net):
             for xb, yb, worker in source.batches(s.epoch, s.positions):
                 loss = loss_fn(net(xb), yb)
@@ -197,7 +199,9 @@ def fit(
                 if checkpoint is not None and checkpoint.due(s.step, safe):
                     checkpoint.save(s, model, opt)
         bar.close()
-        _end_epoch(s, model, opt, source.evaluate(model, "valid"), dist.total(s.loss, s.rows), cfg, progress)
+        s.seconds += time.perf_counter() - started
+        totals = dist.total(s.loss, s.rows)
+        _end_epoch(s, model, opt, source.evaluate(model, "valid"), totals, cfg, progress)
         if on_epoch is not None:
             on_epoch(s.history[-1])
         s.next_epoch()
@@ -211,7 +215,8 @@ def _end_epoch(s: TrainState, model, opt, valid: dict, totals: list[float], cfg:
     """The epoch's history entry; the best weights kept; early stopping and the learning rate's plateau rule."""
     train_logloss = totals[0] / max(totals[1], 1)
     s.history.append({"epoch": s.epoch, "lr": opt.param_groups[0]["lr"], "train_logloss": train_logloss,
-                      "train_rows": int(totals[1]), **{f"valid_{k}": v for k, v in valid.items()}})  # fmt: skip
+                      "train_rows": int(totals[1]), "train_loop_seconds": round(s.seconds, 3),
+                      **{f"valid_{k}": v for k, v in valid.items()}})  # fmt: skip
     if progress and Dist.from_env().main:
         print(f"epoch {s.epoch}: train logloss {train_logloss:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
     if valid["auc"] > s.best:
