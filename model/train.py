@@ -176,7 +176,7 @@ def fit(
     dist = dist or Dist()
     model.to(cfg.device)
     net = dist.wrap(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimiser(model, cfg)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     source = InMemory(data, cfg, 2 if batch_norm else 1) if isinstance(data, Dataset) else data
@@ -211,6 +211,54 @@ def fit(
     return {"history": s.history, "best_epoch": max(s.history, key=lambda h: h["valid_auc"])["epoch"]}
 
 
+class SparseAndDense:
+    """Adam for the dense parameters and SparseAdam for sparse embedding tables, as one optimiser: one step, one
+    zero_grad, one list of param_groups (the plateau rule scales them all), one state_dict (checkpoints)."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]) -> None:
+        self.parts = parts
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.parts for g in o.param_groups]
+
+    def zero_grad(self) -> None:
+        for o in self.parts:
+            o.zero_grad()
+
+    def step(self) -> None:
+        for o in self.parts:
+            o.step()
+
+    def state_dict(self) -> dict:
+        return {"parts": [o.state_dict() for o in self.parts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for o, part in zip(self.parts, state["parts"], strict=True):
+            o.load_state_dict(part)
+
+
+def make_optimiser(model: torch.nn.Module, cfg: TrainConfig):
+    """Adam; with sparse embedding tables (``sparse_embeddings``), SparseAdam for those (rows a batch does not touch
+    are not updated, and get no weight decay) and Adam for the rest."""
+    sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    if not sparse:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    return SparseAndDense([torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay),
+                           torch.optim.SparseAdam(sparse, lr=cfg.lr)])  # fmt: skip
+
+
+def sparse_embeddings(model: torch.nn.Module) -> torch.nn.Module:
+    """Every embedding table of ``model`` gives sparse gradients (a training choice: the weights, the state dict and
+    the exported graph are the same)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.sparse = True
+    return model
+
+
 def _end_epoch(s: TrainState, model, opt, valid: dict, totals: list[float], cfg: TrainConfig, progress: bool) -> None:
     """The epoch's history entry; the best weights kept; early stopping and the learning rate's plateau rule."""
     train_logloss = totals[0] / max(totals[1], 1)
@@ -235,7 +283,8 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
+def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progress: bool = True,
+              sparse: bool = False) -> dict:  # fmt: skip
     """Load the data, fit, evaluate on validation and test, and write the run directory. Returns the metrics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +296,8 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
     else:
         data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit, cache=True)
     model = build_model(data.schema, model_cfg)
+    if sparse:
+        sparse_embeddings(model)
     start = time.perf_counter()
     result = fit(model, data, cfg, progress)
     x_test, y_test = data.part("test")

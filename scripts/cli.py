@@ -19,6 +19,8 @@ from pathlib import Path
 
 EXAMPLES = """examples:
   apg data                                        fetch, verify and describe MovieLens-100K
+  apg data synth --rows 1000000 --out data/synth  a synthetic CTR log (Parquet shards) with a known click model
+  apg train --data data/synth --nproc 2 --out runs/synth   stream its shards, 2 processes (torchrun + DDP)
   apg train --model deepfm --apg self --out runs/deepfm-self
   apg export runs/deepfm-self --out bundles/default
   apg serve --bundle bundles/default --port 8000
@@ -92,6 +94,11 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
 
     add_config_arguments(p, TrainConfig, only=DATA_FIELDS, overrides={"data": {"metavar": "DATA"}})
     p.add_argument("--dataset", dest="data", help="the same as --data (a named dataset: ml-100k, ml-1m)")
+    sub = p.add_subparsers(dest="data_command", metavar="{synth,convert}", parser_class=LazyParser)
+    add_command(sub, "synth", "a synthetic Criteo-shaped CTR log with a known click model, as Parquet shards",
+                "scripts.data.synth:add_arguments", "scripts.data.synth:run_from_args", "train")  # fmt: skip
+    add_command(sub, "convert", "a CSV/TSV file streamed into Parquet shards with row groups (for --data DIR)",
+                "scripts.data.convert:add_arguments", "scripts.data.convert:run_from_args", "train")  # fmt: skip
 
 
 def cmd_data(args) -> int:
@@ -156,7 +163,7 @@ def cmd_train(args) -> int:
         if int(os.environ.get("RANK", 0)) != 0:
             return 0
     else:
-        m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet)
+        m = train_run(model_cfg, train_cfg, args.out, progress=not args.quiet, sparse=scale.sparse_embeddings)
     t = m["test"]
     print(
         f"{model_cfg.model} apg={model_cfg.apg.condition}: test AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}"
@@ -273,10 +280,13 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     """`apg bench [OPTIONS]`, and `apg bench peers`: Triton and KServe as measured peers (issue 15)."""
     load("scripts.bench.harness:add_arguments")(p)
-    sub = p.add_subparsers(dest="bench", metavar="peers", parser_class=LazyParser)
+    sub = p.add_subparsers(dest="bench", metavar="{peers,training}", parser_class=LazyParser)
     add_command(sub, "peers", "Triton and KServe vs the service's v2 routes over HTTP and gRPC (issue 15)",
                 "scripts.bench.peers:add_arguments", "scripts.bench.peers:run_from_args",
                 "serve,loadtest")  # fmt: skip
+    add_command(sub, "training", "training on a log of shards: generator, fit, rows/s in memory vs streamed vs "
+                "--nproc 2, peak RSS against the log's size, hashed vs vocabulary ids (issue 22)",
+                "scripts.bench.training:add_arguments", "scripts.bench.training:run_from_args", "train")  # fmt: skip
 
 
 @dataclass(frozen=True)
