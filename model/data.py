@@ -32,7 +32,9 @@ class DataError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("APG_DATA_DIR", ".data")).resolve()
+    """The training side's cache of fetched and encoded datasets: $APG_CACHE_DIR, default .data (git-ignored).
+    (APG_DATA_DIR is the service's state directory, a different thing.)"""
+    return Path(os.environ.get("APG_CACHE_DIR", ".data")).resolve()
 
 
 # ---------------------------------------------------------------- named datasets: fetching + joining

@@ -135,12 +135,18 @@ class Checkpoint:
         return s
 
 
+def schema_path(data: str, schema: str | None) -> Path:
+    """--schema, or the log folder's schema.json."""
+    path = Path(schema) if schema else Path(data) / "schema.json" if Path(data).is_dir() else None
+    if path is None or not path.exists():
+        raise DataError(f"{data}: a log of shards needs --schema SCHEMA.json (or a schema.json in the folder)")
+    return path
+
+
 def prepare(cfg: TrainConfig, out: Path, dist: Dist) -> tuple[Log, Schema]:
     """The log checked and the schema fitted (rank 0; a resumed run keeps its fitted schema), shared with every
     rank. Errors are raised on every rank, and nothing is written before this succeeds."""
-    spec_path = cfg.schema or (Path(cfg.data) / "schema.json" if Path(cfg.data).is_dir() else None)
-    if spec_path is None or not Path(spec_path).exists():
-        raise DataError(f"{cfg.data}: a log of shards needs --schema SCHEMA.json (or a schema.json in the folder)")
+    spec_path = schema_path(cfg.data, cfg.schema)
     result = None
     if dist.main:
         try:

@@ -143,7 +143,8 @@ def _same_columns(first: pa.Schema, arrow: pa.Schema, path: str) -> None:
         what = f"extra column {sorted(extra)[0]!r}" if extra else f"no column {sorted(missing)[0]!r}"
         raise DataError(f"{path}: {what} (the first shard has {', '.join(first.names)})")
     for name in first.names:
-        if _kind(arrow.field(name).type) != _kind(first.field(name).type):
+        kinds = {_kind(arrow.field(name).type), _kind(first.field(name).type)}
+        if len(kinds - {pa.null()}) > 1:  # (a column that is all null in one shard may be typed null there)
             raise DataError(
                 f"{path}: column {name!r} has type {arrow.field(name).type}, "
                 f"the first shard's is {first.field(name).type}"
@@ -177,6 +178,8 @@ def encode_table(encoder: Encoder, table: pa.Table) -> dict[str, np.ndarray]:
 
 def _by_distinct(column: pa.Array, encode) -> np.ndarray:
     """encode() of each distinct value, gathered; a column Arrow cannot dictionary-encode (lists) row by row."""
+    if pa.types.is_null(column.type):
+        return np.repeat(np.asarray(encode([None])), len(column), axis=0)
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return np.asarray(encode(column.to_pylist()))
     if not pa.types.is_dictionary(column.type):

@@ -92,8 +92,7 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
     from model.train import TrainConfig
     from scripts.config_args import add_config_arguments
 
-    add_config_arguments(p, TrainConfig, only=DATA_FIELDS, overrides={"data": {"metavar": "DATA"}})
-    p.add_argument("--dataset", dest="data", help="the same as --data (a named dataset: ml-100k, ml-1m)")
+    add_config_arguments(p, TrainConfig, only=DATA_FIELDS, overrides={"data": {"metavar": "DATA"}}, title="data")
     sub = p.add_subparsers(dest="data_command", metavar="{synth,convert}", parser_class=LazyParser)
     add_command(sub, "synth", "a synthetic Criteo-shaped CTR log with a known click model, as Parquet shards",
                 "scripts.data.synth:add_arguments", "scripts.data.synth:run_from_args", "train")  # fmt: skip
@@ -103,7 +102,10 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_data(args) -> int:
     from model.data import DATASETS, cache_dir, fetch, load_dataset
+    from model.shards import is_log
 
+    if is_log(args.data):
+        return describe_log(args)
     folder = fetch(args.data) if args.data in DATASETS else None
     data = load_dataset(args.data, args.schema, args.split, args.split_seed, cache=True)
     n, users = len(data.y), data.users
@@ -117,6 +119,25 @@ def cmd_data(args) -> int:
     for f in data.schema.fields:
         src = f" <- {f.source}" if f.source != f.name else ""
         print(f"  {f.name:14s} {f.kind:11s} {f.cardinality:6d}{src}")
+    return 0
+
+
+def describe_log(args) -> int:
+    """`apg data --data DIR`: a log of shards from its footers alone (no row is read), and its teacher if synthetic."""
+    from features import Schema
+    from model.scale import schema_path
+    from model.shards import open_log
+
+    spec_path = schema_path(args.data, args.schema)
+    log = open_log(args.data, Schema.load(spec_path))
+    teacher = Path(args.data) / "teacher.json"
+    bayes = json.loads(teacher.read_text()).get("splits", {}) if teacher.is_file() else {}
+    print(f"log: {args.data}  (schema: {spec_path})")
+    for name, units in log.splits.items():
+        files = len({u.path for u in units})
+        known = f"  Bayes-optimal AUC {bayes[name]['bayes_auc']:.4f}" if name in bayes else ""
+        print(f"  {name:5s} {log.rows(name):11,d} rows  {len(units):6d} row groups  {files:4d} files{known}")
+    print(f"columns read: {', '.join(log.columns)}")
     return 0
 
 

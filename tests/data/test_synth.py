@@ -213,5 +213,8 @@ def test_the_apg_data_subcommands(tmp_path, capsys):
     assert main(["data", "synth", "--rows", "5000", "--out", str(tmp_path / "log"), "--max-cardinality", "500",
                  "--users", "300", "--quiet"]) == 0  # fmt: skip
     assert "Bayes-optimal AUC" in capsys.readouterr().out
+    assert main(["data", "--data", str(tmp_path / "log")]) == 0  # described from its footers
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["train", "4,000", "rows"] and "Bayes-optimal AUC 0." in lines[1]
     assert main(["data", "synth", "--rows", "5000", "--out", str(tmp_path / "log"), "--quiet"]) == 2  # not empty
     assert "apg data synth: error:" in capsys.readouterr().err

@@ -169,7 +169,7 @@ def test_the_encoded_split_is_cached_and_reads_back_equal(tmp_path, monkeypatch)
     import os
 
     os.symlink(fetch_ml100k(), tmp_path / "ml-100k")
-    monkeypatch.setenv("APG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APG_CACHE_DIR", str(tmp_path))
     fresh = load_dataset("ml-100k", limit=5_000, seed=3, cache=True)
     assert len(list((tmp_path / "encoded").glob("ml-100k-random-*.npz"))) == 1
     cached = load_dataset("ml-100k", limit=5_000, seed=3, cache=True)

@@ -137,7 +137,7 @@ def test_export_needs_no_data_and_refuses_a_schema_that_is_not_the_trained_one(t
     from model.bundle import write_bundle
 
     run = shutil.copytree(trained_runs["none"], tmp_path / "run")
-    monkeypatch.setenv("APG_DATA_DIR", str(tmp_path / "no-data-here"))  # a refit would have to fetch MovieLens
+    monkeypatch.setenv("APG_CACHE_DIR", str(tmp_path / "no-data-here"))  # a refit would have to fetch MovieLens
     report = write_bundle(run, tmp_path / "bundle", optimise=False)
     assert report["parity"]["max_abs_diff"] <= 1e-5 and not (tmp_path / "no-data-here").exists()
     schema = json.loads((run / "schema.json").read_text())

@@ -70,6 +70,17 @@ def test_numbers_of_every_arrow_type_bucket_alike():
     np.testing.assert_array_equal(encode_table(encoder, strings)["price"], [2, 0, 0, 4])
 
 
+def test_a_column_typed_null_in_one_shard_reads_as_missing(log_dir):
+    part = log_dir / "train" / "part-00002.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.set_column(3, "tags", pa.nulls(table.num_rows)), part)  # all null: Arrow types it null
+    log = open_log(str(log_dir), SPEC)
+    schema = fit_log(log, SPEC)
+    unit = next(u for u in log.splits["train"] if u.path == str(part))
+    tags = encode_table(Encoder(schema, LENIENT), log.read(unit))["tags"]
+    assert tags.shape == (unit.rows, 3) and not tags.any()
+
+
 def test_in_memory_read_of_a_log_keeps_every_row(log_dir):
     log = open_log(str(log_dir), SPEC)
     block = read_split(log, "train", fit_log(log, SPEC))
