@@ -17,9 +17,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from features.metrics import auc
 from model.apg import APGLinear
-from model.metrics import auc
-from model.train import predict
+from model.evaluate import predict
 
 ADAPTIVE_AUC = 0.001  # 0.1 AUC points
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from features import FORMAT_VERSION, GRAPH, MANIFEST, OUTPUT_SPECS, file_entry, input_specs
 from features.bundle import OPTIMISED_GRAPH, QUANTISED_GRAPH
+from features.metrics import auc
 from model.export import OPSET, export_onnx, ort_predict, ort_session, parity
-from model.metrics import auc
 from model.train import load_run, load_test_split
 
 PARITY_TOLERANCE = 1e-5

@@ -25,20 +25,13 @@ import numpy as np
 import torch
 
 from features import Schema
+from features.metrics import evaluate
 from model.data import DataError, Dataset
 from model.distributed import Dist
-from model.metrics import evaluate
+from model.evaluate import optional_fields
 from model.shards import Block, Log, fit_log, open_log, read_split
 from model.stream import StreamConfig, TrainStream, score_split
-from model.train import (
-    TEST_SPLIT,
-    TrainConfig,
-    TrainState,
-    count_params,
-    optional_fields,
-    seed_everything,
-    sparse_embeddings,
-)
+from model.train import TEST_SPLIT, TrainConfig, TrainState, count_params, seed_everything, sparse_embeddings
 from model.zoo import CTRModel, ModelConfig, build_model
 
 CHECKPOINT = "checkpoint.pt"

@@ -293,6 +293,10 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
                 "rare-user row; base vs group- vs self-wise APG by activity, paired seeds",
                 "scripts.experiments.coldstart:add_arguments", "scripts.experiments.coldstart:run_from_args",
                 "train")  # fmt: skip
+    add_command(sub, "control", "APG's positive control (issue 24): the synthetic log at heterogeneity 0 and 1, base "
+                "vs self- vs group-wise (the teacher's segment) vs static-S, paired seeds, share of the gap to Bayes",
+                "scripts.experiments.control:add_arguments", "scripts.experiments.control:run_from_args",
+                "train")  # fmt: skip
     add_command(sub, "report", "render docs/RESULTS.md and its plots from the recorded runs",
                 "scripts.experiments.results_report:add_arguments",
                 "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip

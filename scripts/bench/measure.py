@@ -159,7 +159,8 @@ class TorchModel:
         import torch
 
         from model.apg import merge_overparam
-        from model.train import load_run, to_tensors
+        from model.evaluate import to_tensors
+        from model.train import load_run
 
         model, _, _ = load_run(run_dir)  # FileNotFoundError with a message for a non-run
         if orjson.loads((Path(run_dir) / "schema.json").read_bytes()) != bundle_schema:

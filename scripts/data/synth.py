@@ -66,7 +66,7 @@ def synthesize(cfg: SynthConfig, out: Path, progress: bool = False, force: bool 
     """Writes the log, schema.json and teacher.json into `out` (whole or not at all); returns teacher.json's splits
     with the seconds taken (building the tables, then writing) and rows/s. ValueError for an existing non-empty
     `out` without `force`."""
-    from model.metrics import auc
+    from features.metrics import auc
     from scripts.data.output import Progress, atomic_dir, check_out, shard_name, shard_ranges
     from scripts.data.teacher import build_teacher
 
@@ -154,7 +154,7 @@ class BayesMetrics:
 
     def add(self, first: int, y: np.ndarray, p: np.ndarray) -> None:
         """Rows first, first + 1, ... of the log."""
-        from model.metrics import logloss
+        from features.metrics import logloss
 
         self.clicks += int(y.sum())
         self.p_sum += float(p.sum())

@@ -74,7 +74,7 @@ def bucket_labels(n: np.ndarray) -> np.ndarray:
 
 def by_activity(data: Dataset, rows: np.ndarray, p: np.ndarray) -> dict[str, dict]:
     """AUC, rows and users per activity bucket of the scored ``rows`` (their predictions ``p``)."""
-    from model.metrics import auc
+    from features.metrics import auc
 
     labels, y, users = bucket_labels(activity(data)[rows]), data.y[rows], data.users[rows].astype(str)
     out = {}
@@ -99,9 +99,10 @@ def split_summary(data: Dataset) -> dict:
 
 def execute(plan: Plan, model: str, arm: str, seed: int) -> dict:
     """Train one run (model.train.fit: the recipe of `apg train`) and score valid, the warm test rows and the cold."""
+    from features.metrics import evaluate
     from model.adaptation import adaptation
-    from model.metrics import evaluate
-    from model.train import count_params, fit, predict, seed_everything
+    from model.evaluate import predict
+    from model.train import count_params, fit, seed_everything
     from model.zoo import build_model
 
     start = time.perf_counter()

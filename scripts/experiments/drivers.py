@@ -122,7 +122,7 @@ def dataset(split: str, seed: int, limit: int | None):
 
 def by_bucket(data, pred: np.ndarray) -> dict[str, dict]:
     """Test AUC per user-activity bucket (training interactions of the user; bucket 0 = fewest, unseen users too)."""
-    from model.metrics import auc
+    from features.metrics import auc
 
     rows = data.splits["test"]
     activity = data.schema.field("user_activity")
@@ -138,8 +138,9 @@ def by_bucket(data, pred: np.ndarray) -> dict[str, dict]:
 
 def execute(r: Run, budget: Budget) -> dict:
     """Train one configuration under the budget and return its record (metrics, cost, per-bucket test AUC)."""
-    from model.metrics import evaluate
-    from model.train import count_params, fit, predict, seed_everything
+    from features.metrics import evaluate
+    from model.evaluate import predict
+    from model.train import count_params, fit, seed_everything
     from model.zoo import build_model
 
     cfg = replace(budget.train, seed=r.seed, split=r.split)

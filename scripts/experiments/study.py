@@ -139,7 +139,8 @@ def read_store(path: Path) -> dict[str, dict]:
 
 def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
     """Train one run through `apg train`'s code path and return its record."""
-    from model.train import load_run, load_test_split, predict, train_run
+    from model.evaluate import predict
+    from model.train import load_run, load_test_split, train_run
 
     model_cfg, cfg = arm_configs(plan, model, arm, seed)
     split = "" if plan.train.split == "random" else f"-{plan.train.split}"
@@ -170,7 +171,7 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
 
 def by_bucket(x: dict, y: np.ndarray, p: np.ndarray, schema, name: str) -> dict[str, dict]:
     """Test AUC per bucket of a derived count field (e.g. the user's training interactions)."""
-    from model.metrics import auc
+    from features.metrics import auc
 
     if name not in x:
         return {}

@@ -14,7 +14,8 @@ import onnxruntime as ort
 
 from features import Schema
 from model.data import encode_table
-from model.train import load_run, predict
+from model.evaluate import predict
+from model.train import load_run
 from service.bundle import BundleError, load_bundle
 
 

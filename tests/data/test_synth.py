@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from features.metrics import auc, logloss
 from features.schema import Schema
-from model.metrics import auc, logloss
 from scripts.data import synth
 from scripts.data.synth import SynthConfig, synthesize
 from scripts.data.teacher import _ranks, build_teacher

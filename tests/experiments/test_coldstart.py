@@ -154,7 +154,7 @@ def test_the_split_is_cached_with_the_encoded_data(tmp_path, monkeypatch):
     real = cache_dir() / "ml-100k"
     if not real.exists():
         pytest.skip("ML-100K is not in the data cache")
-    monkeypatch.setenv("APG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APG_CACHE_DIR", str(tmp_path))
     (tmp_path / "ml-100k").symlink_to(real)
     h = Holdout(share=0.2, seed=1)
     first = load_dataset("ml-100k", limit=5000, cache=True, holdout=h)

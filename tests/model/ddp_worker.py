@@ -11,7 +11,8 @@ from log_testing import SPEC, rows  # (this file's folder is first on sys.path w
 
 from model.data import Dataset, encode_table, fit_schema
 from model.distributed import Dist
-from model.train import TrainConfig, evaluate_split, fit, seed_everything, to_tensors
+from model.evaluate import evaluate_split, to_tensors
+from model.train import TrainConfig, fit, seed_everything
 from model.zoo import ModelConfig, build_model
 
 

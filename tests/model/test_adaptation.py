@@ -9,7 +9,7 @@ import torch
 
 from model.adaptation import adaptation, fixed_generation, generated, spread
 from model.apg import APGConfig
-from model.train import predict
+from model.evaluate import predict
 from model.zoo import ModelConfig, build_model
 
 

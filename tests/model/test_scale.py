@@ -65,7 +65,7 @@ def test_two_ranks_train_export_and_serve(log_dir, tmp_path):
     # the metrics over both ranks' rows are exactly one process's evaluation of the same weights
     model, schema, _ = load_run(run)
     log = open_log(str(log_dir), schema)
-    from model.metrics import evaluate
+    from features.metrics import evaluate
 
     s = score_split(model, log, schema, "valid")
     assert evaluate(s["y"], s["p"], s["users"]) == metrics["valid"]

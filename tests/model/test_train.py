@@ -7,7 +7,8 @@ pytest.importorskip("torch")  # training-side tests: skipped where torch is abse
 import json
 
 from model.apg import APGConfig
-from model.train import TrainConfig, load_run, predict, train_run
+from model.evaluate import predict
+from model.train import TrainConfig, load_run, train_run
 from model.zoo import ModelConfig
 
 
@@ -38,7 +39,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 def test_optional_fields_and_feature_dropout(ml100k_small, tmp_path):
     import numpy as np
 
-    from model.train import blank, optional_fields
+    from model.evaluate import blank, optional_fields
 
     names = optional_fields(ml100k_small.schema)
     assert names == ["age", "gender", "occupation", "zip_prefix", "release_year", "genres"]  # user_activity stays

@@ -7,7 +7,7 @@ pytest.importorskip("torch")  # training-side tests: skipped where torch is abse
 import torch
 
 from model.apg import APGConfig
-from model.train import to_tensors
+from model.evaluate import to_tensors
 from model.zoo import MODELS, ModelConfig, build_model
 
 

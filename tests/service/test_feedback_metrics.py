@@ -1,4 +1,4 @@
-"""The online metrics: the store's AUC and logloss against the training side's (model/metrics.py), and the
+"""The online metrics: the store's AUC and logloss against the training side's (features/metrics.py), and the
 Prometheus counters and gauges read back from a fresh registry."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from live_server import wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
-from model import metrics as offline
+from features import metrics as offline
 from service.feedback import FeedbackConfig, open_store
 from service.feedback.prometheus import MAX_ARMS, FeedbackMetrics, WindowCollector
 from service.feedback.stats import auc, logloss, summarise

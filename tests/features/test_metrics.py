@@ -1,6 +1,6 @@
 import numpy as np
 
-from model.metrics import auc, evaluate, gauc, logloss
+from features.metrics import auc, evaluate, gauc, logloss
 
 
 def brute_auc(y, p):

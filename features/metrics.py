@@ -1,4 +1,5 @@
-"""Offline metrics: AUC (rank-based, ties averaged), logloss, user-level gAUC, calibration."""
+"""Offline metrics, one definition for training and serving (numpy only): AUC (rank-based, ties averaged), logloss,
+user-level gAUC, calibration."""
 
 from __future__ import annotations
 
