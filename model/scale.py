@@ -55,7 +55,7 @@ class ScaleConfig:
     sparse_embeddings: bool = field(
         default=False,
         metadata={"help": "sparse embedding gradients: SparseAdam updates only the rows a batch touches (no weight "
-                  "decay on them), Adam the rest; large hashed tables train several times faster (gloo/CPU)"},
+                  "decay on them), Adam the rest; large hashed tables train several times faster (one process)"},
     )  # fmt: skip
 
 
@@ -176,6 +176,8 @@ def train_log_run(model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, 
             schema.save(out / "schema.json")
         seed_everything(cfg.seed, cfg.threads)
         model = build_model(schema, model_cfg)
+        if scale.sparse_embeddings and dist.on:  # (torchrun started by hand: `apg train --nproc` refuses it earlier)
+            raise ValueError("--sparse-embeddings trains one process only (docs/TRAINING.md, section 6)")
         if scale.sparse_embeddings:
             sparse_embeddings(model)
         batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())

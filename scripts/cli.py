@@ -177,6 +177,11 @@ def cmd_train(args) -> int:
     streamed = is_log(train_cfg.data) and not scale.in_memory
     if scale.nproc > 1 and not streamed:
         raise ValueError("--nproc N trains a log of Parquet shards (--data DIR or a glob, without --in-memory)")
+    if scale.nproc > 1 and scale.sparse_embeddings:
+        raise ValueError(
+            "--sparse-embeddings trains one process only: under DDP, gloo's sparse all-reduce was slower "
+            "than one process and once crashed a rank (docs/TRAINING.md, section 6)"
+        )
     if streamed and scale.nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the ranks: torchrun + this command
         return _launch(args, train_cfg, scale)
     if streamed:

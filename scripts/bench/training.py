@@ -7,11 +7,13 @@ Parts (each a subprocess where it trains, so that its peak RSS is its own):
   gen     the synthetic log's generator: rows/s (`apg data synth`)
   fit     the streamed schema fit: rows/s over every row group of every split
   train   training rows/s per process, one epoch of --rows: DNN and DeepFM, each without and with self-wise APG;
-          the in-memory trainer (--in-memory) vs the streamed one (0 and 1 loader workers) vs --nproc 2
+          the in-memory trainer (--in-memory) vs the streamed one (0 and 1 loader workers); and for DNN and
+          DeepFM+APG, one process vs --nproc 2
   rss     peak RSS of `apg train` (streamed, the whole process tree) on --rows vs --big-rows, one epoch, DeepFM+APG
   hashed  bundle.json bytes and a serving process's RSS growth for a field of 10^6 ids: a vocabulary vs hash_buckets
-Writes OUT/training.json and OUT/training.png; prints a table. Training runs use 1 torch thread per process,
-batch 1024 and --sparse-embeddings.
+Writes OUT/training.json (after every run: an interrupted bench keeps what it measured, and a rerun measures
+only the rest) and OUT/training.png; prints a table. Training runs use 1 torch thread per process, batch 1024,
+--sparse-embeddings except where they compare 1 process with 2 (dense: DDP takes dense gradients only).
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ from pathlib import Path
 
 PARTS = ("gen", "fit", "train", "rss", "hashed")
 MODELS = (("dnn", "none"), ("dnn", "self"), ("deepfm", "none"), ("deepfm", "self"))
-TRAINERS = {  # name -> extra `apg train` options
-    "in-memory": ["--in-memory"],
-    "streamed": ["--loader-workers", "0"],
-    "streamed+1 loader": ["--loader-workers", "1"],
-    "streamed --nproc 2": ["--loader-workers", "0", "--nproc", "2", "--threads", "2"],
+SPARSE = ["--sparse-embeddings"]
+TRAINERS = {  # name -> extra `apg train` options: the three ways to read the log, with sparse embedding gradients
+    "in-memory": ["--in-memory", *SPARSE],
+    "streamed": ["--loader-workers", "0", *SPARSE],
+    "streamed+1 loader": ["--loader-workers", "1", *SPARSE],
+}
+DDP_MODELS = (("dnn", "none"), ("deepfm", "self"))
+DDP_TRAINERS = {  # one process against two, dense gradients (--sparse-embeddings is one process only)
+    "streamed dense": ["--loader-workers", "0"],
+    "streamed dense --nproc 2": ["--loader-workers", "0", "--nproc", "2", "--threads", "2"],
 }
 
 
@@ -54,13 +61,17 @@ def run_from_args(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "training.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+
+    def save() -> None:
+        results["machine"] = machine()
+        path.write_text(json.dumps(results, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="apg-bench-training-", dir=args.work) as work:
-        bench = Bench(Path(work), args.rows, args.batch_size)
+        bench = Bench(Path(work), args.rows, args.batch_size, results, save)
         for part in parts:
             print(f"== {part}", flush=True)
             results[part] = getattr(bench, part)(args.big_rows) if part == "rss" else getattr(bench, part)()
-            results["machine"] = machine()
-            path.write_text(json.dumps(results, indent=1))  # each part kept as it ends
+            save()  # each part kept as it ends (and each training run of the train part)
     print(table(results))
     plot(results, out / "training.png")
     return 0
@@ -72,8 +83,8 @@ def machine() -> dict:
 
 
 class Bench:
-    def __init__(self, work: Path, rows: int, batch_size: int) -> None:
-        self.work, self.rows, self.batch_size = work, rows, batch_size
+    def __init__(self, work: Path, rows: int, batch_size: int, saved: dict, save) -> None:
+        self.work, self.rows, self.batch_size, self.saved, self.save = work, rows, batch_size, saved, save
 
     def log(self, rows: int) -> tuple[Path, dict]:
         """A synthetic log of `rows` rows (made once), with its generator's summary."""
@@ -107,20 +118,26 @@ class Bench:
 
     def train(self) -> dict:
         log_dir, _ = self.log(self.rows)
-        out = {}
-        for model, apg in MODELS:
-            for trainer, extra in TRAINERS.items():
-                run = self.work / f"run-{model}-{apg}-{trainer.replace(' ', '_')}"
-                metrics, peak = self.apg_train(log_dir, run, model, apg, extra)
-                h = metrics["history"][0]
-                rps = h["train_rows"] / h["train_loop_seconds"]
-                procs = metrics.get("processes", 1)
-                out[f"{model}+{apg} {trainer}"] = {
-                    "model": model, "apg": apg, "trainer": trainer, "processes": procs,
-                    "rows_per_second": round(rps), "rows_per_second_per_process": round(rps / procs),
-                    "peak_rss_mb": peak, "valid_auc": round(h["valid_auc"], 4),
-                }  # fmt: skip
-                print(f"  {model}+{apg:4s} {trainer:20s} {rps:9.0f} rows/s  peak {peak} MB", flush=True)
+        out = self.saved.setdefault("train", {})  # runs already measured (an interrupted bench) are kept
+        jobs = [(m, a, t, x) for m, a in MODELS for t, x in TRAINERS.items()]
+        jobs += [(m, a, t, x) for m, a in DDP_MODELS for t, x in DDP_TRAINERS.items()]
+        for model, apg, trainer, extra in jobs:
+            if f"{model}+{apg} {trainer}" in out:
+                continue
+            run = self.work / f"run-{model}-{apg}-{trainer.replace(' ', '_')}"
+            load = os.getloadavg()[0]
+            metrics, peak = self.apg_train(log_dir, run, model, apg, extra)
+            h = metrics["history"][0]
+            rps = h["train_rows"] / h["train_loop_seconds"]
+            procs = metrics.get("processes", 1)
+            out[f"{model}+{apg} {trainer}"] = {
+                "model": model, "apg": apg, "trainer": trainer, "processes": procs,
+                "rows_per_second": round(rps), "rows_per_second_per_process": round(rps / procs),
+                "peak_rss_mb": peak, "valid_auc": round(h["valid_auc"], 4),
+                "loadavg_before": round(load, 2), "loadavg_after": round(os.getloadavg()[0], 2),
+            }  # fmt: skip
+            print(f"  {model}+{apg:4s} {trainer:26s} {rps:9.0f} rows/s  peak {peak} MB", flush=True)
+            self.save()
         return out
 
     def rss(self, big_rows: int) -> dict:
@@ -128,7 +145,7 @@ class Bench:
         for rows in (self.rows, big_rows):
             log_dir, _ = self.log(rows)
             metrics, peak = self.apg_train(
-                log_dir, self.work / f"rss-{rows}", "deepfm", "self", ["--loader-workers", "1"]
+                log_dir, self.work / f"rss-{rows}", "deepfm", "self", ["--loader-workers", "1", *SPARSE]
             )
             out[str(rows)] = {"rows": rows, "peak_rss_mb": peak, "train_rows": metrics["history"][0]["train_rows"]}
             print(f"  {rows} rows: peak RSS {peak} MB", flush=True)
@@ -138,7 +155,7 @@ class Bench:
     def apg_train(self, log_dir: Path, run: Path, model: str, apg: str, extra: list[str]) -> tuple[dict, float]:
         cmd = [sys.executable, "-m", "scripts.cli", "train", "--data", str(log_dir), "--model", model, "--apg", apg,
                "--epochs", "1", "--batch-size", str(self.batch_size), "--threads", "1", "--quiet",
-               "--checkpoint-steps", "0", "--sparse-embeddings", "--out", str(run), *extra]  # fmt: skip
+               "--checkpoint-steps", "0", "--out", str(run), *extra]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
         peak = watch_rss(proc)
         if proc.returncode != 0:

@@ -57,8 +57,7 @@ def train_argv(log_dir, out, *extra) -> list[str]:
 
 def test_two_ranks_train_export_and_serve(log_dir, tmp_path):
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    # sparse embedding gradients: DDP all-reduces them too (gloo), and the ranks still end equal
-    assert main([*train_argv(log_dir, run), "--nproc", "2", "--checkpoint-steps", "10", "--sparse-embeddings"]) == 0
+    assert main([*train_argv(log_dir, run), "--nproc", "2", "--checkpoint-steps", "10"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["ranks_agree"] is True
     assert not (run / "checkpoint.pt").exists()
@@ -124,6 +123,9 @@ def test_a_bad_shard_exits_2_and_writes_nothing(tmp_path, capsys, nproc):
     assert not run.exists()
 
 
-def test_nproc_needs_a_log(tmp_path, capsys):
+def test_nproc_needs_a_log_and_dense_gradients(tmp_path, capsys, log_dir):
     assert main(["train", "--data", "ml-100k", "--nproc", "2", "--out", str(tmp_path / "r")]) == 2
     assert "--nproc N trains a log of Parquet shards" in capsys.readouterr().err
+    assert main([*train_argv(log_dir, tmp_path / "r"), "--nproc", "2", "--sparse-embeddings"]) == 2
+    assert "--sparse-embeddings trains one process only" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
