@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features import LENIENT, Encoder, Schema, sha256_of
+from features import LENIENT, Encoder, Schema, sha256_of, tables
 from features.fit import SchemaFit, counted
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -142,25 +142,11 @@ def source_table(folder: Path, src: Source) -> dict[str, list]:
 
 
 def read_table(path: str | Path) -> dict[str, list]:
-    """A CSV/TSV or Parquet file as raw columns. CSV cells stay strings, exactly as a client would send them
-    ("02139" stays "02139"; type inference would make it 2139 and the vocabulary would never match a request)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pydict()
-    if path.suffix not in (".csv", ".tsv"):
-        raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file")
-        columns: dict[str, list] = {h: [] for h in header}
-        for row in reader:
-            for i, h in enumerate(header):  # a short row's missing cells are missing values
-                columns[h].append(row[i] if i < len(row) and row[i] != "" else None)
-    return columns
+    """A CSV/TSV or Parquet file as raw columns (features/tables.py's rule); DataError if it cannot be read."""
+    try:
+        return tables.read_table(path)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def table_length(table: dict[str, list]) -> int:
