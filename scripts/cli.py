@@ -307,6 +307,13 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
                 "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip
 
 
+def items_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="items", required=True, metavar="{sync}", parser_class=LazyParser)
+    add_command(sub, "sync", "encode an item catalogue (CSV/Parquet) with the bundle's own encoder and publish it "
+                "to the store (file://DIR or redis://...), keyed by the bundle's contract checksum",
+                "scripts.items.sync:add_arguments", "scripts.items.sync:run_from_args", "serve")  # fmt: skip
+
+
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     """`apg bench [OPTIONS]`, and `apg bench peers`: Triton and KServe as measured peers (issue 15)."""
     load("scripts.bench.harness:add_arguments")(p)
@@ -349,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                 export_arguments, cmd_export, "train")  # fmt: skip
     add_command(sub, "serve", "serve a bundle over HTTP (FastAPI + onnxruntime; no torch)",
                 serve_arguments, cmd_serve, "serve")  # fmt: skip
+    add_command(sub, "items", "the item store: `apg items sync` encodes a catalogue with a bundle's encoder into a "
+                "file snapshot or Redis, so that ranking requests name candidates by id",
+                items_arguments, None, "serve")  # fmt: skip
     add_command(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
                 "scripts.loadtest.args:add_arguments", "scripts.loadtest.command:run_from_args",
                 "loadtest")  # fmt: skip

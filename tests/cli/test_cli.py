@@ -14,8 +14,10 @@ from scripts import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLING = ("torch", "httpx", "model", "scripts.bench", "scripts.loadtest", "scripts.experiments")
-SUBCOMMANDS = [["data"], ["train"], ["export"], ["serve"], ["loadtest"], ["bench"], ["experiment"],
-               *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "study", "report")])]  # fmt: skip
+SUBCOMMANDS = [["data"], ["data", "synth"], ["data", "convert"], ["train"], ["export"], ["serve"], ["items", "sync"],
+               ["loadtest"], ["bench"], ["bench", "training"], ["experiment"],
+               *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "study", "control",
+                                                    "report")])]  # fmt: skip
 
 
 def modules_after(code: str) -> set[str]:
@@ -49,6 +51,11 @@ def test_apg_serve_imports_the_service_but_no_tooling(tmp_path):
     modules = modules_after(f"import scripts.cli; sys.exit(scripts.cli.main(['serve', '--bundle', '{tmp_path}']))")
     assert "service.server" in modules and "uvicorn" in modules
     assert tooling_in(modules) == set()
+
+
+def test_apg_items_sync_imports_no_torch_or_model():
+    modules = modules_after("import scripts.cli; scripts.cli.main(['items', 'sync', '--help'])")
+    assert "scripts.items.sync" in modules and "torch" not in modules and "model" not in modules
 
 
 def test_a_subcommand_imports_its_own_module_only():

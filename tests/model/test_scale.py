@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch")  # training-side tests: skipped where torch is absent (a serving-only install)
+
 import torch
 from log_testing import write_log
 

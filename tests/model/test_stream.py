@@ -7,14 +7,15 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch")
+
 from log_testing import SPEC, write_log
 
 from features import Field
 from features.rules import hash_index
 from model.shards import fit_log, open_log
 from model.stream import StreamConfig, TrainStream
-
-pytest.importorskip("torch")
 
 # 3 uneven files, 8 row groups in all: fewer files than the 2 ranks x 3 workers = 6 slots
 SHARDS = {"train": [(700, 200), (333, 333), (90, 30)], "valid": [(100, 100)], "test": [(100, 100)]}
