@@ -8,7 +8,8 @@
 #   docker build --target bundle-image -t apg-bundle:default --build-context bundle=bundles/default .
 #                                                        a bundle as an image, for the Kubernetes initContainer
 #
-# Serving images hold no model and no data: the bundle is mounted at APG_BUNDLE (/bundle), every setting is an
+# Serving images hold no model and no data: the bundle is mounted at APG_BUNDLE (/bundle), the service's own files
+# (the click store of an experiment) go to the volume at APG_DATA_DIR (/var/lib/apg), every setting is an
 # APG_* environment variable (service/settings.py). They install `.[serve]` only: no torch, no compilers.
 # Versions are pinned: base images by tag (the ARGs below), Python packages by deploy/constraints.txt
 # (Ubuntu's python3 in the GPU stage comes with the pinned CUDA image's release, 24.04).
@@ -105,11 +106,15 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip uninstall -q -y onnxruntime \
  && /opt/venv/bin/pip install -q -c /tmp/constraints.txt onnxruntime-gpu \
  && rm -rf /wheels /tmp/constraints.txt
+# /var/lib/apg: the service's own files (APG_DATA_DIR: the SQLite click store while an experiment runs), a volume
+# owned by the service's user, so that it stays writable under a read-only root file system (deploy/k8s mounts one).
 RUN groupadd --system --gid 10001 apg \
- && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg
+ && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg \
+ && mkdir -p /var/lib/apg && chown 10001:10001 /var/lib/apg
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    APG_BUNDLE=/bundle APG_PROVIDERS=cuda APG_INTRA_OP_THREADS=1 \
+    APG_BUNDLE=/bundle APG_PROVIDERS=cuda APG_INTRA_OP_THREADS=1 APG_DATA_DIR=/var/lib/apg \
     APG_HEALTHCHECK_URL=http://127.0.0.1:8000/readyz
+VOLUME ["/var/lib/apg"]
 USER 10001:10001
 EXPOSE 8000
 # Healthy = ready (model loaded and warmed up); urllib raises on a 503 or a refused connection, so python exits 1.
@@ -123,11 +128,13 @@ CMD ["--host", "0.0.0.0", "--port", "8000"]
 # numpy, pydantic, orjson, fastapi-offline) and nothing else.
 FROM ${PYTHON_IMAGE} AS serve
 RUN groupadd --system --gid 10001 apg \
- && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg
+ && useradd --system --uid 10001 --gid apg --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin apg \
+ && mkdir -p /var/lib/apg && chown 10001:10001 /var/lib/apg
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    APG_BUNDLE=/bundle APG_PROVIDERS=cpu APG_INTRA_OP_THREADS=1 \
+    APG_BUNDLE=/bundle APG_PROVIDERS=cpu APG_INTRA_OP_THREADS=1 APG_DATA_DIR=/var/lib/apg \
     APG_HEALTHCHECK_URL=http://127.0.0.1:8000/readyz
+VOLUME ["/var/lib/apg"]
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

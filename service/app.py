@@ -27,12 +27,14 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from service import grpc as grpc_api
-from service.admission import Admission
+from service.admission import Admission, BodyBudget
 from service.batching import MicroBatcher
+from service.connections import CONNECTIONS, ConnectionGuard
 from service.errors import install_error_handlers
 from service.experiment import Experiment
 from service.fanout import ANNOUNCEMENT, ReloadFanout
-from service.feedback import FeedbackConfig, open_store
+from service.feedback import FeedbackConfig, FeedbackStore
+from service.feedback.keeper import StoreKeeper
 from service.feedback.prometheus import FeedbackMetrics, WindowCollector
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
@@ -76,24 +78,29 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = runtime
-    app.state.admission = Admission(settings)  # the one back-pressure rule (service/admission.py)
+    app.state.admission = Admission(settings)  # scoring's back-pressure rule (service/admission.py)
+    app.state.feedback_admission = Admission.feedback(settings)  # POST /feedback's own places
+    app.state.bodies = BodyBudget(settings)  # request-body bytes in transit (APG_MAX_INFLIGHT_BODY_BYTES)
+    app.state.connections = ConnectionGuard(settings, metrics)  # connection deadline and cap (connections.py)
     app.state.batcher = batcher
     shared = multiprocess_dir()  # several workers: a reload in one reaches them all (service/fanout.py)
     app.state.fanout = ReloadFanout(Path(shared) / ANNOUNCEMENT, runtime) if shared else None
     app.state.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
     shadow = Shadow(runtime, metrics, settings.shadow, settings.shadow_queue) if settings.shadow else None
     app.state.shadow = shadow
-    app.state.feedback = None  # the click store (service/feedback/), opened in the lifespan
+    app.state.feedback = None  # the click store (service/feedback/), opened in the lifespan (or later: keeper.py)
     url = settings.feedback_url()
-    app.state.feedback_config = None
+    app.state.feedback_config = app.state.feedback_keeper = None
     if url is not None:
         app.state.feedback_config = FeedbackConfig(
             url,
             max_age_s=settings.feedback_max_age_s,
             join_window_s=min(settings.feedback_join_window_s, settings.feedback_max_age_s),
             max_rows=settings.feedback_max_rows,
+            request_timeout_s=settings.feedback_timeout_s,
         )
         app.state.feedback_metrics = FeedbackMetrics(metrics.registry)
+        app.state.feedback_keeper = StoreKeeper(app.state.feedback_config, app.state.feedback_metrics, settings)
     app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
@@ -102,13 +109,15 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         *score.router.routes, *v2.scoring.routes, *v2.router.routes, *feedback.router.routes, *health.router.routes
     ]  # fmt: skip
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, metrics=metrics, admission=app.state.admission)
+    app.add_middleware(
+        RequestMiddleware, metrics=metrics, admission=app.state.admission, feedback=app.state.feedback_admission
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     runtime: Runtime = app.state.runtime
     await runtime.start()  # raises (and uvicorn exits) when the configured bundle is unusable
     if app.state.experiment is not None:
@@ -116,20 +125,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.experiment.check(set(runtime.models) | set(runtime.failed), features)  # a failed arm: 404, no crash
     if app.state.shadow is not None:
         app.state.shadow.start()
-    if (
-        app.state.feedback_config is not None
-    ):  # ValueError/RuntimeError (a bad URL, no Redis): the server does not start
-        store = await asyncio.to_thread(open_store, app.state.feedback_config, app.state.feedback_metrics)
-        app.state.metrics.add_shared(WindowCollector(store, app.state.settings.online_window_s))
-        app.state.feedback = store
+    if app.state.feedback_keeper is not None:  # a store that cannot open: scoring serves, the keeper retries
+        await app.state.feedback_keeper.start(lambda store: _feedback_opened(app, store))
     if app.state.batcher is not None:
         app.state.batcher.start()
     hangup = _on_sighup(runtime)
     follow = asyncio.create_task(app.state.fanout.follow()) if app.state.fanout is not None else None
-    uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s)
+    uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s, lambda: _write_feedback_soon(app))
     grpc_server = await grpc_api.start(app.state)  # None unless APG_GRPC_PORT (KServe v2 over gRPC)
     try:
-        yield
+        yield {CONNECTIONS: app.state.connections}  # lifespan state: uvicorn hands it to each connection's protocol
     finally:
         await grpc_api.stop(grpc_server)  # first: its in-flight calls still need the batcher and the runtime
         if follow is not None:
@@ -142,13 +147,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.batcher.stop()
         if app.state.shadow is not None:
             await app.state.shadow.stop()
-        if app.state.feedback is not None:  # after the last answer: its rows are written before the store closes
-            await asyncio.to_thread(app.state.feedback.close)
+        if app.state.feedback_keeper is not None:  # after the last answer: its rows are written, then it closes
+            await app.state.feedback_keeper.stop()
         await runtime.drain()
         if multiprocess_dir():  # drop this worker's live gauges from the aggregate
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
+
+
+def _feedback_opened(app: FastAPI, store: FeedbackStore) -> None:
+    """The click store is open (at start, or later in the background): /score records, /metrics shows its window."""
+    app.state.metrics.add_shared(WindowCollector(store, app.state.settings.online_window_s))
+    app.state.feedback = store
 
 
 def _on_sighup(runtime: Runtime) -> bool:
@@ -177,7 +188,12 @@ def _on_sighup(runtime: Runtime) -> bool:
     return True
 
 
-def _on_sigterm(runtime: Runtime, grace_s: float) -> Any:
+def _write_feedback_soon(app: FastAPI) -> None:
+    if app.state.feedback is not None:  # SIGTERM: the click store's buffer goes out now, not in up to 50 ms
+        app.state.feedback.write_soon()
+
+
+def _on_sigterm(runtime: Runtime, grace_s: float, on_sigterm_too: Any = None) -> Any:
     """SIGTERM → readiness off at once (503, so load balancers stop sending), requests still served for `grace_s`,
     then the server's own graceful shutdown: the handler found (uvicorn's), called as if the signal came then.
     A second SIGTERM goes straight to it. Returns that handler to put back, or None when nothing was installed
@@ -189,6 +205,8 @@ def _on_sigterm(runtime: Runtime, grace_s: float) -> Any:
 
     def shut_down_later() -> None:
         log.info("SIGTERM: readiness off, shutting down in %g s (APG_DRAIN_GRACE_S)", grace_s)
+        if on_sigterm_too is not None:
+            on_sigterm_too()
         loop.call_later(grace_s, previous, signal.SIGTERM, None)
 
     def on_sigterm(signum: int, frame: Any) -> None:

@@ -113,16 +113,48 @@ class Overloaded(ServiceError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+class FeedbackUnavailable(ServiceError):
+    """POST /feedback while the click store cannot be opened, fails, or does not answer in time (scoring is not
+    affected): retry after `retry_after` seconds."""
+
+    status, code = 503, "feedback_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 def json_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
+MAX_MESSAGE = 1024  # characters of an error message, and of its `field`, that an answer carries at most
+MAX_ECHO = 64  # characters of a client's value (a name, an id) an error message quotes
+
+
+def clipped(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text`, cut to `limit` characters (marked): no answer echoes more than a bounded prefix of the client's input,
+    whatever a message quotes (a 1 MB input name was echoed whole, issue 25)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: object, limit: int = MAX_ECHO) -> str:
+    """repr() of a client's value for a message, its text cut to `limit` characters (marked)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"… ({len(value)} characters)"
+    return clipped(repr(value), limit + 2)
+
+
 def error_json(exc: ServiceError, path: str) -> bytes:
     """The error body of a request to `path`. KServe v2 routes put the message in a string `error` (the protocol, and
-    what tritonclient reads) with the same details beside it: {"error": msg, "code": ..., "field": ..., "row": ...}."""
+    what tritonclient reads) with the same details beside it: {"error": msg, "code": ..., "field": ..., "row": ...}.
+    The message and the field are clipped (`clipped`)."""
     body = exc.body()
+    error = body["error"]
+    error["message"] = clipped(error["message"])
+    if isinstance(error.get("field"), str):
+        error["field"] = clipped(error["field"])
     if path.startswith("/v2/"):
-        body = {**body["error"], "error": exc.message}
+        body = {**body["error"], "error": body["error"]["message"]}
         del body["message"]
     return orjson.dumps(body)
 

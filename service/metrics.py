@@ -18,6 +18,9 @@
 | `apg_shadow_duration_seconds` | histogram | `shadow` | a shadow's encode + inference time per request |
 | `apg_oov_values_total` | counter | `feature` | values encoded out-of-vocabulary, per categorical or multi field |
 | `apg_model_reloads_total` | counter | `result` | hot reloads: `ok` or `error` (the old model keeps serving) |
+| `apg_clipped_values_total` | counter | `feature` | numbers outside their field's declared range, clipped (features/) |
+| `apg_open_connections` | gauge | – | open HTTP connections, summed over workers (service/connections.py) |
+| `apg_connections_closed_total` | counter | `reason` | closed by us: `head_timeout`, `evicted`, `refused` |
 
 `model` is a served model's name, `arm` an experiment arm (`control`, `treatment`) or `none` (no experiment chose the
 model): label values are bounded by the repository and the experiment.
@@ -129,8 +132,20 @@ class Metrics:
         self.oov = Counter(
             "apg_oov_values", "Values encoded as out-of-vocabulary, by feature field.", ["feature"], registry=r
         )
+        self.clipped = Counter(
+            "apg_clipped_values", "Numbers outside their field's declared range, clipped, by feature.", ["feature"],
+            registry=r,
+        )  # fmt: skip
+        self.open_connections = Gauge(
+            "apg_open_connections", "Open HTTP connections.", registry=r, multiprocess_mode="livesum"
+        )
+        self.connections_closed = Counter(
+            "apg_connections_closed", "HTTP connections closed by the service, by reason.", ["reason"], registry=r
+        )
         for result in ("ok", "error"):  # exported at 0 from the start, so the first failure shows in a rate()
             self.reloads.labels(result)
+        for reason in ("head_timeout", "evicted", "refused"):
+            self.connections_closed.labels(reason)
         # every stage exported from the start (dashboards see zeros, not gaps); children cached for the hot path
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._model_labels: dict[str, tuple[str, ...]] = {}
@@ -180,6 +195,13 @@ class Metrics:
             n = ids.ravel().tolist().count(OOV) if ids.size <= 256 else int(np.count_nonzero(ids == OOV))
             if n:
                 self.oov.labels(name).inc(n)
+
+    def count_clipped(self, counts: dict[str, int]) -> None:
+        """Numbers the encoder clipped to their field's declared range, {feature: count} of one request (a field
+        whose rule is to clip; one whose rule is to refuse answers 400 naming the feature and the row instead)."""
+        for feature, n in counts.items():
+            if n:
+                self.clipped.labels(feature).inc(n)
 
     def add_shared(self, collector) -> None:
         """A collector of state every worker shares (the feedback store's window): in multiprocess mode it joins the

@@ -3,8 +3,9 @@
 A plain ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and cost a task per request).
 It also turns any exception that escaped the routes into a 500 JSON error, so that response carries the
 request id too; a 500 is a bug in our code, never the answer to bad input. And while the worker is full, it answers
-a scoring request (a LeanRoute's) with service/admission.py's 503 itself, before routing and the route: counted and
-logged like any request, for a fraction of what the route's refusal costs (docs/OPTIMISATIONS.md, section 11).
+a scoring request (a LeanRoute's), or a POST /feedback while its own admission is full, with service/admission.py's
+503 itself, before routing and the route: counted and logged like any request, for a fraction of what the route's
+refusal costs (docs/OPTIMISATIONS.md, section 11).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics", "/v2/health/live", "/
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission, feedback: Admission) -> None:
         self.app = app
         self.metrics = metrics
         self.admission = admission
+        self.feedback = feedback  # POST /feedback's own admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,6 +56,8 @@ class RequestMiddleware:
         app = self.app
         if self.admission.full and _scoring_route(scope):  # one comparison unless the worker is full
             app = self.admission.refuse
+        elif self.feedback.full and scope["path"] == "/feedback" and _routed(scope):
+            app = self.feedback.refuse
         counted = scope.get("path") not in QUIET_ROUTES  # a scrape must not count itself in flight
         if counted:
             self.metrics.inflight.inc()
@@ -83,10 +87,15 @@ class RequestMiddleware:
 
 def _scoring_route(scope: Scope) -> bool:
     """Whether the request is for a scoring route (a LeanRoute: every one is admitted, routes/common.py), matched as
-    the router would; the match goes into the scope, so that metrics and the access log name its route. (POST
-    /feedback is admitted too, but is no LeanRoute: while the worker is full, the gate refuses it after its body.)"""
+    the router would; the match goes into the scope, so that metrics and the access log name its route."""
+    return _routed(scope, LeanRoute)
+
+
+def _routed(scope: Scope, kind: type = object) -> bool:
+    """Whether a route of type `kind` matches the request fully (its method too); the match goes into the scope.
+    (POST /feedback, with an admission of its own, is matched this way while that admission is full.)"""
     for route in scope["app"].router.routes:
-        if isinstance(route, LeanRoute):
+        if isinstance(route, kind):
             match, child = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child)

@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 from features import GRAPH
 from service.bundle import Bundle, check_signature, load_bundle
-from service.errors import BundleError, ConfigError, NotFound, NotReady, ServiceError
+from service.errors import BundleError, ConfigError, NotFound, NotReady, ServiceError, shown
 from service.experiment import repository_entries
 from service.metrics import Metrics
 from service.settings import Settings
@@ -71,6 +71,11 @@ class Model:
         """The inputs looked up in a vocabulary (categorical, multi, not hashed): where index OOV means out of
         vocabulary (a hashed field has no OOV index)."""
         return tuple(f.name for f in self.encoder.fields if f.kind != "numeric" and not f.hashed)
+
+    @functools.cached_property
+    def text_features(self) -> frozenset[str]:
+        """The raw features read as text: a KServe v2 client sends them as BYTES tensors (service/tensors.py)."""
+        return frozenset(name for name, f in self.encoder.describe().items() if not f.numeric)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Blocking onnxruntime call: {input: int64 array} → scores (B,) float32."""
@@ -210,7 +215,7 @@ class Runtime:
             raise NotReady()
         model = self.models.get(name)
         if model is None or (version is not None and version != model.version):
-            wanted = f"{name!r}" + (f" version {version!r}" if version is not None else "")
+            wanted = shown(name) + (f" version {shown(version)}" if version is not None else "")
             served = ", ".join(f"{m.name!r} version {m.version!r}" for m in self.models.values())
             raise NotFound(f"unknown model {wanted}; serving {served}", field="model")
         return model

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.connections import raise_open_files_limit
 from service.errors import BundleError, ConfigError
 from service.experiment import Experiment, repository_entries
 from service.fanout import ANNOUNCEMENT
@@ -62,6 +63,7 @@ def serve(
     configure_logging(settings.log_level)  # the check's warnings (a graph fallback) as the workers write them
     check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
     check_grpc_port(settings, workers)
+    log.info("open-file limit: %s descriptors", raise_open_files_limit())  # the workers inherit it
     with _multiprocess_dir(workers), _stop_on_signals():
         if workers <= 1:
             uvicorn.run("service.app:create_app", factory=True, host=host, port=port, **uvicorn_options(settings))

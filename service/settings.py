@@ -22,8 +22,15 @@
 | `APG_MAX_HEADER_BYTES` | `16384` | request line + header fields, in bytes; above → 431 and the connection closed |
 | `APG_MAX_HEADERS` | `100` | header fields per request; above → 431 |
 | `APG_BODY_TIMEOUT_S` | `10` | seconds a request body may take to arrive, read before admission; after → 408 |
+| `APG_HEAD_TIMEOUT_S` | `10` | seconds a request head may take, from accept and between keep-alive requests |
+| `APG_MAX_CONNECTIONS` | unset | open HTTP connections per worker (default 4096, or the open-file limit less 128) |
+| `APG_MAX_INFLIGHT_BODY_BYTES` | `67108864` | request-body bytes a worker holds at once; beyond → 503, unread |
 | `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once (more wait for a slot) |
 | `APG_MAX_QUEUE` | `64` | scoring requests a worker takes beyond MAX_CONCURRENCY, then 503 (service/admission.py) |
+| `APG_FEEDBACK_MAX_CONCURRENCY` | `2` | POST /feedback calls on the click store at once (threads of their own) |
+| `APG_FEEDBACK_MAX_QUEUE` | `32` | /feedback requests a worker takes beyond those, then 503 (their own admission) |
+| `APG_FEEDBACK_TIMEOUT_S` | `2` | the longest a /feedback request waits for the click store; then 503 |
+| `APG_FEEDBACK_RETRY_S` | `5` | seconds between attempts to open a click store that could not be (scoring serves) |
 | `APG_BATCHING` | `false` | coalesce concurrent requests into one onnxruntime call |
 | `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
 | `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
@@ -34,6 +41,7 @@
 | `APG_BUNDLE_ROOT` | unset | where /admin/reload may load bundles (symlinks resolved); default: APG_BUNDLE's parent |
 | `APG_GRPC_PORT` | unset | also serve KServe v2 over gRPC on this port (0: any free one); unset: no gRPC |
 | `APG_GRPC_HOST` | `127.0.0.1` | the address gRPC binds (`apg serve --grpc-port` sets it to `--host`) |
+| `APG_GRPC_MAX_CALLS` | `1000` | gRPC calls in progress per worker; beyond → UNAVAILABLE (counted as 503) |
 | `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
 | `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
 | `APG_OTEL` | `false` | FastAPI's OpenTelemetry spans, metrics, logs (needs a provider); off saves a check a request |
@@ -72,8 +80,15 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_headers: int = Field(100, ge=8)
     body_timeout_s: float = Field(10.0, gt=0)
+    head_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int | None = Field(None, ge=1)  # None: service/protocol.py connection_cap
+    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_concurrency: int = Field(4, ge=1)
     max_queue: int = Field(64, ge=0)
+    feedback_max_concurrency: int = Field(2, ge=1)
+    feedback_max_queue: int = Field(32, ge=0)
+    feedback_timeout_s: float = Field(2.0, gt=0)
+    feedback_retry_s: float = Field(5.0, gt=0)
     batching: bool = False
     batch_max_rows: int = Field(256, ge=1)
     batch_max_delay_ms: float = Field(2.0, ge=0.0)
@@ -84,6 +99,7 @@ class Settings(BaseSettings):
     bundle_root: Path | None = None  # /admin/reload loads only bundles inside it (default: APG_BUNDLE's parent)
     grpc_port: int | None = Field(None, ge=0, le=65535)  # KServe v2 over gRPC (service/grpc); None: off
     grpc_host: str = "127.0.0.1"
+    grpc_max_calls: int = Field(1000, ge=1)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_features: bool = False
     otel: bool = False
@@ -109,6 +125,11 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("max_connections", mode="before")
+    @classmethod
+    def _unset_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("models", "default_model", "experiment", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -133,6 +154,11 @@ class Settings(BaseSettings):
         """The bearer token of /admin/*: APG_ADMIN_TOKEN, else None (admin API off). Never APG_AUTH_TOKEN:
         a scoring client must not be able to swap the model."""
         return self.admin_token.get_secret_value() if self.admin_token else None
+
+    def body_budget(self) -> int:
+        """Request-body bytes a worker holds at once: APG_MAX_INFLIGHT_BODY_BYTES, but never less than one body of
+        APG_MAX_BODY_BYTES (a body the size limit allows must be able to get in)."""
+        return max(self.max_inflight_body_bytes, self.max_body_bytes)
 
     def bundles(self) -> Path:
         """The directory /admin/reload may load bundles from: APG_BUNDLE_ROOT, else the model repository, else the

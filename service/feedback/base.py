@@ -46,11 +46,13 @@ class FeedbackConfig:
     flush_interval_s: float = 0.05  # how long the writer waits to gather a batch
     prune_interval_s: float = 30.0  # how often each process prunes (age and rows)
     key_prefix: str = "apg:feedback"  # Redis key prefix (one store per prefix)
+    request_timeout_s: float = 10.0  # feedback() waits at most about this long on storage (busy lock, socket, buffer)
 
     def __post_init__(self) -> None:
         if not 0 < self.join_window_s <= self.max_age_s:
             raise ValueError(f"need 0 < join_window_s <= max_age_s, got {self.join_window_s}, {self.max_age_s}")
-        for name in ("max_rows", "queue_requests", "batch_requests", "flush_interval_s", "prune_interval_s"):
+        names = ("max_rows", "queue_requests", "batch_requests", "flush_interval_s", "prune_interval_s")
+        for name in (*names, "request_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"feedback {name} must be positive, got {getattr(self, name)}")
 
@@ -133,7 +135,10 @@ class FeedbackStore:
     `record()` only appends to a bounded buffer (a few µs, no syscall, no wake-up): a writer thread drains it in
     batches of up to `batch_requests` every `flush_interval_s`, and prunes every `prune_interval_s`. A full buffer
     (`queue_requests`) drops the request and counts it (`counts["dropped_rows"]`, apg_feedback_dropped_rows_total);
-    a failed write loses its batch and counts it. `feedback()` and `window()` first wait (bounded) for this
+    a failed write loses its batch and counts it. `close()` writes what is buffered; rows it could not write within
+    its 30 s, and rows recorded after it began, are counted as `exit_dropped_rows`. A process killed outright
+    (kill -9) loses what its buffer held: at most `flush_interval_s` of answers, uncounted.
+    `feedback()` and `window()` first wait (bounded) for this
     process's buffer to be written, so they see every row this process recorded before the call; rows recorded by
     another process or replica are visible once its writer has written them (within `flush_interval_s` plus the
     write). `feedback`, `window`, `prune` and `close` block on storage: call them from a thread
@@ -141,7 +146,8 @@ class FeedbackStore:
 
     def __init__(self, config: FeedbackConfig, metrics: Any = None) -> None:
         self.config, self.metrics = config, metrics  # metrics: a prometheus.FeedbackMetrics or None
-        self.counts = dict.fromkeys((*OUTCOMES, "recorded_rows", "dropped_rows", "write_errors"), 0)
+        totals = ("recorded_rows", "dropped_rows", "write_errors", "exit_dropped_rows")
+        self.counts = dict.fromkeys((*OUTCOMES, *totals), 0)
         self._buffer: deque[tuple[int, Scored]] = deque()  # (sequence number, request), FIFO
         self._put_lock, self._written, self._wake = threading.Lock(), threading.Condition(), threading.Event()
         self._enqueued = self._done = 0  # sequence numbers: the last queued, the last written (or lost to an error)
@@ -159,12 +165,10 @@ class FeedbackStore:
     ) -> bool:
         """Queue one /score answer (row i scored scores[i]). False when it was not queued: full buffer (counted),
         a closed store, or an id, arm, model or version the store cannot hold (1-128 visible ASCII characters)."""
-        if (
-            self._closing
-            or type(request_id) is not str
-            or not valid_id(request_id)
-            or not self._labels(arm, model, version)
-        ):
+        if self._closing:  # the process is stopping: these rows will not be written
+            self._count("exit_dropped_rows", np.size(scores))
+            return False
+        if type(request_id) is not str or not valid_id(request_id) or not self._labels(arm, model, version):
             return False
         packed = np.asarray(scores, dtype="<f8").ravel()
         item = Scored(
@@ -177,6 +181,10 @@ class FeedbackStore:
                 self._buffer.append((self._enqueued, item))
         self._count("dropped_rows" if full else "recorded_rows", item.rows)
         return not full
+
+    def write_soon(self) -> None:
+        """Wake the writer now rather than at the end of its interval (SIGTERM: the buffer goes out at once)."""
+        self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything this process recorded before the call is written; False on timeout."""
@@ -194,11 +202,12 @@ class FeedbackStore:
         later ones are duplicates)."""
         now = time.time() if now is None else now
         if not isinstance(items, list | tuple):
+            self._count(MALFORMED, 1)
             return [Outcome(MALFORMED, f"feedback is a list of items, got {type(items).__name__}")]
         parsed = [parse_item(item) for item in items]
         valid = [p for p in parsed if not isinstance(p, Outcome)]
         if valid:
-            self.flush()
+            self.flush(self.config.request_timeout_s)  # what this process recorded (bounded: a stalled writer)
         joined = iter([o for k in range(0, len(valid), JOIN_CHUNK) for o in self._join(valid[k : k + JOIN_CHUNK], now)])
         outcomes = [p if isinstance(p, Outcome) else self._outcome(next(joined), p) for p in parsed]
         for o in outcomes:
@@ -230,6 +239,10 @@ class FeedbackStore:
             self._wake.set()
             if self._thread.is_alive():
                 self._thread.join(30)
+            lost = sum(item.rows for _, item in list(self._buffer))  # the writer did not finish in time
+            if lost:
+                log.error("feedback store: %d scored rows not written at exit", lost)
+                self._count("exit_dropped_rows", lost)
             self._close()
 
     def __enter__(self) -> FeedbackStore:

@@ -9,6 +9,8 @@
 | `apg_feedback_recorded_rows_total` | counter | – | scored rows handed to the store |
 | `apg_feedback_dropped_rows_total` | counter | – | scored rows dropped: the write buffer was full |
 | `apg_feedback_write_errors_total` | counter | – | failed writes (each loses its batch of requests) |
+| `apg_feedback_exit_dropped_rows_total` | counter | – | scored rows still unwritten when the process stopped |
+| `apg_feedback_store_unavailable` | gauge | `reason` | 1 while the store cannot be opened or failed its last call |
 | `apg_online_window_seconds` | gauge | – | the window the gauges below cover |
 | `apg_online_impressions` | gauge | `arm`, `model` | rows scored in the window |
 | `apg_online_labelled` | gauge | `arm`, `model` | of those, rows with feedback |
@@ -31,10 +33,11 @@ import logging
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 
 from service.feedback.base import OUTCOMES, FeedbackStore
+from service.feedback.keeper import REASONS
 from service.feedback.stats import OnlineStats
 
 log = logging.getLogger("apg.feedback")
@@ -68,7 +71,21 @@ class FeedbackMetrics:
             "write_errors": Counter(
                 "apg_feedback_write_errors", "Failed feedback store writes (each loses its batch).", registry=registry
             ),
+            "exit_dropped_rows": Counter(
+                "apg_feedback_exit_dropped_rows",
+                "Scored rows still unwritten when the process stopped (lost).",
+                registry=registry,
+            ),  # fmt: skip
         }
+        self.unavailable = Gauge(
+            "apg_feedback_store_unavailable",
+            "1 while the feedback store cannot be opened or its last call failed, by reason.",
+            ["reason"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        for reason in REASONS:
+            self.unavailable.labels(reason).set(0)
         self._outcomes = {o: self.outcomes.labels(o) for o in OUTCOMES}  # every outcome exported from 0
 
     def count(self, name: str, n: int) -> None:

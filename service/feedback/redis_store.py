@@ -93,11 +93,18 @@ class RedisStore(FeedbackStore):
 
         super().__init__(config, metrics)
         self.base = f"{{{config.key_prefix}}}:"
-        self.client = redis.Redis.from_url(config.url, socket_timeout=10, socket_connect_timeout=5)
+        connect = min(5.0, config.request_timeout_s)  # a Redis that does not answer delays nothing for long
+        self.client = redis.Redis.from_url(config.url, socket_timeout=10, socket_connect_timeout=connect)
+        # feedback() and window() from requests' threads: bounded by the request timeout
+        timeout = min(10.0, config.request_timeout_s)
+        self.requests = redis.Redis.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             self.client.ping()
         except redis.RedisError as exc:
-            raise RuntimeError(f"feedback store {config.url}: {exc}") from exc
+            self._close()
+            scheme, _, rest = config.url.partition("://")
+            where = f"{scheme}://{rest.rpartition('@')[2]}"  # never a password in a log line
+            raise RuntimeError(f"cannot connect to redis ({where}): {exc}") from exc
         self._record = self.client.register_script(RECORD)
         self._feedback = self.client.register_script(FEEDBACK)
         self._prune_script = self.client.register_script(PRUNE)
@@ -115,7 +122,7 @@ class RedisStore(FeedbackStore):
         pipe.execute()
 
     def _join(self, items: list[tuple[str, int, bool]], now: float) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.requests.pipeline(transaction=False)
         cfg, labels = self.config, self._keys[1]
         for rid, row, clicked in items:
             keys = [f"{self.base}r:{rid}", f"{self.base}s:{rid}", labels]
@@ -141,3 +148,4 @@ class RedisStore(FeedbackStore):
 
     def _close(self) -> None:
         self.client.close()
+        self.requests.close()

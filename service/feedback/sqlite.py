@@ -7,17 +7,20 @@ write costs one INSERT per request whatever its rows. `labels`: one row per labe
 copied in, primary key (request_id, row): the key is the duplicate check. Each feedback batch runs in one
 BEGIN IMMEDIATE transaction (writers take turns across processes; readers never wait in WAL mode), so two workers
 answering the same row cannot both accept it. Every thread has its own connection; busy waits are bounded by
-BUSY_TIMEOUT_S. `synchronous=NORMAL`: a power cut may lose the last transactions, never corrupt the file.
+BUSY_TIMEOUT_S for the writer thread and by the config's request_timeout_s for the others (requests' threads).
+`synchronous=NORMAL`: a power cut may lose the last transactions, never corrupt the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +32,6 @@ from service.feedback.base import (
     FeedbackConfig,
     FeedbackStore,
     Scored,
-    group_by_arm,
 )
 
 BUSY_TIMEOUT_S = 10.0
@@ -63,6 +65,23 @@ WHERE newer > ?
 """
 
 
+# A window's labelled rows, read an arm at a time and FETCH_ROWS rows at a time into numpy: the scan and the sort run in
+# SQLite without the GIL, and no Python step holds it for long (one fetchall() and a zip() of a million rows held
+# it, and so stalled the event loop, for up to 1.3 s: issue 25)
+LABELLED_ARMS = "SELECT DISTINCT arm FROM labels WHERE scored_at >= ?"
+ARM_LABELS = "SELECT score, clicked FROM labels WHERE scored_at >= ? AND arm = ?"
+FETCH_ROWS = 10_000
+
+
+def _labels(cursor: sqlite3.Cursor) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float64, clicked bool) of a cursor over (score, clicked) rows, fetched FETCH_ROWS at a time."""
+    parts = []
+    while chunk := cursor.fetchmany(FETCH_ROWS):
+        parts.append(np.array(chunk, dtype=np.float64).reshape(-1, 2))
+    both = np.concatenate(parts) if parts else np.empty((0, 2))
+    return both[:, 0], both[:, 1].astype(bool)
+
+
 def sqlite_path(url: str) -> Path:
     """sqlite:///abs/feedback.db -> /abs/feedback.db; sqlite://rel/feedback.db -> rel/feedback.db."""
     path = url.removeprefix("sqlite://")
@@ -71,17 +90,34 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
+def _in_use(method: Callable) -> Callable:
+    """`method` with the calling thread's connection marked in use (`_close` waits for it)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStore, *args: Any) -> Any:
+        self._db()
+        with self._local.using:
+            return method(self, *args)
+
+    return wrapper
+
+
 class SqliteStore(FeedbackStore):
     def __init__(self, config: FeedbackConfig, metrics=None) -> None:
         super().__init__(config, metrics)
         self.path = sqlite_path(config.url)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local, self._connections, self._lock = threading.local(), [], threading.Lock()
-        self._setup()
+        self._local, self._lock = threading.local(), threading.Lock()
+        self._connections: dict[sqlite3.Connection, threading.Lock] = {}  # each thread's, and the lock of its use
+        try:
+            self._setup()
+        except BaseException:  # not opened (read-only, full, locked): no connection left behind
+            self._close()
+            raise
         self._start()
 
-    def _setup(self) -> None:
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+    def _setup(self) -> None:  # bounded like a request: a store locked at start is opened later (keeper.py)
+        deadline = time.monotonic() + min(BUSY_TIMEOUT_S, self.config.request_timeout_s)
         while True:  # switching to WAL takes a lock another process may hold while it sets up too
             try:
                 db = self._db()
@@ -95,20 +131,24 @@ class SqliteStore(FeedbackStore):
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        if db is None:  # the writer waits up to BUSY_TIMEOUT_S for a lock; a request's thread its request timeout
+            writer = threading.current_thread() is self._thread
+            timeout = BUSY_TIMEOUT_S if writer else min(BUSY_TIMEOUT_S, self.config.request_timeout_s)
+            db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            self._local.db, self._local.using = db, threading.Lock()
             with self._lock:
-                self._connections.append(db)
+                self._connections[db] = self._local.using
         return db
 
+    @_in_use
     def _write(self, batch: list[Scored]) -> None:
         rows = [(s.request_id, s.arm, s.model, s.version, s.at, s.rows, s.scores) for s in batch]
         db = self._db()
         with _transaction(db):  # a reused request id keeps its first answer
             db.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
+    @_in_use
     def _join(self, items: list[tuple[str, int, bool]], now: float) -> list[str]:
         db, cfg, out = self._db(), self.config, []
         with _transaction(db):
@@ -133,17 +173,20 @@ class SqliteStore(FeedbackStore):
                 out.append(ACCEPTED if inserted else DUPLICATE)
         return out
 
+    @_in_use
     def _fetch_window(self, lower: float):
         db = self._db()
-        with _transaction(db, "BEGIN"):  # one snapshot for both reads
+        with _transaction(db, "BEGIN"):  # one snapshot for every read
             # bare columns next to MAX(): SQLite takes them from the row holding the maximum (the latest request)
             arms = db.execute(
                 "SELECT arm, SUM(n), model, version, MAX(scored_at) FROM requests WHERE scored_at >= ? GROUP BY arm",
                 (lower,),
             ).fetchall()
-            rows = db.execute("SELECT arm, score, clicked FROM labels WHERE scored_at >= ?", (lower,)).fetchall()
-        return {arm: (n, model, version) for arm, n, model, version, _ in arms}, group_by_arm(rows)
+            labelled = [arm for (arm,) in db.execute(LABELLED_ARMS, (lower,))]
+            labels = {arm: _labels(db.execute(ARM_LABELS, (lower, arm))) for arm in labelled}
+        return {arm: (n, model, version) for arm, n, model, version, _ in arms}, labels
 
+    @_in_use
     def _prune(self, now: float) -> int:
         db = self._db()
         # read outside the write lock (a WAL snapshot): the scan is O(requests), and what is written meanwhile is
@@ -156,9 +199,15 @@ class SqliteStore(FeedbackStore):
         return gone
 
     def _close(self) -> None:
+        """Close every thread's connection, each once no query runs on it: closing a connection while another thread
+        runs a query on it crashes the process (a /feedback call that outlived its request, a window refresh)."""
         with self._lock:
-            for db in self._connections:
-                db.close()
+            for db, using in self._connections.items():
+                if using.acquire(timeout=BUSY_TIMEOUT_S + 1):  # queries end within their busy timeout
+                    try:
+                        db.close()
+                    finally:
+                        using.release()
             self._connections.clear()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import BadRequest, ServiceError
+from service.errors import MAX_ECHO, BadRequest, ServiceError, shown
 from service.grpc.messages import ModelInferResponse
 from service.tensors import NUMPY, decode_text
 
@@ -51,7 +51,7 @@ def error_metadata(exc: ServiceError) -> tuple[tuple[str, str], ...]:
     """The error's details beside its message, as trailing metadata: apg-error-code, -field, -row (when set)."""
     pairs = [("apg-error-code", exc.code)]
     if exc.field is not None and exc.field.isascii() and exc.field.isprintable():  # metadata values are ASCII
-        pairs.append(("apg-error-field", exc.field))
+        pairs.append(("apg-error-field", exc.field[:MAX_ECHO]))  # a bounded prefix (ASCII: no marker)
     if exc.row is not None:
         pairs.append(("apg-error-row", str(exc.row)))
     return tuple(pairs)
@@ -72,7 +72,7 @@ def v2_header(request: Any) -> tuple[dict, bytes]:
         entry: dict[str, Any] = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
         if raw:
             if tensor.HasField("contents"):
-                message = f"input {tensor.name!r} has both contents and raw_input_contents: send one"
+                message = f"input {shown(tensor.name)} has both contents and raw_input_contents: send one"
                 raise BadRequest(message, field=tensor.name)
             entry["parameters"] = {"binary_data_size": len(raw[i])}
         else:
@@ -87,12 +87,12 @@ def _values(tensor: Any) -> list:
     field = CONTENTS.get(datatype)
     if field is None:
         if datatype in NUMPY:  # FP16, BF16
-            raise BadRequest(f"input {name!r}: {datatype} values travel only in raw_input_contents", field=name)
+            raise BadRequest(f"input {shown(name)}: {datatype} values travel only in raw_input_contents", field=name)
         return []  # decode_inputs names the unsupported datatype
     given = [f.name for f, _ in tensor.contents.ListFields()]
     if any(g != field for g in given):
         wrong = next(g for g in given if g != field)
-        message = f"input {name!r}: datatype {datatype} takes its values in contents.{field}, not contents.{wrong}"
+        message = f"input {shown(name)}: datatype {shown(datatype)} takes its values in contents.{field}, not {wrong}"
         raise BadRequest(message, field=name)
     values = getattr(tensor.contents, field)
     return decode_text(list(values), name) if field == "bytes_contents" else list(values)
@@ -101,7 +101,7 @@ def _values(tensor: Any) -> list:
 def _check_outputs(outputs: Any) -> None:
     for o in outputs:
         if o.name != "score":
-            raise BadRequest(f"unknown output {o.name!r}; this model has one output: 'score'", field="outputs")
+            raise BadRequest(f"unknown output {shown(o.name)}; this model has one output: 'score'", field="outputs")
         if "classification" in o.parameters:
             raise BadRequest("the classification extension is not supported", field="outputs")
 

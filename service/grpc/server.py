@@ -6,7 +6,11 @@ they share its scorer, runtime, admission and metrics with the HTTP routes (serv
 
 Each RPC is what its HTTP route does: ServerLive/ServerReady (/v2/health/*, ready false while loading or draining),
 ModelReady, ServerMetadata, ModelMetadata (the same bodies), ModelInfer (the bearer token, admission, the same
-tensor decoding and scorer). Metrics: apg_requests_total and apg_request_duration_seconds with `route` the RPC's
+tensor decoding and scorer), each parsing its own request (garbage is INVALID_ARGUMENT with our message). At most
+APG_GRPC_MAX_CALLS calls are in our handlers per worker; one more call is
+UNAVAILABLE `overloaded` (retryable), counted like any; grpc-core is told never to shed calls itself (it cancelled them
+at random beyond 1,000 waiting, uncounted). Error messages are clipped (service/errors.py `clipped`). Metrics:
+apg_requests_total and apg_request_duration_seconds with `route` the RPC's
 full method name (/inference.GRPCInferenceService/ModelInfer) and `code` the HTTP status the same outcome has on
 the HTTP routes (so dashboards' `code!~"2.."` error rates hold for both); the stages as for HTTP (parse = protobuf
 parsing + tensor decoding).
@@ -24,7 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from service.errors import BadRequest, ConfigError, NotReady, ServiceError
+from service.errors import BadRequest, ConfigError, NotReady, Overloaded, ServiceError, clipped
 from service.grpc import messages as pb
 from service.grpc.convert import error_metadata, infer_response, status_of, v2_header
 from service.metrics import multiprocess_dir
@@ -35,7 +39,8 @@ from service.tensors import decode_inputs
 log = logging.getLogger("apg.grpc")
 access = logging.getLogger("apg.access")
 GRACE_S = 5.0
-QUIET = frozenset({"ServerLive", "ServerReady"})  # probes: not counted in flight, logged at debug level
+QUIET = frozenset({"ServerLive", "ServerReady"})  # probes: not counted in flight nor refused, logged at debug level
+PENDING_CALLS = 1 << 16  # calls grpc-core may hold for the application before it sheds them itself
 
 
 async def start(app: Any) -> grpc.aio.Server:
@@ -46,6 +51,12 @@ async def start(app: Any) -> grpc.aio.Server:
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),  # APG_MAX_BODY_BYTES, as for HTTP bodies
         ("grpc.so_reuseport", 1 if multiprocess_dir() else 0),
+        # grpc-core drops calls waiting for the application beyond 1,000 at random (CANCELLED, which clients do not
+        # retry, and never seen here: 177 of 2,000 concurrent calls, issue 25). Calls are taken at once and refused
+        # by our own limit instead (UNAVAILABLE, counted). (A stream limit, grpc.max_concurrent_streams, would reset
+        # the streams beyond it: UNAVAILABLE for clients, but uncounted, so it is left at grpc's default.)
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
     ]
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(pb.SERVICE, _handlers(app)),))
@@ -72,17 +83,44 @@ def _handlers(app: Any) -> dict[str, grpc.RpcMethodHandler]:
         "ModelMetadata": _model_metadata,
         "ModelInfer": _model_infer,
     }
-    handlers = {}
+    handlers, calls = {}, Calls(app.settings.grpc_max_calls)
     for name, rpc in rpcs.items():
-        request_type, _ = pb.METHODS[name]
-        # ModelInfer parses its own bytes (timed as the parse stage) and serialises its own answer
+        # Every RPC parses its own bytes (garbage: INVALID_ARGUMENT with our message, not grpc's UNKNOWN); ModelInfer
+        # times its parse stage and serialises its own answer
         raw = name == "ModelInfer"
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            _observed(app, name, rpc),
-            request_deserializer=None if raw else request_type.FromString,
+            _observed(app, name, rpc if raw else _parsed(pb.METHODS[name][0], rpc), calls),
+            request_deserializer=None,
             response_serializer=None if raw else _serialise,
         )
     return handlers
+
+
+class Calls:
+    """The RPCs of this worker in our handlers, and our limit on them (APG_GRPC_MAX_CALLS): one more is refused at
+    once with UNAVAILABLE (retryable) and counted, as HTTP's 503 `overloaded`. Probes are never refused."""
+
+    __slots__ = ("limit", "n", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.n = limit, 0
+        self.refused = Overloaded(
+            f"{limit} gRPC calls in progress, the most this worker takes (APG_GRPC_MAX_CALLS = {limit})"
+        )
+
+
+def _parsed(request_type: Any, rpc: Rpc) -> Rpc:
+    """`rpc` taking the serialised request: parsed here, BadRequest (INVALID_ARGUMENT) when it is not one."""
+    kind = request_type.DESCRIPTOR.name
+
+    async def parsed(app: Any, data: bytes, context: Any, fields: dict) -> Any:
+        try:
+            request = request_type.FromString(data)
+        except DecodeError:
+            raise BadRequest(f"malformed {kind}: not a serialised inference.{kind}") from None
+        return await rpc(app, request, context, fields)
+
+    return parsed
 
 
 def _serialise(message: Any) -> bytes:
@@ -92,8 +130,9 @@ def _serialise(message: Any) -> bytes:
 Rpc = Callable[[Any, Any, grpc.aio.ServicerContext, dict], Awaitable[Any]]  # (app, request, context, log fields)
 
 
-def _observed(app: Any, name: str, rpc: Rpc) -> Callable:
-    """`rpc` with what the HTTP middleware gives every request: metrics, the access log, typed errors → status."""
+def _observed(app: Any, name: str, rpc: Rpc, calls: Calls) -> Callable:
+    """`rpc` with what the HTTP middleware gives every request: metrics, the access log, typed errors → status, and
+    our limit on calls in progress."""
     route = f"/{pb.SERVICE}/{name}"
     metrics, quiet = app.metrics, name in QUIET
     duration = metrics.request_duration.labels(route)
@@ -103,13 +142,16 @@ def _observed(app: Any, name: str, rpc: Rpc) -> Callable:
         request_id = _request_id(context)
         if not quiet:
             metrics.inflight.inc()
+        calls.n += 1
         try:
             context.set_trailing_metadata((("x-request-id", request_id),))
+            if calls.n > calls.limit and not quiet:
+                raise calls.refused
             return await rpc(app, request, context, fields)
         except ServiceError as exc:
             status = exc.status
             trailing = (("x-request-id", request_id), *error_metadata(exc))
-            await context.abort(status_of(exc), exc.message, trailing)
+            await context.abort(status_of(exc), clipped(exc.message), trailing)
         except asyncio.CancelledError:  # the client went away (or the deadline passed)
             status = 499
             raise
@@ -118,6 +160,7 @@ def _observed(app: Any, name: str, rpc: Rpc) -> Callable:
             log.exception("unhandled error", extra={"fields": {"request_id": request_id, "route": route}})
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error", (("x-request-id", request_id),))
         finally:
+            calls.n -= 1
             elapsed = time.perf_counter() - start
             if not quiet:
                 metrics.inflight.dec()
@@ -204,7 +247,7 @@ async def _model_infer(app: Any, data: bytes, context: Any, fields: dict) -> byt
         model = _model(app, request.model_name, request.model_version)
         fields["model"] = model.name
         header, blobs = v2_header(request)
-        columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
+        columns, rows = decode_inputs(header, blobs, app.settings.max_rows, model.text_features)
         app.metrics.stage("parse", time.perf_counter() - t0)
         scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)
         t1 = time.perf_counter()

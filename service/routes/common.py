@@ -8,7 +8,7 @@ import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import Depends, Request, Response
@@ -28,6 +28,9 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.settings import Settings
+
+if TYPE_CHECKING:  # (service/admission.py imports this module)
+    from service.admission import Admission, BodyHold
 
 _bearer = HTTPBearer(auto_error=False, description="APG_AUTH_TOKEN for scoring (when set), APG_ADMIN_TOKEN for /admin.")
 
@@ -142,24 +145,32 @@ DRAIN_MAX_BYTES = 64 * 1024 * 1024  # of a body refused for its size, read on an
 SIMPLE_FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 
 
-async def read_body(request: Request, settings: Settings) -> bytes:
+async def read_body(request: Request, settings: Settings, hold: BodyHold | None = None) -> bytes:
     """The whole body, read before the request is admitted (service/admission.py), so that a body still on its way
     holds no place there: 413 when it exceeds APG_MAX_BODY_BYTES, 408 when it has not all arrived
-    APG_BODY_TIMEOUT_S after the route began to read it, 499 when the client leaves first."""
+    APG_BODY_TIMEOUT_S after the route began to read it, 499 when the client leaves first. With a `hold` on the
+    worker's body budget, the bytes are taken before they are read (503 when they do not fit); the caller releases
+    it once the request is answered (on an error here it is released already)."""
     limit = settings.max_body_bytes
     declared = _declared_length(request)
     deadline = asyncio.get_running_loop().time() + settings.body_timeout_s
     stream = request.stream()
     if declared is None or declared <= limit:
+        if hold is not None and declared is not None and not hold.take(declared):
+            await _refuse_unread(request, stream, limit, deadline, hold.refused(declared))
+        body = None
         try:
             async with asyncio.timeout_at(deadline):
-                body = await _read(stream, limit)
+                body = await _read(stream, limit, hold if declared is None else None, deadline)
         except TimeoutError:
             raise RequestTimeout(
                 f"the body did not arrive within {settings.body_timeout_s:g} s (APG_BODY_TIMEOUT_S)"
             ) from None
         except ClientDisconnect:
             raise ClientClosedRequest("the client closed the connection before its body had arrived") from None
+        finally:
+            if hold is not None and body is None:
+                hold.release()  # refused, cut short or failed: nothing stays taken
         if body is not None:
             return body
     if declared is None or declared <= DRAIN_MAX_BYTES:  # a larger declared body is refused at once
@@ -167,6 +178,18 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     body = f"body of {declared} bytes" if declared is not None and declared > limit else "body"
     message = f"{body} larger than the limit of {limit} bytes (APG_MAX_BODY_BYTES)"
     raise PayloadTooLarge(message, headers={"Connection": "close"})
+
+
+async def _refuse_unread(request: Request, stream: AsyncIterator[bytes], limit: int, deadline: float, exc) -> None:
+    """Raise `exc` (the body budget's 503) for a body not read into memory: read on and dropped first (bounded), so
+    that clients which send it all before reading get the answer, unless the client waits for `100 Continue` (it
+    then never sends the body). The connection closes when the body was not read whole."""
+    whole = False
+    if request.headers.get("expect", "").lower() != "100-continue":
+        whole = await drain(stream, limit, deadline)
+    if not whole:
+        exc.headers = {**exc.headers, "Connection": "close"}
+    raise exc
 
 
 def _declared_length(request: Request) -> int | None:
@@ -184,13 +207,22 @@ def _declared_length(request: Request) -> int | None:
     return None if declared is None else int(declared)
 
 
-async def _read(stream: AsyncIterator[bytes], limit: int) -> bytes | None:
-    """The body, or None as soon as it exceeds `limit` bytes (the rest left unread in `stream`)."""
+async def _read(stream: AsyncIterator[bytes], limit: int, hold: BodyHold | None, deadline: float) -> bytes | None:
+    """The body, or None as soon as it exceeds `limit` bytes (the rest left unread in `stream`). With a `hold` (a body
+    of undeclared length), its chunks are taken from the body budget as they come: 503 where it runs out (the rest
+    read on and dropped until just before `deadline`, the caller's)."""
     chunks, size = [], 0
     async for chunk in stream:  # returning early leaves the generator suspended: drain reads on from there
         size += len(chunk)
         if size > limit:
             return None
+        if hold is not None and not hold.take(len(chunk)):
+            chunks.clear()
+            whole = await drain(stream, limit, deadline - 0.01)
+            exc = hold.refused(None)
+            if not whole:
+                exc.headers = {**exc.headers, "Connection": "close"}
+            raise exc
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -221,12 +253,18 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSON(f"malformed JSON{hint}: {exc}") from None
 
 
-async def received_then_admitted(request: Request, handler) -> Response:
-    """The start of every scoring route: read the body (timed as the `receive` stage), then take a place in
-    admission for the rest (a body on its way holds no place), and run `handler(app, request, body)` there."""
+async def received_then_admitted(request: Request, handler, admission: Admission | None = None) -> Response:
+    """The start of every scoring route (and of POST /feedback, with its own `admission`): read the body within the
+    worker's body budget (timed as the `receive` stage), then take a place in admission for the rest (a body on its
+    way holds no place), and run `handler(app, request, body)` there; the body's bytes go back to the budget once it
+    is answered."""
     app = state(request)
     t = time.perf_counter()
-    body = await read_body(request, app.settings)
+    hold = app.bodies.hold()
+    body = await read_body(request, app.settings, hold)
     app.metrics.stage("receive", time.perf_counter() - t)
-    async with app.admission:
-        return await handler(app, request, body)
+    try:
+        async with admission or app.admission:
+            return await handler(app, request, body)
+    finally:
+        hold.release()

@@ -7,17 +7,20 @@
 `request_id` is the one /score answered with (the X-Request-ID it echoed or made), `row` the row's index in that
 request. Every item gets its own outcome, in order, and the answer is 200 whatever they were: a batch with a bad item
 is not refused whole. The per-arm online metrics are the apg_online_* gauges of /metrics.
+
+/feedback never takes scoring's places: it has its own admission (APG_FEEDBACK_MAX_CONCURRENCY +
+APG_FEEDBACK_MAX_QUEUE, then 503 `overloaded`) and its own threads, and waits at most APG_FEEDBACK_TIMEOUT_S for the
+store. A store that cannot be opened, fails or does not answer in time is a 503 `feedback_unavailable` with
+Retry-After (service/feedback/keeper.py), never a 500.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter, Request, Response
 
 from service.errors import BadRequest, NotFound, TooManyRows, json_response
 from service.feedback import feedback_response
-from service.routes.common import authorize, error_responses, parse_json, received_then_admitted
+from service.routes.common import authorize, error_responses, parse_json, received_then_admitted, state
 
 router = APIRouter(tags=["feedback"])
 
@@ -65,11 +68,14 @@ ANSWER = {
 )
 async def feedback(request: Request) -> Response:
     authorize(request)
-    if request.app.state.feedback is None:
+    app = state(request)
+    if app.feedback_keeper is None:
         raise NotFound(
             "no feedback store: set APG_FEEDBACK (sqlite:///path or redis://host:port/db) or run an experiment"
         )
-    return await received_then_admitted(request, _feedback)
+    if app.feedback is None:  # configured, not open (yet): 503 feedback_unavailable, its body left unread
+        raise app.feedback_keeper.unavailable()
+    return await received_then_admitted(request, _feedback, app.feedback_admission)  # its own places, not scoring's
 
 
 async def _feedback(app, request: Request, body: bytes) -> Response:
@@ -79,5 +85,5 @@ async def _feedback(app, request: Request, body: bytes) -> Response:
     items = payload["feedback"]
     if isinstance(items, list) and len(items) > app.settings.max_rows:
         raise TooManyRows(f"{len(items)} feedback items in one request; the limit is {app.settings.max_rows}")
-    outcomes = await asyncio.to_thread(app.feedback.feedback, items)  # storage: off the event loop
+    outcomes = await app.feedback_keeper.feedback(items)  # its own threads, bounded in time; 503 on storage errors
     return json_response(200, feedback_response(outcomes))

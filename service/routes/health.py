@@ -72,7 +72,10 @@ async def metrics(request: Request) -> Response:
 )
 async def reload(request: Request) -> Response:
     app = state(request)
-    name, target = _reload_target(await read_body(request, app.settings), app.settings.bundles())  # any Content-Type
+    root = app.settings.bundles()
+    name, target = _reload_target(await read_body(request, app.settings), root)  # any Content-Type
+    if target is None and name is not None and app.runtime.repository:  # a repository's model by name: its
+        target = _confined(str(app.settings.models / name), root)  # directory, symlinks resolved as for a path
     previous = app.runtime.models.get(name) if name is not None else app.runtime.current
     model = await app.runtime.reload(target, name)
     if app.fanout is not None:  # --workers N: the others follow within a moment (service/fanout.py)

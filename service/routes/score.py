@@ -88,6 +88,8 @@ async def _score(app, request: Request, body: bytes) -> Response:
     request_id = feedback_id(request.state)
     if app.feedback is not None:  # traffic no experiment assigned is reported per model: arm "none:<model>"
         app.feedback.record(request_id, arm or f"{NO_ARM}:{scored.name}", scored.name, scored.version, scored.scores)
+    elif app.feedback_keeper is not None:  # a store is configured but not open (keeper.py): not recorded, counted
+        app.feedback_metrics.count("dropped_rows", len(scored.scores))
     t1 = time.perf_counter()
     answer = {
         "scores": scored.scores,

@@ -192,7 +192,7 @@ async def _infer(request: Request, model: Any) -> Response:
 async def _infer_admitted(app, request: Request, body: bytes, model: Any) -> Response:
     t0 = time.perf_counter()
     header, blobs = _split(body, request.headers.get(HEADER))
-    columns, rows = decode_inputs(header, blobs, app.settings.max_rows)
+    columns, rows = decode_inputs(header, blobs, app.settings.max_rows, model.text_features)
     binary = _binary_output(header)
     app.metrics.stage("parse", time.perf_counter() - t0)
     scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)

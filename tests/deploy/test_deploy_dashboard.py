@@ -24,6 +24,8 @@ WITH_FEEDBACK_STORE = {
     "apg_online_impressions",
     *(f"apg_feedback_{name}_total" for name in ("recorded_rows", "dropped_rows", "write_errors")),
     "apg_feedback_total",
+    "apg_feedback_exit_dropped_rows_total",
+    "apg_feedback_store_unavailable",
 }
 
 

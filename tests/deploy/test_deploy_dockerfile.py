@@ -80,6 +80,21 @@ def test_serving_stage_entrypoint_is_exec_form_apg_serve(dockerfile, name):
 
 
 @pytest.mark.parametrize("name", SERVING)
+def test_serving_stage_data_dir_is_a_volume_the_user_owns(dockerfile, name):
+    # issue 25: with no APG_DATA_DIR the click store went to ./var under a read-only root, and the service crash-looped
+    stage = dockerfile.stage(name)
+    data = stage.env()["APG_DATA_DIR"]
+    assert data.startswith("/"), "an absolute path (the working directory is /)"
+    volumes = [v for ins in stage.all("VOLUME") for v in (ins.exec_form or ins.args.split())]
+    assert data in volumes, f"{name}: APG_DATA_DIR {data} is not a VOLUME"
+    uid = stage.last("USER").args.split(":")[0]
+    created = [run for run in runs(stage) if f"mkdir -p {data}" in run and f"chown {uid}" in run]
+    assert created, f"{name}: {data} must be created and owned by {uid} before the VOLUME (writable by the service)"
+    volume_line = stage.all("VOLUME")[-1].line
+    assert all(i.line < volume_line for i in stage.all("RUN") if data in i.args), "changes after VOLUME are lost"
+
+
+@pytest.mark.parametrize("name", SERVING)
 def test_serving_images_install_only_the_serve_extra(dockerfile, name):
     stages = dockerfile.closure(name)
     assert {s.name for s in stages} <= {name, "build"}, "serving images must not build on the train stage"

@@ -103,6 +103,17 @@ def test_bundle_comes_from_a_read_only_volume_filled_by_the_init_container(apg, 
         assert any(m["name"] == mount["name"] for m in init["volumeMounts"]), "the initContainer must fill it"
 
 
+def test_data_dir_is_a_writable_volume_and_matches_the_image(apg, pod):
+    # issue 25: readOnlyRootFilesystem and no volume at APG_DATA_DIR: an experiment's click store could not open
+    env = {e["name"]: e.get("value") for e in apg["env"]}
+    image = parse_dockerfile((REPO / "Dockerfile").read_text()).stage("serve").env()["APG_DATA_DIR"]
+    assert env.get("APG_DATA_DIR", image) == image
+    (mount,) = [m for m in apg["volumeMounts"] if m["mountPath"] == image]
+    assert not mount.get("readOnly", False)
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+
+
 def test_scrape_annotations_and_pod_monitor_match_the_container(docs, apg, pod, routes):
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"

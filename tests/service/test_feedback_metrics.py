@@ -115,3 +115,62 @@ def test_a_failing_store_leaves_the_scrape_working(registry, caplog):
     text = generate_latest(registry).decode()
     assert "apg_online_window_seconds 60.0" in text and "apg_online_auc{" not in text
     assert "window for /metrics failed" in caplog.text
+
+
+def test_sqlite_reads_a_window_in_chunks_and_gets_the_same_stats(tmp_path, monkeypatch):
+    from service.feedback import sqlite
+
+    monkeypatch.setattr(sqlite, "FETCH_ROWS", 3)  # many chunks for a few rows
+    rng = np.random.default_rng(0)
+    store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/feedback.db"))
+    try:
+        expected = {}
+        for arm in ("control", "treatment"):
+            scores = np.round(rng.random(20), 3)
+            clicked = rng.random(20) < scores
+            store.record(f"{arm}-r", arm, "m", "v", scores)
+            items = [{"request_id": f"{arm}-r", "row": i, "clicked": bool(c)} for i, c in enumerate(clicked)]
+            assert all(o.outcome == "accepted" for o in store.feedback(items))
+            expected[arm] = summarise(arm, "m", "v", 20, scores, clicked)
+        assert store.window(3600) == expected
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_window_over_a_million_labelled_rows_never_stalls_the_event_loop(tmp_path):
+    # issue 25: the refresh ran in a thread but held the GIL for ~0.9 s at a time (fetchall, zip, np.unique of strings)
+    import asyncio
+
+    rows, now = 1_000_000, time.time()
+    store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/feedback.db", max_rows=10 * rows))
+    try:
+        db, rng = store._db(), np.random.default_rng(0)
+        scores, clicked = rng.random(rows), rng.random(rows) < 0.3
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO requests VALUES (?, ?, 'm', 'v', ?, 1, zeroblob(8))",
+            ((f"r{i}", ("control", "treatment")[i % 2], now - 10) for i in range(rows)),
+        )
+        db.executemany(
+            "INSERT INTO labels VALUES (?, 0, ?, ?, ?, ?, ?)",
+            ((f"r{i}", ("control", "treatment")[i % 2], now - 10, float(scores[i]), int(clicked[i]), now)
+             for i in range(rows)),
+        )  # fmt: skip
+        db.execute("COMMIT")
+
+        async def worst_lag() -> tuple[float, dict]:
+            worker = asyncio.get_running_loop().run_in_executor(None, store.window, 3600)
+            lag = 0.0
+            while not worker.done():
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lag = max(lag, time.perf_counter() - t - 0.001)
+            return lag, await worker
+
+        lag, window = asyncio.run(worst_lag())
+        print(f"worst event-loop lag {lag * 1000:.0f} ms")
+        assert window["control"].labelled == window["treatment"].labelled == rows // 2
+        assert lag < 0.3, f"the event loop stalled {lag:.2f} s"
+    finally:
+        store.close()

@@ -260,7 +260,7 @@ def test_configuration_errors_are_clear(tmp_path):
 
 def test_an_unreachable_redis_is_an_error_at_startup():
     pytest.importorskip("redis")
-    with pytest.raises(RuntimeError, match="feedback store redis://127.0.0.1"):
+    with pytest.raises(RuntimeError, match=r"cannot connect to redis \(redis://127.0.0.1"):
         open_store(FeedbackConfig(f"redis://127.0.0.1:{free_port()}/0"))
 
 

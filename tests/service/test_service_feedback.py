@@ -133,9 +133,12 @@ def test_feedback_needs_the_scoring_token_and_a_store(root, tmp_path):
         assert "request_id" in c.post("/score", json={"instances": [{"user_id": "196", "item_id": "242"}]}).json()
 
 
-def test_an_unreachable_store_stops_the_start(root):
-    with pytest.raises((RuntimeError, ValueError)):
-        with client_for(root, feedback="redis://127.0.0.1:1/0"):
+def test_an_unreachable_store_leaves_scoring_serving_and_a_bad_url_stops_the_start(root):
+    with client_for(root, feedback="redis://127.0.0.1:1/0") as c:  # down: scoring serves (test_service_feedback_faults)
+        assert c.get("/readyz").status_code == 200 and rank(c, "196")["scores"]
+        assert c.post("/feedback", json={"feedback": []}).json()["error"]["code"] == "feedback_unavailable"
+    with pytest.raises(ValueError):
+        with client_for(root, feedback="sqlite://"):
             pass
 
 

@@ -322,7 +322,8 @@ def test_a_shadow_reading_the_same_contract_keeps_only_the_tensors(repo):
 
 class _Model:
     def __init__(self, entry, path, checksum):
-        self.entry, self.bundle = entry, type("B", (), {"path": path, "checksum": checksum})()
+        manifest = {"path": path, "checksum": checksum}
+        self.entry, self.bundle = entry, type("B", (), {"path": path, "checksum": checksum, "manifest": manifest})()
 
 
 def test_the_fanout_keeps_every_model_announced_and_one_failure_blocks_no_other(tmp_path):
@@ -336,6 +337,7 @@ def test_the_fanout_keeps_every_model_announced_and_one_failure_blocks_no_other(
             if name == "broken":
                 raise RuntimeError("gone")
             self.reloaded.append((name, path))
+            return _Model(name, path, {"/models/apg": "c1"}[path])  # what was announced (verified by the fanout)
 
     a, b = ReloadFanout(tmp_path / "reload.json", Runtime()), ReloadFanout(tmp_path / "reload.json", Runtime())
     a.announce(_Model("broken", "/nowhere", "c0"))
@@ -346,4 +348,4 @@ def test_the_fanout_keeps_every_model_announced_and_one_failure_blocks_no_other(
     with pytest.raises(RuntimeError, match="broken: gone"):
         run(fanout.check())
     assert follower.reloaded == [("apg", "/models/apg")]  # the failing entry did not stop it
-    run(fanout.check())  # not retried at every poll: only at the next announcement
+    run(fanout.check())  # not retried at every poll: only after RETRY_S, or at the next announcement

@@ -230,3 +230,17 @@ def test_bytes_elements_decode():
     header, blobs = _bytes_tensor(raw)
     header["inputs"][0]["shape"] = [4]
     assert decode_inputs(header, blobs, max_rows=10) == ({"user_id": values}, 4)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "INT64"])
+def test_a_number_tensor_for_a_text_feature_is_400(client, datatype):
+    # issue 25: an FP32 tensor for user_id (BYTES in the model's metadata) was accepted and read as text
+    body = json_request(ROWS[:2])
+    body["inputs"][0] = {"name": "user_id", "shape": [2], "datatype": datatype, "data": [196, 186]}
+    r = client.post(URL, json=body)
+    assert_error(r, 400, "invalid_type", "user_id")
+    assert "BYTES" in r.json()["error"] and datatype in r.json()["error"]
+    body["inputs"][2]["datatype"] = "INT64"  # a number feature takes any number datatype
+    body["inputs"][2]["data"] = [49, 22]
+    body["inputs"][0] = tensor("user_id", [row.get("user_id") for row in ROWS[:2]])
+    assert client.post(URL, json=body).status_code == 200
