@@ -19,6 +19,7 @@ encoded with dict look-ups (memoised by raw value, bounded in entries and in the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -32,6 +33,7 @@ from features.errors import (
     InvalidShape,
     InvalidType,
     MissingFeature,
+    OutOfRange,
     RaggedColumns,
     UnknownFeature,
 )
@@ -144,6 +146,13 @@ class Encoder:
             if f.kind == "multi"
         }
         self._edges = {f.name: np.asarray(f.edges, dtype=np.float64) for f in self.fields if f.kind == "numeric"}
+        self.clipped: Counter[str] = Counter()  # feature -> numbers clipped to its range since take_clipped()
+
+    def take_clipped(self) -> dict[str, int]:
+        """The numbers clipped to their field's range since the last call, by feature (the service counts them in
+        apg_clipped_values_total{feature}), and the count reset."""
+        out, self.clipped = dict(self.clipped), Counter()
+        return out
 
     def describe(self) -> dict[str, FeatureInfo]:
         """Raw feature → required?, numeric? (when any field reading it is numeric), multi-valued?"""
@@ -245,15 +254,17 @@ class Encoder:
     def _encode_field(self, f: Field, col: Sequence[Any], per_row: bool) -> np.ndarray:
         if isinstance(col, np.ndarray) and (f.kind != "numeric" or col.dtype.kind not in "fiu"):
             col = col.tolist()  # (v2 binary tensors arrive as arrays; only numbers stay arrays)
+        if f.strings and self.strict:
+            _check_strings(f, col, per_row)
         read = self._reader(f, per_row)
         if f.kind == "categorical":
             return self._lookups[f.name].encode(col, read)
         if f.kind == "numeric":
-            return self._encode_numeric(f, col, read)
+            return self._encode_numeric(f, col, read, per_row)
         return self._encode_multi(f, col, read)
 
-    def _encode_numeric(self, f: Field, col: Sequence[Any], read) -> np.ndarray:
-        x = None
+    def _encode_numeric(self, f: Field, col: Sequence[Any], read, per_row: bool) -> np.ndarray:
+        x, missing = None, None
         if isinstance(col, np.ndarray):  # a v2 binary tensor of integers or floats
             x = col
         else:  # fast paths: plain JSON numbers (no bool, which rule 5 refuses; ints need no finiteness check)
@@ -268,11 +279,33 @@ class Encoder:
         if x is None or (x.dtype.kind == "f" and not np.isfinite(x).all()):
             col = col.tolist() if isinstance(col, np.ndarray) else col
             values = [read(number, v, i) for i, v in enumerate(col)]
-            missing = np.array([v is None for v in values])
+            missing = np.array([v is None for v in values], dtype=bool)
             x = np.array([0.0 if v is None else v for v in values], dtype=np.float64)
-            index = np.where(missing, MISSING, 1 + np.searchsorted(self._edges[f.name], x, side="right"))
-            return index.astype(np.int64, copy=False)
-        return (1 + np.searchsorted(self._edges[f.name], x, side="right")).astype(np.int64, copy=False)
+        if f.range is not None:
+            x, missing = self._in_range(f, x, missing, per_row)
+        index = 1 + np.searchsorted(self._edges[f.name], x, side="right")
+        if missing is not None:
+            index = np.where(missing, MISSING, index)
+        return index.astype(np.int64, copy=False)
+
+    def _in_range(self, f: Field, x: np.ndarray, missing: np.ndarray | None, per_row: bool):
+        """Rule 5's range: a number outside the field's declared range is clipped to it and counted (``clipped``),
+        or, where the field says "refuse", a 400 naming feature and row (strict) or missing (lenient)."""
+        lo, hi = f.range
+        outside = (x < lo) | (x > hi)
+        if missing is not None:
+            outside &= ~missing
+        if not outside.any():
+            return x, missing
+        if f.out_of_range == "refuse":
+            if self.strict:
+                row = int(np.flatnonzero(outside)[0]) if per_row else None
+                where = f"feature {f.source!r}" + (f", row {row}" if row is not None else "")
+                value = x[np.flatnonzero(outside)[0]].item()
+                raise OutOfRange(f"{where}: {value:g} is outside [{lo:g}, {hi:g}]", field=f.source, row=row)
+            return x, outside if missing is None else (missing | outside)
+        self.clipped[f.source] += int(outside.sum())
+        return np.clip(x, lo, hi), missing
 
     def _encode_multi(self, f: Field, col: Sequence[Any], read) -> np.ndarray:
         lookup = self._lookups[f.name]
@@ -328,6 +361,22 @@ def _rows(rows: Any, name: str) -> list[Mapping[str, Any]]:
         row = next(i for i, r in enumerate(rows) if not isinstance(r, dict))
         raise InvalidShape(f"{name!r}[{row}] must be an object of feature → value", field=name, row=row)
     return rows
+
+
+def _check_strings(f: Field, col: Sequence[Any], per_row: bool) -> None:
+    """A field declared ``strings``: each value is a string or missing (a multi field's may be a list of them)."""
+    if set(map(type, col)) <= {str, type(None)}:
+        return
+    for i, v in enumerate(col):
+        parts = v if f.kind == "multi" and isinstance(v, list | tuple) else [v]
+        bad = next((p for p in parts if p is not None and type(p) is not str), _OK)
+        if bad is not _OK:
+            where = f"feature {f.source!r}" + (f", row {i}" if per_row else "")
+            got = type(bad).__name__
+            raise InvalidType(f"{where}: expected a string, got {got}", field=f.source, row=i if per_row else None)
+
+
+_OK = object()
 
 
 def _check_present(f: Field, arr: np.ndarray, per_row: bool) -> None:

@@ -67,6 +67,10 @@ class NonFinite(FeatureError):
     code = "non_finite"
 
 
+class OutOfRange(FeatureError):
+    code = "out_of_range"
+
+
 class RaggedColumns(FeatureError):
     code = "ragged_columns"
 

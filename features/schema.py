@@ -43,6 +43,9 @@ class Field:
     min_count: int | None = None  # fit: values seen fewer times in training stay out of vocab (they train OOV)
     max_vocab: int | None = None  # fit: keep at most this many values (the most frequent); the rest train OOV
     hash_buckets: int | None = None  # categorical/multi: rule 6, index = FIRST + hash mod buckets; no vocab stored
+    range: tuple[float, float] | None = None  # numeric: the values that make sense (rule 5's range check)
+    out_of_range: str | None = None  # numeric with a range: "clip" (default; counted) or "refuse" (a 400)
+    strings: bool | None = None  # categorical/multi: a request's values must be strings (a number is a 400)
 
     def __post_init__(self):
         if not self.source:
@@ -78,11 +81,12 @@ class Field:
             raise SchemaError(f"schema field {raw['name']!r}: unknown keys {sorted(unknown)}", field=raw["name"])
         d = dict(raw)
         try:
-            for key in ("vocab", "edges"):
+            for key in ("vocab", "edges", "range"):
                 if d.get(key) is not None:
                     d[key] = tuple(d[key])
-            if d.get("edges") is not None:
-                d["edges"] = tuple(float(e) for e in d["edges"])
+            for key in ("edges", "range"):
+                if d.get(key) is not None:
+                    d[key] = tuple(float(e) for e in d[key])
             if d.get("mapping") is not None:
                 d["mapping"] = dict(d["mapping"])
         except (TypeError, ValueError) as exc:
@@ -122,6 +126,13 @@ def _problem(f: Field) -> str | None:
         return "'min_count' must be an integer >= 1"
     if f.max_vocab is not None and (type(f.max_vocab) is not int or f.max_vocab < 1 or f.kind == "numeric"):
         return "'max_vocab' applies to vocabulary fields only and must be an integer >= 1"
+    if f.range is not None and (f.kind != "numeric" or len(f.range) != 2 or not f.range[0] <= f.range[1]
+                                or not all(map(math.isfinite, f.range))):  # fmt: skip
+        return "'range' applies to numeric fields and must be [low, high], finite, low <= high"
+    if f.out_of_range is not None and (f.range is None or f.out_of_range not in ("clip", "refuse")):
+        return "'out_of_range' needs a 'range' and is 'clip' or 'refuse'"
+    if f.strings is not None and (f.kind == "numeric" or not isinstance(f.strings, bool)):
+        return "'strings' applies to categorical or multi fields and is true or false"
     if f.hash_buckets is not None:
         if type(f.hash_buckets) is not int or not 1 <= f.hash_buckets <= 2**40:
             return "'hash_buckets' must be an integer from 1 to 2**40"

@@ -68,7 +68,10 @@ class Scorer:
         if model is None:
             model = self.runtime.current  # (NotReady while loading or draining)
         t0 = time.perf_counter()
-        feeds = encode(model.encoder)
+        try:
+            feeds = encode(model.encoder)
+        finally:  # (numbers clipped to their field's declared range, also in a request refused for another value)
+            self.metrics.count_clipped(model.encoder.take_clipped())
         self.metrics.count_oov(model.vocabulary_inputs, feeds)
         self.metrics.stage("preprocess", time.perf_counter() - t0)
         rows = len(next(iter(feeds.values())))
