@@ -26,7 +26,7 @@ test: setup-dev
 	bash scripts/install_debian.sh prometheus prometheus promtool
 	bash scripts/install_debian.sh redis-server redis-server
 	PY=$(BIN)/python bash scripts/install_triton.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 	PYTHONPATH=tests/without_torch $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-quick: setup-dev

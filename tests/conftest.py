@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
 # A test that uses one of these trains models (once per session) or starts `apg serve`: it is `slow` whether or not
 # it says so. Tests that train or start processes otherwise carry @pytest.mark.slow themselves.
 SLOW_FIXTURES = {"trained_runs", "bundle_dir", "apg_server"}
+
+
+LEFT_BEHIND = "apg-"  # the prefix of every temporary folder or file the project's code and tests make
+
+
+def _ours_in_tmp() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith(LEFT_BEHIND)}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_BEFORE] = _ours_in_tmp()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The run fails if it left apg-* folders or files in the system temp dir (`make test` used to leave hundreds)."""
+    testing = sys.modules.get("service_testing")  # tests/service: the apps' state folders, gone with the run
+    if testing is not None:
+        testing.VAR.cleanup()
+    left = sorted(_ours_in_tmp() - session.config.stash.get(_BEFORE, set()))
+    if left:
+        print(f"\nthe tests left {len(left)} apg-* entries in {tempfile.gettempdir()}: {', '.join(left[:5])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[set]()
 
 
 def pytest_collection_modifyitems(items):

@@ -24,13 +24,16 @@ __all__ = ["ADMIN", "TestClient", "make_app", "make_settings", "run", "serving"]
 
 
 ADMIN = {"Authorization": "Bearer admin-test"}  # every test client sends it; /score ignores it without auth_token
+# Each app's state directory (an experiment's SQLite feedback store) lives in one folder removed when the test
+# process exits (tests/conftest.py fails a run that leaves apg-* folders in the temp dir)
+VAR = tempfile.TemporaryDirectory(prefix="apg-test-var-")
 
 
 def make_settings(bundle_path: Path, **overrides) -> Settings:
     values = {"bundle": bundle_path, "providers": "cpu", "warmup_batch_sizes": [1, 8], "log_level": "warning"}
     values["admin_token"] = "admin-test"
     values["bundle_root"] = Path(tempfile.gettempdir())  # tests reload bundles from their own tmp_path
-    values["data_dir"] = Path(tempfile.mkdtemp(prefix="apg-var-"))  # an experiment's SQLite feedback store
+    values["data_dir"] = Path(tempfile.mkdtemp(prefix="var-", dir=VAR.name))  # an experiment's SQLite feedback store
     values["inline_max_rows"] = 0  # the thread-pool path, so that a slowed Model.run cannot block the loop
     return Settings(**(values | overrides))
 
