@@ -26,12 +26,12 @@ import torch
 
 from features import Schema
 from features.metrics import evaluate
-from model.data import DataError, Dataset
+from model.data import DataError
 from model.distributed import Dist
 from model.evaluate import optional_fields
-from model.shards import Block, Log, fit_log, open_log, read_split
+from model.shards import Log, fit_log, open_log, read_split, schema_path
 from model.stream import StreamConfig, TrainStream, score_split
-from model.train import TEST_SPLIT, TrainConfig, TrainState, count_params, seed_everything, sparse_embeddings
+from model.train import TEST_SPLIT, TrainConfig, TrainState, count_params, fit, seed_everything, sparse_embeddings
 from model.zoo import CTRModel, ModelConfig, build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -128,14 +128,6 @@ class Checkpoint:
         return s
 
 
-def schema_path(data: str, schema: str | None) -> Path:
-    """--schema, or the log folder's schema.json."""
-    path = Path(schema) if schema else Path(data) / "schema.json" if Path(data).is_dir() else None
-    if path is None or not path.exists():
-        raise DataError(f"{data}: a log of shards needs --schema SCHEMA.json (or a schema.json in the folder)")
-    return path
-
-
 def prepare(cfg: TrainConfig, out: Path, dist: Dist) -> tuple[Log, Schema]:
     """The log checked and the schema fitted (rank 0; a resumed run keeps its fitted schema), shared with every
     rank. Errors are raised on every rank, and nothing is written before this succeeds."""
@@ -160,8 +152,6 @@ def prepare(cfg: TrainConfig, out: Path, dist: Dist) -> tuple[Log, Schema]:
 def train_log_run(model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, out: str | Path,
                   progress: bool = True) -> dict:  # fmt: skip
     """``train_run`` for a log of shards (one rank of several under torchrun). Returns the metrics on every rank."""
-    from model.train import fit
-
     out, dist = Path(out), Dist.from_env()
     identity = {"model": model_cfg.to_dict(), "train": asdict(cfg), "scale": asdict(scale) | {"nproc": 0}}
     device = dist.start(cfg.device)
@@ -248,16 +238,6 @@ def _teacher(data: str) -> dict | None:
     """The synthetic log's known answer (its teacher.json: Bayes-optimal AUC and logloss per split), if any."""
     path = Path(data) / "teacher.json"
     return json.loads(path.read_text()).get("splits") if path.is_file() else None
-
-
-def load_log_dataset(cfg: TrainConfig) -> Dataset:
-    """A log of shards read whole into memory (``--in-memory``): the in-memory trainer on the same rows and splits."""
-    log, schema = prepare(cfg, Path("."), Dist())
-    blocks = {split: read_split(log, split, schema) for split in ("train", "valid", "test")}
-    both = Block.concat(list(blocks.values()))
-    bounds = np.cumsum([0] + [len(b.y) for b in blocks.values()])
-    splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(blocks)}
-    return Dataset(schema, both.x, both.y, both.users, splits, None)
 
 
 def preflight(cfg: TrainConfig, out: Path) -> Path:

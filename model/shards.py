@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from features import LENIENT, Encoder, Schema
 from features.fit import SchemaFit, counted
 from features.rules import id_hash, lenient, normalise
-from model.data import DataError
+from model.data import DataError, Dataset
 
 SPLITS = ("train", "valid", "test")
 NUMERIC_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
@@ -272,3 +272,24 @@ def fit_log(log: Log, spec: Schema, progress=None) -> Schema:
             if progress is not None:
                 progress(unit.rows)
     return fit.fitted()
+
+
+def schema_path(data: str, schema: str | None) -> Path:
+    """--schema, or the log folder's schema.json."""
+    path = Path(schema) if schema else Path(data) / "schema.json" if Path(data).is_dir() else None
+    if path is None or not path.exists():
+        raise DataError(f"{data}: a log of shards needs --schema SCHEMA.json (or a schema.json in the folder)")
+    return path
+
+
+def load_log_dataset(data: str, schema: str | None) -> Dataset:
+    """A log of shards read whole into memory (``apg train --in-memory``): the in-memory trainer on the same rows and
+    splits as the streamed one (the schema fitted on its train split the same way)."""
+    spec = Schema.load(schema_path(data, schema))
+    log = open_log(data, spec)
+    fitted = fit_log(log, spec)
+    blocks = {split: read_split(log, split, fitted) for split in SPLITS}
+    both = Block.concat(list(blocks.values()))
+    bounds = np.cumsum([0] + [len(b.y) for b in blocks.values()])
+    splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(blocks)}
+    return Dataset(fitted, both.x, both.y, both.users, splits, None)

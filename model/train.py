@@ -21,7 +21,7 @@ from features import Schema
 from model.data import Dataset, load_dataset
 from model.distributed import Dist
 from model.evaluate import blank, evaluate_split, optional_fields, to_tensors
-from model.shards import is_log
+from model.shards import is_log, load_log_dataset
 from model.zoo import CTRModel, ModelConfig, build_model
 
 TEST_SPLIT = "test.npz"  # the encoded test split, saved with every run
@@ -253,9 +253,7 @@ def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progres
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.threads)
     if is_log(cfg.data):  # a log of shards, read whole (`--in-memory`; model/scale.py streams it otherwise)
-        from model.scale import load_log_dataset
-
-        data = load_log_dataset(cfg)
+        data = load_log_dataset(cfg.data, cfg.schema)
     else:
         data = load_dataset(cfg.data, cfg.schema, cfg.split, cfg.split_seed, cfg.limit, cache=True)
     model = build_model(data.schema, model_cfg)

@@ -125,8 +125,7 @@ def cmd_data(args) -> int:
 def describe_log(args) -> int:
     """`apg data --data DIR`: a log of shards from its footers alone (no row is read), and its teacher if synthetic."""
     from features import Schema
-    from model.scale import schema_path
-    from model.shards import open_log
+    from model.shards import open_log, schema_path
 
     spec_path = schema_path(args.data, args.schema)
     log = open_log(args.data, Schema.load(spec_path))
@@ -236,7 +235,7 @@ def cmd_export(args) -> int:
 
     report = write_bundle(args.run, args.out, optimise=not args.no_optimise, quantise=args.quantise)
     if args.triton:
-        from model.triton import write_triton_repo
+        from scripts.triton import write_triton_repo
 
         report["triton"] = str(write_triton_repo(args.out, args.triton, layout=args.triton_layout))
     print(json.dumps(report, indent=1))

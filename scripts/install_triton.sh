@@ -9,7 +9,7 @@
 #
 # The Python backend runs models in a stub process with an embedded CPython; the 3.11 stub links the system's
 # libpython3.11.so.1.0 (Debian's libpython3.11, /usr/lib/python3.11) and starts isolated from PYTHONPATH, so
-# model/triton/backend.py adds PYTHONPATH's entries as site directories (model/triton/server.py sets it to .triton/site).
+# scripts/triton/backend.py adds PYTHONPATH's entries as site directories (scripts/triton/server.py sets it to .triton/site).
 # numpy is pinned below 2 there: the stub was built against numpy 1's C API, and under numpy 2 every BYTES input
 # reads as its first byte repeated (deserialize_bytes_tensor then fails), while numeric tensors pass. onnxruntime
 # is this environment's version, so Triton and the service run the same kernels.

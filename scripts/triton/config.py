@@ -1,4 +1,4 @@
-"""config.pbtxt text for the models of an exported Triton repository (model/triton/repository.py writes them).
+"""config.pbtxt text for the models of an exported Triton repository (scripts/triton/repository.py writes them).
 
     graph_config(manifest, name)              # the ONNX graph on the onnxruntime backend: encoded int64 inputs
     python_config(manifest, name, step)       # a Python-backend model: raw features → encoded tensors and/or score
@@ -77,7 +77,7 @@ def graph_config(manifest: dict, name: str, dynamic_batching: bool = True) -> st
 
 
 def python_config(manifest: dict, name: str, step: str, dynamic_batching: bool = True) -> str:
-    """A Python-backend model running model/triton/backend.py; `step` (its `apg_step` parameter) is "encode"
+    """A Python-backend model running scripts/triton/backend.py; `step` (its `apg_step` parameter) is "encode"
     (raw features → the encoded tensors, named ENCODED + input), "encode+score" (raw features → score) or
     "score" (the encoded tensors → score: the graph on onnxruntime inside the Python backend)."""
     raw = step.startswith("encode")

@@ -10,6 +10,6 @@ Raw-feature inputs are the service's v2 ones (BYTES for string-like features, FP
 the requests they send to `apg serve` and the encoding stays the bundle's: no re-implementation on the client.
 """
 
-from model.triton.repository import LAYOUTS, write_triton_repo
+from scripts.triton.repository import LAYOUTS, write_triton_repo
 
 __all__ = ["LAYOUTS", "write_triton_repo"]

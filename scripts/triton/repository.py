@@ -6,7 +6,7 @@
 
 Layouts, for a bundle whose model is NAME (the service's model name, so the same v2 requests reach both):
     ensemble  NAME/             ensemble: raw features → NAME-preprocess → NAME-onnx → score
-              NAME-preprocess/  Python backend: the bundle's own encoder (model/triton/backend.py, apg_step "encode")
+              NAME-preprocess/  Python backend: the bundle's own encoder (scripts/triton/backend.py, apg_step "encode")
               NAME-onnx/        model.onnx on the onnxruntime backend, inputs the encoded int64 tensors
     python    NAME/             Python backend: encoder + onnxruntime in one step (apg_step "encode+score"); what a
                                 Triton without the onnxruntime backend (the PyPI wheel's) can load
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import features
 from features import GRAPH, MANIFEST
-from model.triton.config import ensemble_config, graph_config, python_config
+from scripts.triton.config import ensemble_config, graph_config, python_config
 
 LAYOUTS = ("ensemble", "python", "graph")
 BACKEND = Path(__file__).with_name("backend.py")

@@ -28,8 +28,8 @@ from live_server import free_port, http, log_tail, start_apg, stop, wait_for
 from synthetic_bundle import ROWS, build_bundle
 
 from features import RowSampler, read_schema
-from model.triton import server as triton
-from model.triton import write_triton_repo
+from scripts.triton import server as triton
+from scripts.triton import write_triton_repo
 
 pytestmark = pytest.mark.slow
 httpclient = pytest.importorskip("tritonclient.http")

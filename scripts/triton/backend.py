@@ -2,7 +2,7 @@
 `features` package (the bundle's own torch-free encoder, byte for byte), the bundle's `bundle.json` (its schema and
 vocabularies) and, when it scores, `model.onnx`. It runs inside Triton's Python-backend stub, never in this project.
 
-The config's `apg_step` parameter says what it does (model/triton/config.py, python_config):
+The config's `apg_step` parameter says what it does (scripts/triton/config.py, python_config):
     encode         raw features (BYTES / FP64, as the service's v2 route takes them) → the encoded int64 tensors
     encode+score   raw features → score, with onnxruntime in this process (for a Triton without its onnxruntime backend)
     score          the encoded tensors → score (the graph on onnxruntime inside the Python backend)

@@ -13,9 +13,9 @@ from synthetic_bundle import build_bundle
 
 import features
 from features import Encoder
-from model.triton import write_triton_repo
-from model.triton.repository import BACKEND
 from scripts.cli import main
+from scripts.triton import write_triton_repo
+from scripts.triton.repository import BACKEND
 
 NAME = "synthetic-apg"
 V2_TYPES = {"BYTES": "TYPE_STRING", "FP64": "TYPE_FP64"}
