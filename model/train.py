@@ -57,7 +57,11 @@ class TrainConfig:
                   "better validation AUC (1 = constant, as FuxiCTR's default recipe uses 0.1)"},
     )  # fmt: skip
     device: str = field(default="cpu", metadata={"help": "torch device to train on (cpu, cuda)"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    threads: int = field(
+        default=1,
+        metadata={"help": "torch CPU threads (per machine with --nproc). 1 is safe on a shared machine: two threads on "
+                  "two cores took 35 s quiet and 685 s with the other core busy; 2 is faster on an idle one"},
+    )  # fmt: skip
     missing_rate: float = field(
         default=0.0,
         metadata={"help": "feature dropout: chance an optional feature is blanked per training row, so that requests "

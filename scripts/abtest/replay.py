@@ -12,6 +12,7 @@ batches of up to `feedback_batch` items. Latency is the /score round trip as the
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -61,7 +62,8 @@ def replay(
 ) -> Replay:
     result = Replay(run_id=uuid.uuid4().hex[:8])
     pending: deque[tuple[float, list[dict]]] = deque()  # (due, feedback items), in due order
-    for k, req in enumerate(tqdm(requests, desc="abtest", unit="req", disable=not progress)):
+    bar = tqdm(requests, desc="abtest", unit="req", disable=not (progress and sys.stderr.isatty()))  # (a log: no bar)
+    for k, req in enumerate(bar):
         sent_id = f"abtest-{result.run_id}-{k}"
         body = orjson.dumps({"instances": req.rows})
         t0 = time.perf_counter()

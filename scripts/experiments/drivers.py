@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
@@ -170,9 +171,13 @@ def execute(r: Run, budget: Budget) -> dict:
 def run_all(name: str, runs: list[Run], budget: Budget, root: Path) -> list[dict]:
     store = Store(root)
     todo = [r for r in runs if store.get(r, budget) is None]
-    bar = tqdm(todo, desc=f"{name}: {len(runs) - len(todo)} done, {len(todo)} to run")
+    tty = sys.stderr.isatty()  # written to a log: a line per run instead of a bar of carriage returns
+    bar = tqdm(todo, desc=f"{name}: {len(runs) - len(todo)} done, {len(todo)} to run", disable=not tty)
     for r in bar:
-        bar.set_postfix_str(f"{r.model.model} {r.model.apg.condition} {r.model.apg.variant} seed {r.seed}")
+        what = f"{r.model.model} {r.model.apg.condition} {r.model.apg.variant} seed {r.seed}"
+        bar.set_postfix_str(what)
+        if not tty:
+            print(f"{name}: {what}", flush=True)
         store.put(execute(r, budget))
     return [store.get(r, budget) for r in runs]
 
