@@ -233,14 +233,17 @@ class Block:
         return Block({k: v[rows] for k, v in self.x.items()}, self.y[rows], self.users[rows])
 
 
-def read_block(log: Log, unit: Unit, encoder: Encoder, schema: Schema) -> Block:
+def read_block(log: Log, unit: Unit, encoder: Encoder, schema: Schema, users: bool = True) -> Block:
+    """A row group encoded; ``users=False`` (training batches: gAUC is computed on scored splits only) leaves the
+    user keys at 0 instead of hashing every distinct user."""
     table = log.read(unit)
     where = f"{unit.path}, row group {unit.row_group}"
     try:
         x = encode_table(encoder, table)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise DataError(f"{where}: cannot encode it: {exc}") from None
-    return Block(x, labels_of(table, schema.label, where), user_keys(table, schema.user_column))
+    keys = user_keys(table, schema.user_column if users else None)
+    return Block(x, labels_of(table, schema.label, where), keys)
 
 
 def read_split(log: Log, split: str, schema: Schema, units: list[int] | None = None) -> Block:

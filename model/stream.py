@@ -97,7 +97,7 @@ class TrainStream(IterableDataset):
             skip = 0
 
     def _shuffled(self, window: list[Unit], encoder: Encoder, worker: int, w: int) -> Block:
-        block = Block.concat([read_block(self.log, u, encoder, self.schema) for u in window])
+        block = Block.concat([read_block(self.log, u, encoder, self.schema, users=False) for u in window])
         slot = self.rank * self.workers + worker
         rng = np.random.default_rng([self.cfg.seed, self.epoch, slot, w])
         block = block.take(rng.permutation(len(block.y)))
