@@ -160,14 +160,14 @@ def train_log_run(model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, 
     local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     cfg = replace(cfg, device=device, threads=max(1, cfg.threads // local))
     try:
+        if scale.sparse_embeddings and dist.on:  # (torchrun started by hand: `apg train --nproc` refuses it earlier)
+            raise ValueError("--sparse-embeddings trains one process only (docs/TRAINING.md, section 6)")
         log, schema = prepare(cfg, out, dist)
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
             schema.save(out / "schema.json")
         seed_everything(cfg.seed, cfg.threads)
         model = build_model(schema, model_cfg)
-        if scale.sparse_embeddings and dist.on:  # (torchrun started by hand: `apg train --nproc` refuses it earlier)
-            raise ValueError("--sparse-embeddings trains one process only (docs/TRAINING.md, section 6)")
         if scale.sparse_embeddings:
             sparse_embeddings(model)
         batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
