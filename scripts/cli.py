@@ -260,6 +260,12 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         " ($APG_EXPERIMENT)",
     )
     p.add_argument("--shadow", metavar="NAMES", help="models (comma list) that shadow-score each request ($APG_SHADOW)")
+    p.add_argument(
+        "--item-store",
+        metavar="URL|JSON",
+        help="ranking by id: the item store `apg items sync` filled, file://DIR or redis://host:port/db, for every "
+        'model (or \'{"model": "URL"}\'); checked at start ($APG_ITEM_STORE)',
+    )
 
 
 def cmd_serve(args) -> int:
@@ -267,7 +273,7 @@ def cmd_serve(args) -> int:
     from service.server import serve
 
     try:
-        repository = {k: getattr(args, k) for k in ("models", "default_model", "experiment", "shadow")}
+        repository = {k: getattr(args, k) for k in ("models", "default_model", "experiment", "shadow", "item_store")}
         serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port, repository)
     except ServiceError as exc:  # a bad bundle or configuration: say what, no traceback
         print(f"apg serve: error: {exc.message}", file=sys.stderr)

@@ -4,9 +4,10 @@
     uvicorn.run("service.app:create_app", factory=True)     # what service.server.serve does
 
 Nothing happens at import. create_app wires the objects; the lifespan does the work: load + validate +
-warm the bundle (readiness turns on), start the micro-batcher, and on shutdown turn readiness off,
-drain in-flight inferences and stop the batcher. SIGHUP reloads the served bundle in place. SIGTERM first
-turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets uvicorn shut down.
+warm the bundle (readiness turns on), open the item stores (APG_ITEM_STORE), start the micro-batcher, and on shutdown
+turn readiness off, drain in-flight inferences, stop the batcher and close the stores. SIGHUP reloads the served
+bundle in place. SIGTERM first turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets
+uvicorn shut down.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from service.fanout import ANNOUNCEMENT, ReloadFanout
 from service.feedback import FeedbackConfig, FeedbackStore
 from service.feedback.keeper import StoreKeeper
 from service.feedback.prometheus import FeedbackMetrics, WindowCollector
+from service.items.serving import ItemStores
 from service.metrics import Metrics, multiprocess_dir
 from service.middleware import RequestMiddleware, configure_logging
 from service.routes import feedback, health, score, v2
@@ -101,7 +103,9 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         )
         app.state.feedback_metrics = FeedbackMetrics(metrics.registry)
         app.state.feedback_keeper = StoreKeeper(app.state.feedback_config, app.state.feedback_metrics, settings)
-    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow)
+    items = ItemStores(settings, metrics, runtime) if settings.item_store else None  # ranking by id (service/items)
+    app.state.items = items
+    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow, items)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
@@ -123,6 +127,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     if app.state.experiment is not None:
         features = {name: tuple(m.encoder.features) for name, m in runtime.models.items()}
         app.state.experiment.check(set(runtime.models) | set(runtime.failed), features)  # a failed arm: 404, no crash
+    if app.state.items is not None:  # in each worker: a file snapshot mapped by each, read-only
+        await app.state.items.start()
     if app.state.shadow is not None:
         app.state.shadow.start()
     if app.state.feedback_keeper is not None:  # a store that cannot open: scoring serves, the keeper retries
@@ -150,6 +156,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if app.state.feedback_keeper is not None:  # after the last answer: its rows are written, then it closes
             await app.state.feedback_keeper.stop()
         await runtime.drain()
+        if app.state.items is not None:
+            await app.state.items.stop()
         if multiprocess_dir():  # drop this worker's live gauges from the aggregate
             from prometheus_client import multiprocess
 
@@ -230,7 +238,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     document_security(schema, app.routes, app.state.settings.token() is not None)
     if model is not None:
         models = list(app.state.runtime.models.values())
-        body = score.request_body_doc(model.encoder, app.state.settings.max_rows, [m.name for m in models])
+        names, by_id = [m.name for m in models], app.state.items is not None
+        body = score.request_body_doc(model.encoder, app.state.settings.max_rows, names, by_id)
         schema["paths"]["/score"]["post"]["requestBody"] = body
         v2.document_model(schema, model, models)
     app.openapi_schema, app.state.openapi_key = schema, key

@@ -21,6 +21,10 @@
 | `apg_clipped_values_total` | counter | `feature` | numbers outside their field's declared range, clipped (features/) |
 | `apg_open_connections` | gauge | – | open HTTP connections, summed over workers (service/connections.py) |
 | `apg_connections_closed_total` | counter | `reason` | closed by us: `head_timeout`, `evicted`, `refused` |
+| `apg_item_store_lookup_seconds` | histogram | `model` | one item store lookup of a request's candidate ids |
+| `apg_item_store_misses_total` | counter | `model` | candidate ids the item store does not hold |
+| `apg_item_store_errors_total` | counter | `model`, `code` | requests that needed the store and could not read it |
+| `apg_item_store_info` | gauge | `model`, `backend`, `version`, `checksum` | a model's store version; value: items |
 
 `model` is a served model's name, `arm` an experiment arm (`control`, `treatment`) or `none` (no experiment chose the
 model): label values are bounded by the repository and the experiment.
@@ -64,6 +68,10 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
+LOOKUP_BUCKETS = (
+    0.000025, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 NO_ARM = "none"  # the arm label of a request no experiment assigned
 STAGES = ("receive", "parse", "preprocess", "queue", "inference", "serialise")
@@ -142,6 +150,21 @@ class Metrics:
         self.connections_closed = Counter(
             "apg_connections_closed", "HTTP connections closed by the service, by reason.", ["reason"], registry=r
         )
+        self.item_lookup = Histogram(
+            "apg_item_store_lookup_seconds", "Item store lookups of candidate ids, by model.", ["model"],
+            buckets=LOOKUP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.item_misses = Counter(
+            "apg_item_store_misses", "Candidate ids the item store does not hold, by model.", ["model"], registry=r
+        )
+        self.item_errors = Counter(
+            "apg_item_store_errors", "Requests that needed the item store and could not read it.", ["model", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.item_store_info = Gauge(
+            "apg_item_store_info", "The item store version a model reads (value = its items).",
+            ["model", "backend", "version", "checksum"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         for result in ("ok", "error"):  # exported at 0 from the start, so the first failure shows in a rate()
             self.reloads.labels(result)
         for reason in ("head_timeout", "evicted", "refused"):
@@ -149,6 +172,7 @@ class Metrics:
         # every stage exported from the start (dashboards see zeros, not gaps); children cached for the hot path
         self._stages = {stage: self.stage_duration.labels(stage) for stage in STAGES}
         self._model_labels: dict[str, tuple[str, ...]] = {}
+        self._item_store_labels: dict[str, tuple[str, ...]] = {}
         self._score_children: dict[tuple[str, str], tuple] = {}
         self._request_children: dict[tuple[str, str, int], tuple] = {}
         self._shared: list = []
@@ -165,6 +189,20 @@ class Metrics:
             self.model_info.remove(*old)
         self._model_labels[slot] = labels = (name, version, checksum, provider)
         self.model_info.labels(*labels).set(1)
+
+    def set_item_store(self, model: str, backend: str = "", version: str = "", checksum: str = "", items: int = 0):
+        """The item store version `model` reads (no backend: none, its series dropped), as set_model does."""
+        labels = (model, backend, version, checksum)
+        old = self._item_store_labels.get(model)
+        if old == labels:
+            return
+        if old is not None:
+            self.item_store_info.labels(*old).set(0)
+            self.item_store_info.remove(*old)
+            del self._item_store_labels[model]
+        if backend:
+            self._item_store_labels[model] = labels
+            self.item_store_info.labels(*labels).set(items)
 
     def observe_scores(self, scores: np.ndarray, model: str = "", arm: str | None = None) -> None:
         """Record every score in one pass: O(buckets) metric updates per request instead of O(rows)."""

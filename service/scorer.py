@@ -2,8 +2,10 @@
 
     scored = await scorer.score_payload({"instances": [...]})            # /score bodies (the default model)
     scored = await scorer.score(lambda enc: enc.encode_columns(cols), rows, model, arm)  # any model, any shape
+    scored = await scorer.score_columns(columns, rows, model)          # KServe v2's columns (HTTP and gRPC)
 
-encode (preprocess) → batcher or direct inference (queue, inference) → Scored(scores, name, version, arm), then the
+encode (preprocess: with an item store, APG_ITEM_STORE, the lookup of candidates named by id too, service/items)
+→ batcher or direct inference (queue, inference) → Scored(scores, name, version, arm), then the
 shadow models (APG_SHADOW) get the same request off the hot path (service/shadow.py).
 The model reference is taken once per request, so a hot reload never mixes two models in one answer.
 Routes time their own parse and serialise stages; this records the others.
@@ -12,7 +14,7 @@ Routes time their own parse and serialise stages; this records the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 from features import Encoder
 from service.batching import MicroBatcher
 from service.errors import InvalidShape, TooManyRows
+from service.items.serving import ItemStores
 from service.metrics import Metrics
 from service.runtime import Model, Runtime
 from service.shadow import Shadow
@@ -47,12 +50,14 @@ class Scorer:
         max_rows: int,
         batcher: MicroBatcher | None = None,
         shadow: Shadow | None = None,
+        items: ItemStores | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.max_rows = max_rows
         self.batcher = batcher
         self.shadow = shadow
+        self.items = items
 
     async def score(
         self,
@@ -60,16 +65,18 @@ class Scorer:
         rows: int,
         model: Model | None = None,
         arm: str | None = None,
+        join: Callable[[Model], Awaitable[dict[str, np.ndarray]]] | None = None,
     ) -> Scored:
         """Encode with `model`'s encoder (default: the default model's) and score. `rows` (a cheap pre-count) is
-        checked first; `arm` only labels the metrics and the answer."""
+        checked first; `arm` only labels the metrics and the answer. `join(model)`, when given, makes the tensors
+        instead (encoding and the item store's lookup); `encode` then serves shadows of another contract."""
         if rows > self.max_rows:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows} (APG_MAX_ROWS)")
         if model is None:
             model = self.runtime.current  # (NotReady while loading or draining)
         t0 = time.perf_counter()
         try:
-            feeds = encode(model.encoder)
+            feeds = encode(model.encoder) if join is None else await join(model)
         finally:  # (numbers clipped to their field's declared range, also in a request refused for another value)
             self.metrics.count_clipped(model.encoder.take_clipped())
         self.metrics.count_oov(model.vocabulary_inputs, feeds)
@@ -99,11 +106,23 @@ class Scorer:
             return await self.score(lambda enc: enc.encode_columns(cols), _length(first), model, arm)
         if keys == {"context", "candidates"}:
             context, candidates = payload["context"], payload["candidates"]
+            if self.items is not None:  # candidates may be ids: service/items/join.py
+                join = lambda m: self.items.ranking(m, context, candidates)  # noqa: E731
+                encode = self.items.shadow_encode("ranking", context, candidates)
+                return await self.score(encode, _length(candidates), model, arm, join)
             encode = lambda enc: enc.encode_ranking(context, candidates)  # noqa: E731
             return await self.score(encode, _length(candidates), model, arm)
         extra = sorted(keys - {"instances", "inputs", "context", "candidates"})
         field = extra[0] if extra else None
         raise InvalidShape(f"expected exactly one of {SHAPES}; got keys {sorted(keys)}", field=field)
+
+    async def score_columns(self, columns: dict, rows: int, model: Model) -> Scored:
+        """KServe v2's decoded tensors (HTTP and gRPC): with an item store, an id tensor without the item feature
+        tensors is looked up (service/items/join.py)."""
+        if self.items is None:
+            return await self.score(lambda enc: enc.encode_columns(columns), rows, model)
+        join = lambda m: self.items.columns(m, columns)  # noqa: E731
+        return await self.score(self.items.shadow_encode("columns", columns), rows, model, join=join)
 
 
 def _length(value: Any) -> int:

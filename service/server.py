@@ -24,12 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from features import ContractError
 from service.connections import raise_open_files_limit
 from service.errors import BundleError, ConfigError
 from service.experiment import Experiment, repository_entries
 from service.fanout import ANNOUNCEMENT
+from service.items import open_store
 from service.middleware import configure_logging
-from service.runtime import load_model, resolve_providers
+from service.runtime import Model, load_model, resolve_providers
 from service.settings import Settings
 
 log = logging.getLogger("apg.server")
@@ -46,8 +50,8 @@ def serve(
 ) -> None:
     """Serve `bundle` (default: APG_BUNDLE) until SIGINT/SIGTERM; raises BundleError before starting if unusable.
     `grpc_port` (default: APG_GRPC_PORT, else none) also serves KServe v2 over gRPC, bound to `host`. `models`: the
-    repository settings given on the command line ({"models": DIR, "default_model", "experiment", "shadow"}), as the
-    APG_* variables of the same names."""
+    repository and item store settings given on the command line ({"models": DIR, "default_model", "experiment",
+    "shadow", "item_store"}), as the APG_* variables of the same names."""
     import uvicorn
 
     if bundle is not None:
@@ -59,9 +63,10 @@ def serve(
     for key, value in (models or {}).items():
         if value is not None:
             os.environ[f"APG_{key.upper()}"] = str(Path(value).resolve()) if key == "models" else value
-    settings = Settings()  # validates every APG_* variable once, before any worker starts
+    settings = read_settings()  # validates every APG_* variable once, before any worker starts
     configure_logging(settings.log_level)  # the check's warnings (a graph fallback) as the workers write them
-    check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
+    served = check_bundle(settings)  # fail fast with the bundle's own message, not from inside a worker
+    check_item_stores(settings, served)
     check_grpc_port(settings, workers)
     log.info("open-file limit: %s descriptors", raise_open_files_limit())  # the workers inherit it
     with _multiprocess_dir(workers), _stop_on_signals():
@@ -74,6 +79,19 @@ def serve(
             "service.app:create_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options(settings)
         )
         Workers(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does for workers > 1
+
+
+def read_settings() -> Settings:
+    """Settings() from the APG_* variables; ConfigError, one line naming each variable that is wrong, otherwise."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            error = (e.get("ctx") or {}).get("error")
+            variable = "APG_" + "_".join(map(str, e["loc"])).upper()
+            problems.append(str(error) if str(error).startswith(variable) else f"{variable}: {error or e['msg']}")
+        raise ConfigError("; ".join(problems)) from None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -90,21 +108,24 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def check_bundle(settings: Settings) -> None:
+def check_bundle(settings: Settings) -> dict[str, Model]:
     """BundleError/ConfigError unless the configured bundle would serve: its files and checksums, the providers asked
     for, and its graph opened, checked against the manifest and warmed up on the CPU (a device context in this
-    process would stay for its lifetime; CUDA-only failures still surface in the worker)."""
+    process would stay for its lifetime; CUDA-only failures still surface in the worker). The models that will be
+    served, by name."""
     resolve_providers(settings.providers)
     cpu = settings.model_copy(update={"providers": "cpu"})
     features: dict[str, tuple[str, ...]] = {}
+    models: dict[str, Model] = {}
     if settings.models is None:
         model = load_model(settings.bundle, cpu)
-        served, features[model.name] = {model.name}, tuple(model.encoder.features)
+        served, features[model.name], models[model.name] = {model.name}, tuple(model.encoder.features), model
     else:  # a repository: every bundle checked; the broken ones are logged and left out, as the workers will
         served, failed = set(), {}
         for name, path in repository_entries(settings.models).items():
             try:
-                features[name] = tuple(load_model(path, cpu, name).encoder.features)
+                models[name] = load_model(path, cpu, name)
+                features[name] = tuple(models[name].encoder.features)
                 served.add(name)
             except BundleError as exc:
                 failed[name] = exc.message
@@ -118,6 +139,24 @@ def check_bundle(settings: Settings) -> None:
         Experiment.parse(settings.experiment).check(served, features)
     if missing := [name for name in settings.shadow if name not in served]:
         raise ConfigError(f"APG_SHADOW names models that are not served: {missing}; served: {sorted(served)}")
+    return models
+
+
+def check_item_stores(settings: Settings, models: dict[str, Model]) -> None:
+    """ConfigError, one line naming the `apg items sync` to run (or why the store cannot be read), unless the item
+    store of every served model (APG_ITEM_STORE) holds published rows for that model's contract checksum."""
+    for name, model in models.items():
+        url = settings.item_store_url(name)
+        if url is None:
+            continue
+        try:
+            store = open_store(
+                url, model.contract, bundle=str(model.bundle.path), timeout_s=max(1.0, settings.item_store_timeout_s)
+            )
+        except ContractError as exc:
+            raise ConfigError(f"model {name}: {exc.message}") from None
+        log.info("model %s: item store %s", name, store.describe())
+        store.close()
 
 
 def check_grpc_port(settings: Settings, workers: int) -> None:

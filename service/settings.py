@@ -14,6 +14,10 @@
 | `APG_FEEDBACK_JOIN_WINDOW_S` | `3600` | feedback later than this after its score is answered `late` and not counted |
 | `APG_FEEDBACK_MAX_ROWS` | `1000000` | scored rows kept at most (the oldest requests go first) |
 | `APG_ONLINE_WINDOW_S` | `3600` | the sliding window of the apg_online_* gauges (per arm AUC, CTR, calibration) |
+| `APG_ITEM_STORE` | unset | ranking by id: `file://DIR` or `redis://host:port/db` (every model), or JSON {model: URL} |
+| `APG_ITEM_MISS` | `missing` | an id the store lacks: `missing` (item features missing, counted) or `error` (400) |
+| `APG_ITEM_STORE_TIMEOUT_S` | `0.2` | the longest one Redis call of the item store takes; then 503 |
+| `APG_ITEM_STORE_REFRESH_S` | `5` | seconds between checks for a newly published version of the item store |
 | `APG_PROVIDERS` | `auto` | `cpu`, `cuda`, or `auto` (CUDA when onnxruntime offers it, else CPU) |
 | `APG_CUDA_TF32` | `false` | let CUDA use TF32 matrix products (faster on large batches, scores move by ~1e-4) |
 | `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
@@ -50,6 +54,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -72,6 +77,10 @@ class Settings(BaseSettings):
     feedback_join_window_s: float = Field(3_600.0, gt=0)
     feedback_max_rows: int = Field(1_000_000, ge=1)
     online_window_s: float = Field(3_600.0, gt=0)
+    item_store: str | None = None  # service/items: a URL for every model, or JSON {model: URL}
+    item_miss: Literal["missing", "error"] = "missing"
+    item_store_timeout_s: float = Field(0.2, gt=0)
+    item_store_refresh_s: float = Field(5.0, gt=0)
     providers: Literal["cpu", "cuda", "auto"] = "auto"
     cuda_tf32: bool = False
     intra_op_threads: int = Field(1, ge=0)
@@ -130,7 +139,14 @@ class Settings(BaseSettings):
     def _unset_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("models", "default_model", "experiment", mode="before")
+    @field_validator("item_store")
+    @classmethod
+    def _item_store(cls, value: str | None) -> str | None:
+        if value is not None:
+            _item_store_urls(value)  # ValueError: malformed JSON, or a URL of another scheme
+        return value
+
+    @field_validator("models", "default_model", "experiment", "item_store", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -166,6 +182,14 @@ class Settings(BaseSettings):
         default = self.models.absolute() if self.models is not None else self.bundle.absolute().parent
         return (self.bundle_root or default).resolve()
 
+    def item_store_url(self, model: str) -> str | None:
+        """The item store of served model `model`: APG_ITEM_STORE's URL, or its entry for `model` when it is a JSON
+        object (None: that model has none)."""
+        if self.item_store is None:
+            return None
+        urls = _item_store_urls(self.item_store)
+        return urls if isinstance(urls, str) else urls.get(model)
+
     def feedback_url(self) -> str | None:
         """The feedback store's URL, or None when off (APG_FEEDBACK=auto: SQLite with an experiment, else off)."""
         if self.feedback == "off" or (self.feedback == "auto" and self.experiment is None):
@@ -173,3 +197,23 @@ class Settings(BaseSettings):
         if self.feedback == "auto":
             return f"sqlite://{(self.data_dir / 'feedback.db').absolute()}"  # sqlite:// + /abs/path
         return self.feedback
+
+
+ITEM_STORE_SCHEMES = ("file://", "redis://", "rediss://", "unix://")
+
+
+def _item_store_urls(value: str) -> str | dict[str, str]:
+    """APG_ITEM_STORE read: one URL, or {model: URL}. ValueError when it is neither."""
+    urls = value
+    if value.lstrip().startswith("{"):
+        try:
+            urls = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"APG_ITEM_STORE: malformed JSON: {exc}") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in urls.items()):
+            raise ValueError('APG_ITEM_STORE: a JSON object maps model names to URLs: {"deepfm": "file://items"}')
+    for url in [urls] if isinstance(urls, str) else urls.values():
+        if not url.startswith(ITEM_STORE_SCHEMES):
+            raise ValueError(f"APG_ITEM_STORE: {url.partition('://')[0]!r} stores are not known: use file://DIR or "
+                             "redis://host:port/db")  # fmt: skip
+    return urls

@@ -7,6 +7,7 @@ on one bundle and one thread budget.
     apg bench --mlserver                              # also MLServer 1.7.1 (see scripts/bench/mlserver_peer.py)
     apg bench --whole-machine 2                       # also `apg serve --workers 2` vs the 2-thread floor
     apg bench peers --bundle B                        # Triton and KServe vs our v2 HTTP and gRPC (peers.py)
+    apg bench --only-by-id --ranking 100,1000 --markdown docs/PERFORMANCE.md   # ranking by id alone: its section
 
 (a) floor: `session.run` on pre-encoded rows per batch size, the service's own loader and session options;
 (b) the same rows through a real `apg serve` (1 worker) started here on a free 127.0.0.1 port: POST /score
@@ -20,6 +21,9 @@ on one bundle and one thread budget.
     requests, its scores checked against the service's (scripts/bench/mlserver_peer.py, mlserver_runtime.py);
 (g) with --whole-machine W, `apg serve --workers W` driven by W connections against the best W-thread floor at
     batch 1024, unpinned (scripts/bench/machine.py);
+(h) ranking by item id (--by-id file,redis, on by default with the ranking section): the same candidates by id to
+    `apg serve --item-store file://...` and `redis://...` vs with their features in the body, and the lookup alone
+    (scripts/bench/ranking_ids.py); --only-by-id runs (a) and (h) alone and writes their own section of --markdown;
 and the stage breakdown (parse/preprocess/queue/inference/serialise) from the service's own /metrics.
 Rows are sampled from the bundle's vocabularies (the load generator's sampler). Writes OUT/bench.json and
 PNG plots; --markdown PATH also writes a report with the tables, the plots and the command line.
@@ -28,6 +32,7 @@ PNG plots; --markdown PATH also writes a report with the tables, the plots and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +42,7 @@ from pathlib import Path
 import orjson
 
 from features import RowSampler
-from scripts.bench import machine, mlserver_peer, performance_report, saturate
+from scripts.bench import machine, mlserver_peer, performance_report, ranking_ids, ranking_ids_report, saturate
 from scripts.bench.http_io import MLSERVER_PATH, PATHS, Servers, request_bytes, service_command, thin_command
 from scripts.bench.measure import (
     Budget,
@@ -58,6 +63,8 @@ FULL = {
     "rates": (100.0, 200.0, 400.0, 800.0, 1600.0, 2400.0, 3200.0, 4800.0, 6400.0),
     "sweep_duration": 3.0,
     "ranking": (100, 300, 1000),
+    "by_id": ("file", "redis"),
+    "catalogue_items": 100_000,
 }
 QUICK = {
     "batch_sizes": (1, 64),
@@ -66,6 +73,8 @@ QUICK = {
     "rates": (50.0, 100.0),
     "sweep_duration": 0.5,
     "ranking": (10, 50),
+    "by_id": ("file",),
+    "catalogue_items": 2_000,
 }
 
 
@@ -81,6 +90,10 @@ class BenchConfig:
     slo_ms: float
     max_errors: float
     ranking: tuple[int, ...]  # candidate counts of the ranking section; () = off
+    by_id: tuple[str, ...]  # item stores of the ranking-by-id section ("file", "redis"); () = off
+    catalogue_items: int  # items in its catalogue
+    only_by_id: bool  # the floor and ranking by id alone (its own markdown section)
+    note: str
     mlserver: Path | None  # MLServer's virtual environment, with --mlserver
     whole_machine: int  # workers of the whole-machine figure; 0 = off
     run: Path | None
@@ -113,7 +126,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     env = _server_env(cfg, max(len(r) for rs in requests.values() for r in rs))
     doc["server_env"] = {k: v for k, v in env.items() if k.startswith("APG_")}
     cpus = os.sched_getaffinity(0)
-    with Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
+    with contextlib.ExitStack() as stack, Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
+        by_id = ranking_ids.start(cfg, bundle, env, servers, stack) if cfg.ranking and cfg.by_id else None
         servers.start("service", partial(service_command, cfg.bundle), env)
         servers.start("thin", partial(thin_command, cfg.bundle), env)
         servers.start("service-batching", partial(service_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
@@ -151,6 +165,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             port, pin = servers.servers["service"].port, partial(_pin, cfg)
             doc["ranking"] = measure_ranking(port, bundle, floor, cfg.ranking, cfg.budget, _pool, pin)
             print("\n".join(performance_report.ranking_lines(doc["ranking"])))
+        if by_id is not None:
+            doc.update(ranking_ids.measure(cfg, bundle, floor, servers, *by_id, _pool, partial(_pin, cfg)))
+            print("\n".join(ranking_ids_report.lines(doc["ranking_ids"])))
         ports = {"off": servers.servers["service"].port, "on": servers.servers["service-batching"].port}
         sweep = (cfg.rates, cfg.sweep_duration, cfg.slo_ms, cfg.max_errors)
         doc["batching"] = sweep_batching(ports, schema, *sweep, say=_say_sweep)
@@ -164,6 +181,25 @@ def run_bench(cfg: BenchConfig) -> dict:
             doc["whole_machine"] = machine.measure(servers, env, *args, say=print)
     doc["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return performance_report.add_ratios(doc)
+
+
+def run_by_id(cfg: BenchConfig) -> dict:
+    """--only-by-id: the floor and the ranking-by-id section alone (section (h))."""
+    from service.bundle import load_bundle
+
+    bundle = load_bundle(cfg.bundle)
+    doc = performance_report.header(cfg, bundle)
+    env = _server_env(cfg, 0)
+    doc["server_env"] = {k: v for k, v in env.items() if k.startswith("APG_")}
+    with contextlib.ExitStack() as stack, Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
+        by_id = ranking_ids.start(cfg, bundle, env, servers, stack)
+        servers.wait_ready()
+        print(f"servers ready: {', '.join(f'{s.name} :{s.port}' for s in servers.servers.values())}")
+        floor = floor_call(floor_model(cfg.bundle, cfg.threads))
+        doc.update(ranking_ids.measure(cfg, bundle, floor, servers, *by_id, _pool, partial(_pin, cfg)))
+        print("\n".join(ranking_ids_report.lines(doc["ranking_ids"])))
+    doc["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return doc
 
 
 SATURATION_PATHS = ("score-rows", "score-columns", "v2-binary", "thin-columns")
@@ -240,6 +276,15 @@ def _ranking(text: str) -> tuple[int, ...]:
     return () if text.strip().lower() in ("off", "none", "0") else _sizes(text)
 
 
+def _stores(text: str) -> tuple[str, ...]:
+    stores = tuple(s.strip() for s in text.split(",") if s.strip())
+    if stores in ((), ("off",), ("none",)):
+        return ()
+    if not set(stores) <= {"file", "redis"}:
+        raise argparse.ArgumentTypeError(f"expected file, redis or both (or off), got {text!r}")
+    return stores
+
+
 def _rates(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(float(x) for x in text.split(",") if x.strip())
@@ -278,6 +323,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="candidate counts of the ranking section (one user vs N items as rows, columns, context+candidates); "
         "'off' to skip it",
     )
+    p.add_argument(
+        "--by-id",
+        type=_stores,
+        default=FULL["by_id"],
+        help="item stores of the ranking-by-id section, with the ranking section (file, redis: a redis-server started "
+        "here; 'off' to skip)",
+    )
+    p.add_argument(
+        "--catalogue-items", type=int, default=FULL["catalogue_items"], help="items in the ranking-by-id catalogue"
+    )
+    p.add_argument(
+        "--only-by-id",
+        action="store_true",
+        help="the floor and ranking by id alone, at each --ranking size; --markdown then gets (or replaces) its own "
+        "section only",
+    )
+    p.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
     p.add_argument("--slo-ms", type=float, default=10.0, help="p99 objective that defines the knee")
     p.add_argument("--max-errors", type=float, default=0.01, help="error fraction objective of the knee")
     p.add_argument("--run", help="training run of the bundle: also time torch eager (imports torch)")
@@ -302,9 +364,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="batch 1 and 64, few calls, short sweep, ranking at 10 and 50 candidates: well under a minute "
-        "(replaces the defaults of --batch-sizes, --duration, --iterations, --rates, --sweep-duration and "
-        "--ranking, not values given)",
+        help="batch 1 and 64, few calls, short sweep, ranking at 10 and 50 candidates (by id from a file store of "
+        "2,000 items): well under a minute (replaces the defaults of --batch-sizes, --duration, --iterations, "
+        "--rates, --sweep-duration, --ranking, --by-id and --catalogue-items, not values given)",
     )
 
 
@@ -316,6 +378,8 @@ def config_from_args(args, command: str) -> BenchConfig:
         raise ValueError("--duration, --sweep-duration, --iterations and --threads must be positive")
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         raise ValueError("--pin needs two CPUs")
+    if args.only_by_id and not (q["ranking"] and q["by_id"]):
+        raise ValueError("--only-by-id measures ranking by id: it needs --ranking sizes and a --by-id store")
     if args.whole_machine < 0 or args.whole_machine == 1:
         raise ValueError("--whole-machine needs 2 or more workers (the 1-worker figures are the main tables)")
     mlserver = Path(args.mlserver) if args.mlserver else None
@@ -334,6 +398,10 @@ def config_from_args(args, command: str) -> BenchConfig:
         rates=q["rates"],
         sweep_duration=q["sweep_duration"],
         ranking=q["ranking"],
+        by_id=q["by_id"] if q["ranking"] else (),
+        catalogue_items=q["catalogue_items"],
+        only_by_id=args.only_by_id,
+        note=args.note,
         mlserver=mlserver,
         whole_machine=args.whole_machine,
         slo_ms=args.slo_ms,
@@ -351,6 +419,8 @@ def run_from_args(args) -> int:
     Raises ValueError, FileNotFoundError or RuntimeError with a message for the user."""
     cfg = config_from_args(args, args.command_line)
     t0 = time.monotonic()
+    if cfg.only_by_id:
+        return _write_by_id(cfg, run_by_id(cfg), t0)
     doc = run_bench(cfg)
     doc["wall_s"] = round(time.monotonic() - t0, 1)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -362,4 +432,17 @@ def run_from_args(args) -> int:
         performance_report.write_markdown(doc, files, cfg.markdown)
         print(f"wrote {cfg.markdown}")
     print(f"wrote {cfg.out / 'bench.json'}, " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
+def _write_by_id(cfg: BenchConfig, doc: dict, t0: float) -> int:
+    doc["wall_s"] = round(time.monotonic() - t0, 1)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench-ranking-ids.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    text = ranking_ids_report.section(doc)
+    print(text)
+    if cfg.markdown is not None:
+        ranking_ids_report.write_section(cfg.markdown, text)
+        print(f"wrote the ranking-by-id section of {cfg.markdown}")
+    print(f"wrote {cfg.out / 'bench-ranking-ids.json'}")
     return 0

@@ -240,8 +240,16 @@ def _ready(server: Server) -> bool:
 # ---------------------------------------------------------------- the service's own metrics
 
 
+SCRAPED = {  # family → (kind, the label that names the series)
+    "apg_stage_duration_seconds": ("stage", "stage"),
+    "apg_request_duration_seconds": ("route", "route"),
+    "apg_item_store_lookup_seconds": ("lookup", "model"),
+}
+
+
 def scrape(port: int) -> dict[tuple[str, str], tuple[float, float]]:
-    """(("stage", parse|preprocess|...) or ("route", template)) → (sum seconds, count) from GET /metrics."""
+    """(("stage", parse|preprocess|...), ("route", template) or ("lookup", model)) → (sum seconds, count) from
+    GET /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with Connection(port) as conn:
@@ -250,20 +258,22 @@ def scrape(port: int) -> dict[tuple[str, str], tuple[float, float]]:
         raise RuntimeError(f"GET /metrics answered {status}")
     out: dict[tuple[str, str], list[float]] = {}
     for family in text_string_to_metric_families(body.decode()):
-        label = {"apg_stage_duration_seconds": "stage", "apg_request_duration_seconds": "route"}.get(family.name)
-        for sample in family.samples if label else ():
+        kind, label = SCRAPED.get(family.name, (None, None))
+        for sample in family.samples if kind else ():
             slot = 0 if sample.name.endswith("_sum") else 1 if sample.name.endswith("_count") else None
             if slot is not None:
-                out.setdefault((label, sample.labels[label]), [0.0, 0.0])[slot] = sample.value
+                out.setdefault((kind, sample.labels[label]), [0.0, 0.0])[slot] = sample.value
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def stage_means(before: dict, after: dict, route: str) -> dict[str, float]:
     """Mean ms per request of each stage observed between two scrapes, and of the whole request on `route`
-    (key "request"; the route template, e.g. "/score"): other routes, such as the scrape itself, are left out."""
+    (key "request"; the route template, e.g. "/score"): other routes, such as the scrape itself, are left out; and
+    the item store's mean ms per lookup (key "lookup", when there were lookups: one per request that needed it)."""
     out = {}
     for (kind, name), (s1, c1) in after.items():
         s0, c0 = before.get((kind, name), (0.0, 0.0))
-        if c1 > c0 and (kind == "stage" or name == route):
-            out[name if kind == "stage" else "request"] = round(1000 * (s1 - s0) / (c1 - c0), 4)
+        if c1 > c0 and (kind in ("stage", "lookup") or name == route):
+            key = {"stage": name, "lookup": "lookup"}.get(kind, "request")
+            out[key] = round(1000 * (s1 - s0) / (c1 - c0), 4)
     return out

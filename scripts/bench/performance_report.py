@@ -221,6 +221,13 @@ def _section_notes(doc: dict) -> list[str]:
             "rows. User-side features: the schema's user column, features named *user*, and the MovieLens user "
             "profile (age, gender, occupation, zip code)."
         )
+    if doc.get("ranking_ids"):
+        out.append(
+            "- **ranking by id**: the same users and candidates, the candidates' item features in the body (*full*, to "
+            "the service without a store) or as ids alone to `apg serve --item-store file://…` / `redis://…` (a "
+            "redis-server started here); answers checked equal to the floor's first; *lookup ms* is the service's own "
+            "mean `apg_item_store_lookup_seconds` (scripts/bench/ranking_ids.py)."
+        )
     if doc.get("whole_machine"):
         out.append(
             "- **whole machine**: never pinned, even with `--pin`: every CPU, the client's threads included "

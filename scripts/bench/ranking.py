@@ -9,9 +9,9 @@ For each shape: request bytes, p50/p99 per request, rows/s and its ratio to the 
 the N pre-encoded rows). The three answers to the same user and items must be the same scores (checked before
 timing, with the floor's too: RuntimeError otherwise).
 
-Which features are the user's (`context_features`): the schema's user column, every feature whose name says
-"user" (the convention of /score's OpenAPI ranking example), and the MovieLens user profile (age, gender,
-occupation, zip code: one value per user in u.user); every other feature describes the item.
+Which features are the user's: `context_features` (scripts/loadtest/plan.py, also `apg loadtest --format
+ranking-ids`'s): the schema's user column, every feature whose name says "user", and the MovieLens user profile
+(age, gender, occupation, zip code); every other feature describes the item.
 """
 
 from __future__ import annotations
@@ -24,22 +24,12 @@ import orjson
 from features import RowSampler
 from scripts.bench.http_io import Connection, build_request
 from scripts.bench.measure import Budget, measure_path, stats, timed
-from scripts.loadtest.plan import encode_body
+from scripts.loadtest.plan import context_features, encode_body
+
+__all__ = ["SHAPES", "context_features", "measure_ranking", "ranking_requests", "same_scores"]
 
 SHAPES = ("rows", "columns", "ranking")
-USER_PROFILE = ("age", "gender", "occupation", "zip_code")
 TOLERANCE = 1e-6  # the same float32 scores, whatever the request shape
-
-
-def context_features(schema: dict) -> tuple[list[str], list[str]]:
-    """(user-side raw features, item-side raw features), each in schema order; ValueError when one side is empty."""
-    sources = list(dict.fromkeys(f.get("source") or f["name"] for f in schema["fields"]))
-    user = schema.get("user_column")
-    context = [s for s in sources if s == user or "user" in s or s in USER_PROFILE]
-    items = [s for s in sources if s not in context]
-    if not context or not items:
-        raise ValueError(f"cannot split the features {sources} into a user side and an item side")
-    return context, items
 
 
 def ranking_requests(sampler: RowSampler, context: list[str], n: int, pool: int) -> dict:

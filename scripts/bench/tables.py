@@ -36,7 +36,7 @@ def tables(doc: dict) -> list[Table]:
         ("Stage breakdown from the service's /metrics: mean ms per request", *_stage_table(doc)),
         ("Batch-1 open-loop sweep (/score rows, Poisson arrivals): micro-batching off | on", *_sweep_table(doc)),
     ]
-    extra = (_saturation_table(doc), _peer_table(doc), _ranking_table(doc), _machine_table(doc))
+    extra = (_saturation_table(doc), _peer_table(doc), _ranking_table(doc), *_by_id_tables(doc), _machine_table(doc))
     out += [t for t in extra if t is not None]
     if torch:
         rows = [
@@ -109,6 +109,18 @@ def _ranking_table(doc: dict) -> Table | None:
             size = f"{c['request_bytes']:,}"
             rows.append([n, shape, size, f"{c['bytes_vs_rows']:.3f}", _pp(c), num(c["rows_per_s"]), _to_floor(c)])
     return title, head, rows
+
+
+def _by_id_tables(doc: dict) -> list[Table]:
+    """Ranking by item id (scripts/bench/ranking_ids.py) and issue 23's targets, when this run measured it."""
+    from scripts.bench import ranking_ids_report as report
+
+    if not doc.get("ranking_ids"):
+        return []
+    said = {True: "yes", False: "NO", None: "not measured"}
+    rows = [[t, fmt(v), said[ok]] for t, v, ok in report.targets(doc["ranking_ids"], doc.get("lookup"))]
+    targets = ("Targets of issue 23 (ranking by id)", ["target", "measured", "met"], rows)
+    return [report.table(doc["ranking_ids"]), targets]
 
 
 def _saturation_table(doc: dict) -> Table | None:

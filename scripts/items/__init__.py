@@ -1,5 +1,5 @@
 """The item store's writer (`apg items sync`): a catalogue encoded by the bundle's own encoder, published for
-ranking requests that name candidates by id. The reader is service/items.py (which also documents the layout).
+ranking requests that name candidates by id. The reader is service/items/store.py (which also documents the layout).
 
 One concern per module:
   sync.py       the command: read the catalogue, encode it (features.Encoder, lenient), publish, summarise

@@ -1,4 +1,4 @@
-"""Writing an item store: an encoded catalogue becomes a published version, atomically (the layout: service/items.py).
+"""Writing an item store: an encoded catalogue becomes a published version, atomically (layout: service/items/store.py).
 
     published = publish("file://items", encoded, keep=2)    # Published(version, status, bytes)
 
@@ -205,7 +205,7 @@ def value_dtype(columns: Iterable[np.ndarray]) -> str:
 
 
 def pack_rows(columns: Sequence[np.ndarray], dtype: str) -> np.ndarray:
-    """The Redis values as a (N, W · itemsize) uint8 matrix: row i is item i's value (layout: service/items.py)."""
+    """The Redis values as a (N, W · itemsize) uint8 matrix: row i is item i's value (service/items/store.py)."""
     n = len(columns[0])
     table = np.concatenate([c.reshape(n, -1) for c in columns], axis=1).astype(dtype)
     return np.ascontiguousarray(table).view(np.uint8).reshape(n, -1)

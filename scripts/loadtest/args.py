@@ -6,6 +6,8 @@ import argparse
 
 from scripts import loadtest as package
 
+FORMATS = ("rows", "columns", "ranking", "ranking-ids", "v2")  # request bodies (scripts/loadtest/plan.py)
+
 
 def _positive(kind):
     def parse(text: str):
@@ -44,10 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=["rows", "columns", "ranking", "v2"],
+        choices=FORMATS,
         default="rows",
-        help="body: /score rows, columns or ranking (one user as the context, --rows candidates), or v2 infer",
+        help="body: /score rows, columns, ranking (one user as the context, --rows candidates), ranking-ids (the "
+        "user's features as the context, --rows candidate ids drawn from the bundle's vocabulary of --id-column: "
+        "for a service with an item store, APG_ITEM_STORE), or v2 infer",
     )
+    p.add_argument("--id-column", default="item_id", help="--format ranking-ids: the feature candidates are named by")
     p.add_argument(
         "--model",
         help="model name: of the v2 route (default: the bundle's model name); given with a /score format, pins the"

@@ -16,7 +16,7 @@ import numpy as np
 from features import RowSampler, read_schema
 from scripts.loadtest.httpx_engine import run_load, wait_ready
 from scripts.loadtest.latency_report import find_knee, format_table, passes, summarise, write_results
-from scripts.loadtest.plan import build_bodies, build_schedule, check_target, endpoint, sweep_rates
+from scripts.loadtest.plan import build_bodies, build_schedule, check_target, context_features, endpoint, sweep_rates
 from scripts.loadtest.raw_engine import build_request, open_loop
 from scripts.loadtest.records import LoadConfig, Records
 
@@ -38,8 +38,10 @@ def run_from_args(args) -> int:
         url, path, bodies = grpc_engine.plan(args, sampler, bundle_model)
     else:
         context = (schema.user_column,) if schema.user_column else ()  # --format ranking: the user
+        if args.format == "ranking-ids":  # the user's features: the candidates are ids alone
+            context = tuple(context_features(schema.to_dict())[0])
         pin = args.model if args.format != "v2" else None
-        bodies = build_bodies(sampler, args.format, args.rows, args.pool, context, pin)
+        bodies = build_bodies(sampler, args.format, args.rows, args.pool, context, pin, args.id_column)
     token = args.token or os.environ.get("APG_AUTH_TOKEN")
     asyncio.run(wait_ready(args.url, args.ready_timeout, token))
     base = LoadConfig(

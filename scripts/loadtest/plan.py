@@ -4,6 +4,7 @@
     build_schedule(200, 10, "poisson", seed=0)              # send times in seconds from the start
     schema, model = read_schema("bundles/default")          # features: the bundle's schema, and its sampler
     bodies = build_bodies(RowSampler(schema), "columns", rows=16, pool=256)
+    context, items = context_features(schema.to_dict())     # the user side and the item side of its features
 
 Everything here is pure (no network) and runs before the first request is sent, so none of it is timed.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import orjson
 
 from features import RowSampler
+from scripts.loadtest.args import FORMATS
 
 # ---------------------------------------------------------------- safety
 
@@ -79,24 +81,50 @@ def endpoint(fmt: str, model: str | None) -> str:
     return "/score"
 
 
+USER_PROFILE = ("age", "gender", "occupation", "zip_code")
+
+
+def context_features(schema: dict) -> tuple[list[str], list[str]]:
+    """(user-side raw features, item-side raw features), each in schema order: the schema's user column, every
+    feature whose name says "user" (the convention of /score's OpenAPI ranking example) and the MovieLens user profile
+    (age, gender, occupation, zip code: one value per user in u.user) are the user's; every other feature describes
+    the item. ValueError when one side is empty."""
+    sources = list(dict.fromkeys(f.get("source") or f["name"] for f in schema["fields"]))
+    user = schema.get("user_column")
+    context = [s for s in sources if s == user or "user" in s or s in USER_PROFILE]
+    items = [s for s in sources if s not in context]
+    if not context or not items:
+        raise ValueError(f"cannot split the features {sources} into a user side and an item side")
+    return context, items
+
+
 def encode_body(
-    rows: list[dict], fmt: str, numeric: set[str] = frozenset(), context: tuple[str, ...] = (), model: str | None = None
+    rows: list[dict],
+    fmt: str,
+    numeric: set[str] = frozenset(),
+    context: tuple[str, ...] = (),
+    model: str | None = None,
+    id_column: str = "item_id",
 ) -> bytes:
     """One request body: rows {"instances"}, columns {"inputs": {f: [...]}}, ranking (the first row's `context`
     features, e.g. the user, against every row's others as candidates: one user per request, as an experiment's
-    split wants), or v2 (one tensor per feature). `model` pins a /score body to one model."""
+    split wants), ranking-ids (the same context against the rows' `id_column` values alone: candidates by id, whose
+    item features the service's item store gives), or v2 (one tensor per feature). `model` pins a /score body to one
+    model."""
     pin = {"model": model} if model else {}
     if fmt == "rows":
         return orjson.dumps({"instances": rows, **pin})
-    if fmt == "ranking":
+    if fmt in ("ranking", "ranking-ids"):
         shared = {k: rows[0][k] for k in context if k in rows[0]}
+        if fmt == "ranking-ids":
+            return orjson.dumps({"context": shared, "candidates": [r[id_column] for r in rows], **pin})
         candidates = [{k: v for k, v in r.items() if k not in shared} for r in rows]
         return orjson.dumps({"context": shared, "candidates": candidates, **pin})
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     if fmt == "columns":
         return orjson.dumps({"inputs": columns, **pin})
     if fmt != "v2":
-        raise ValueError(f"format must be rows, columns, ranking or v2, got {fmt!r}")
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return orjson.dumps({"inputs": [_tensor(k, col, k in numeric) for k, col in columns.items()]})
 
 
@@ -111,7 +139,17 @@ def _tensor(name: str, col: list, numeric: bool) -> dict:
 
 
 def build_bodies(
-    sampler: RowSampler, fmt: str, rows: int, pool: int, context: tuple[str, ...] = (), model: str | None = None
+    sampler: RowSampler,
+    fmt: str,
+    rows: int,
+    pool: int,
+    context: tuple[str, ...] = (),
+    model: str | None = None,
+    id_column: str = "item_id",
 ) -> list[bytes]:
-    """`pool` distinct serialised bodies, cycled through during the run (built before it, so never timed)."""
-    return [encode_body(sampler.rows(rows), fmt, sampler.numeric, context, model) for _ in range(pool)]
+    """`pool` distinct serialised bodies, cycled through during the run (built before it, so never timed). With
+    ranking-ids, the ids are the sampler's values of `id_column`: drawn from the bundle's vocabulary (a fraction
+    `unseen` of them unknown: misses, as real traffic has)."""
+    if fmt == "ranking-ids" and id_column not in sampler.features:
+        raise ValueError(f"--id-column {id_column!r} is not a feature of the bundle ({', '.join(sampler.features)})")
+    return [encode_body(sampler.rows(rows), fmt, sampler.numeric, context, model, id_column) for _ in range(pool)]

@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError
 from service.errors import BadRequest, ConfigError, NotReady, Overloaded, ServiceError, clipped
 from service.grpc import messages as pb
 from service.grpc.convert import error_metadata, infer_response, status_of, v2_header
+from service.items import ItemStoreMismatch
 from service.metrics import multiprocess_dir
 from service.routes.common import check_bearer
 from service.routes.v2 import metadata_body, server_metadata_body
@@ -212,16 +213,20 @@ async def _server_live(app: Any, request: Any, context: Any, fields: dict) -> An
 
 async def _server_ready(app: Any, request: Any, context: Any, fields: dict) -> Any:
     try:
-        app.runtime.readiness()
-    except NotReady:  # loading or draining: the protocol's answer is ready=false, not an error
+        model = app.runtime.readiness()
+        if app.items is not None:
+            await app.items.ready(model)
+    except (NotReady, ItemStoreMismatch):  # loading, draining, no item rows: the protocol's answer is ready=false
         return pb.ServerReadyResponse(ready=False)
     return pb.ServerReadyResponse(ready=True)
 
 
 async def _model_ready(app: Any, request: Any, context: Any, fields: dict) -> Any:
     try:
-        _model(app, request.name, request.version)
-    except NotReady:
+        model = _model(app, request.name, request.version)
+        if app.items is not None:
+            await app.items.ready(model)
+    except (NotReady, ItemStoreMismatch):
         return pb.ModelReadyResponse(ready=False)
     return pb.ModelReadyResponse(ready=True)  # an unknown model is NOT_FOUND, as HTTP's 404
 
@@ -249,7 +254,7 @@ async def _model_infer(app: Any, data: bytes, context: Any, fields: dict) -> byt
         header, blobs = v2_header(request)
         columns, rows = decode_inputs(header, blobs, app.settings.max_rows, model.text_features)
         app.metrics.stage("parse", time.perf_counter() - t0)
-        scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)
+        scored = await app.scorer.score_columns(columns, rows, model)
         t1 = time.perf_counter()
         answer = infer_response(request, scored)
         app.metrics.stage("serialise", time.perf_counter() - t1)

@@ -1,7 +1,9 @@
 """Probes, metrics and admin: GET /livez, GET /readyz, GET /metrics, POST /admin/reload.
 
 /livez is 200 while the process serves HTTP at all; /readyz is 200 only once the model is loaded and
-warmed up, and 503 while loading or draining (from SIGTERM on, while requests are still served: APG_DRAIN_GRACE_S).
+warmed up, and 503 while loading or draining (from SIGTERM on, while requests are still served: APG_DRAIN_GRACE_S),
+or while the model's item store (APG_ITEM_STORE) holds no rows for its contract (503 item_store_mismatch, naming the
+`apg items sync` to run; a store that is down leaves it ready: requests that carry their features still score).
 /metrics is the Prometheus text format (all workers).
 """
 
@@ -48,12 +50,19 @@ async def livez() -> Response:
 
 @router.get("/readyz", summary="Readiness probe", responses=error_responses(503))
 async def readyz(request: Request) -> Response:
-    runtime = state(request).runtime
+    app = state(request)
+    runtime, items = app.runtime, app.items
     model = runtime.readiness()  # NotReady → 503 (loading, draining)
     body = {"status": "ready", "model": _describe(model)}
+    if items is not None:
+        body["item_store"] = await items.ready(model)  # ItemStoreMismatch → 503 naming the sync to run
     if runtime.repository:
         body["models"] = {name: _describe(m) for name, m in runtime.models.items()}
         body["unavailable"] = dict(runtime.failed)
+        if items is not None:  # every model's store: one without rows for its contract names the sync to run
+            for name, m in runtime.models.items():
+                binding = await items.binding(m)
+                body["models"][name]["item_store"] = binding.describe() if binding is not None else None
     return json_response(200, body)
 
 

@@ -3,6 +3,7 @@
     {"instances": [{"user_id": "196", "item_id": "242", "age": 49, ...}, ...]}     rows
     {"inputs": {"user_id": ["196", ...], "item_id": ["242", ...], ...}}             columns
     {"context": {"user_id": "196", "age": 49}, "candidates": [{"item_id": "242"}, ...]}   ranking
+    {"context": {"user_id": "196", "age": 49}, "candidates": ["242", "302", ...]}          ranking by id (item store)
     → {"scores": [0.73, ...], "model": {"name": ..., "version": ...}, "arm": null, "request_id": "..."}
 
 Which model scores: the one named by a "model" key in the body or the X-APG-Model header; else, while an experiment
@@ -36,6 +37,12 @@ MODEL_NOTE = "The model to score with (as X-APG-Model); default: the experiment'
 RANKING_DESCRIPTION = (
     "One context scored against each candidate: a feature is given in the context or in the candidates, not both"
     " (400 invalid_shape); a required feature in the context or in every candidate."
+)
+BY_ID_DESCRIPTION = (
+    " With an item store (APG_ITEM_STORE), a candidate may be its id alone, or an object that carries only some item"
+    " features: the store gives the others, and the features a candidate carries override the store's. An id the"
+    " store does not hold scores with its item features missing (counted in apg_item_store_misses_total), or is a"
+    " 400 unknown_items with APG_ITEM_MISS=error; the store down or slow is a 503 item_store_unavailable."
 )
 
 RESPONSE_SCHEMA = {
@@ -109,11 +116,14 @@ def feedback_id(state: Any) -> str:
     return uuid.uuid4().hex if state.request_id_given else state.request_id
 
 
-def request_body_doc(encoder: Encoder, max_rows: int, models: list[str] | None = None) -> dict[str, Any]:
+def request_body_doc(
+    encoder: Encoder, max_rows: int, models: list[str] | None = None, by_id: bool = False
+) -> dict[str, Any]:
     """OpenAPI requestBody for /score: the three shapes, with this model's features and real examples, and the
     optional "model" key naming one of `models`. As strict as the encoder, but for one ranking rule, stated in the
     description only: a feature is given in the context or in the candidates, not both (as JSON Schema, one anyOf per
-    feature: 2^features branches, which generators such as schemathesis cannot expand)."""
+    feature: 2^features branches, which generators such as schemathesis cannot expand). `by_id`: an item store is
+    configured, so a candidate may also be an id, and a required item feature may come from the store."""
     info = encoder.describe()
     seps = {f.source: f.sep for f in encoder.fields if f.kind == "multi"}
     props = {name: _value_schema(f.numeric, f.multi, f.required) for name, f in info.items()}
@@ -123,11 +133,13 @@ def request_body_doc(encoder: Encoder, max_rows: int, models: list[str] | None =
     row = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
     partial = {"type": "object", "properties": props, "additionalProperties": False}
     columns = {name: {"type": "array", "items": s, "minItems": 1, "maxItems": max_rows} for name, s in props.items()}
+    candidate = {"anyOf": [partial, {"type": ["string", "number"]}]} if by_id else partial
     ranking = _object(
-        context=partial, candidates={"type": "array", "items": partial, "minItems": 1, "maxItems": max_rows}
+        context=partial, candidates={"type": "array", "items": candidate, "minItems": 1, "maxItems": max_rows}
     )
-    ranking["description"] = RANKING_DESCRIPTION
-    ranking["allOf"] = [_context_or_candidates(name) for name in required]
+    ranking["description"] = RANKING_DESCRIPTION + (BY_ID_DESCRIPTION if by_id else "")
+    if not by_id:  # (with a store, a required item feature may come from it)
+        ranking["allOf"] = [_context_or_candidates(name) for name in required]
     shapes = [
         _object(instances={"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}),
         _object(inputs={"type": "object", "properties": columns, "required": required, "additionalProperties": False}),
@@ -155,6 +167,11 @@ def request_body_doc(encoder: Encoder, max_rows: int, models: list[str] | None =
             },
         },
     }
+    if by_id and "item_id" in info:
+        examples["by_id"] = {
+            "summary": "one context against candidates named by id (the item store gives their item features)",
+            "value": {"context": context, "candidates": [r["item_id"] for r in rows]},
+        }
     return {"required": True, "content": {"application/json": {"schema": {"oneOf": shapes}, "examples": examples}}}
 
 

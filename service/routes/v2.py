@@ -54,7 +54,10 @@ async def live() -> Response:
 
 @router.get("/health/ready", summary="Readiness", responses=error_responses(503, v2=True))
 async def ready(request: Request) -> Response:
-    _ = state(request).runtime.readiness()  # NotReady → 503 (loading, draining)
+    app = state(request)
+    model = app.runtime.readiness()  # NotReady → 503 (loading, draining)
+    if app.items is not None:
+        await app.items.ready(model)  # ItemStoreMismatch → 503 naming the sync to run
     return json_response(200, {"ready": True})
 
 
@@ -81,7 +84,10 @@ async def model_version_metadata(request: Request, name: str, version: str) -> R
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503, v2=True))
 async def model_ready(request: Request, name: str) -> Response:
-    return json_response(200, {"name": _model(request, name).name, "ready": True})
+    model = _model(request, name)
+    if state(request).items is not None:
+        await state(request).items.ready(model)  # ItemStoreMismatch → 503 naming the sync to run
+    return json_response(200, {"name": model.name, "ready": True})
 
 
 @router.get(
@@ -195,7 +201,7 @@ async def _infer_admitted(app, request: Request, body: bytes, model: Any) -> Res
     columns, rows = decode_inputs(header, blobs, app.settings.max_rows, model.text_features)
     binary = _binary_output(header)
     app.metrics.stage("parse", time.perf_counter() - t0)
-    scored = await app.scorer.score(lambda enc: enc.encode_columns(columns), rows, model)
+    scored = await app.scorer.score_columns(columns, rows, model)
     t1 = time.perf_counter()
     response = _response(header, scored, binary)
     app.metrics.stage("serialise", time.perf_counter() - t1)

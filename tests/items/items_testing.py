@@ -1,18 +1,16 @@
 """What the item store tests share: a fitted schema with item features, its catalogue, and a redis-server process
-that a test may stop, pause and start again on its port (the fixtures are in conftest.py)."""
+that a test may stop, pause and start again on its port (tests/redis_process.py; the fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
+from redis_process import RedisProcess
+
 from features import Schema
+
+__all__ = ["GENRES", "ITEMS", "ITEM_SOURCES", "VOCAB", "RedisProcess", "make_schema", "make_table", "write_csv"]
 
 ITEMS = 1_500  # catalogue rows; the first VOCAB ids are in item_id's vocabulary, the rest encode OOV
 VOCAB = 1_200
@@ -57,40 +55,3 @@ def write_csv(path: Path, table: dict[str, list]) -> Path:
         writer.writerow(table)
         writer.writerows(["" if v is None else v for v in row] for row in zip(*table.values(), strict=True))
     return path
-
-
-class RedisProcess:
-    """A redis-server on a fixed free 127.0.0.1 port, without persistence: start, stop, pause (SIGSTOP), resume."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory, self.process = directory, None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisProcess:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 (the child holds it)
-        self.process = subprocess.Popen([*argv, "--dir", str(self.directory)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.process.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start (exit code {self.process.poll()})")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            self.process.wait(10)
-
-    def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)

@@ -30,16 +30,19 @@ Calls are bounded by `timeout_s` (socket and connect): a connection error is ret
 (redis-py's own defaults have changed between releases, so they are set here). Any failure is `ItemStoreUnavailable`
 (503, Retry-After) and leaves nothing behind: redis-py drops the failed connection (a late reply cannot reach the
 next call) and the next call connects again; a pooled connection that a restarted Redis closed is replaced on use.
+With hiredis installed (the serve extra) an MGET of 1,000 keys is packed by its C packer and its reply parsed in C:
+~0.7 ms for 1,000 ids from a local Redis, against ~1.2 ms with redis-py's packer and ~2.7 ms without hiredis.
+
+The two backends, FileStore and RedisStore, and `open_store` (which picks one by the URL's scheme) are in
+service/items/backends.py.
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +133,7 @@ class ItemStore(ABC):
 
     def __init__(self, url: str, contract: str, bundle: str | None) -> None:
         self.url, self.contract, self.bundle = url, contract, bundle
-        self._state: _Snapshot | _Version  # the version read now; one reference, swapped by refresh()
+        self._state: Any  # the version read now (a backend's): one reference, swapped by refresh()
 
     @property
     def manifest(self) -> dict:
@@ -187,149 +190,3 @@ class ItemStore(ABC):
             raise self._missing(f" (version {manifest.get('version')} is of format {manifest.get('format')}, "
                                 f"contract {str(manifest.get('contract'))[:12]})")  # fmt: skip
         return manifest
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    manifest: dict
-    index: dict[str, int]  # id → row; a miss → row N (zeros)
-    columns: dict[str, np.ndarray]  # field → (N + 1,) or (N + 1, max_len) int64, memory-mapped
-
-
-class FileStore(ItemStore):
-    backend = "file"
-
-    def __init__(self, url: str, contract: str, bundle: str | None = None) -> None:
-        super().__init__(url, contract, bundle)
-        self.root = Path(url.removeprefix("file://")) / contract
-        self._state = self._open(self._current())
-
-    def lookup(self, ids: Sequence) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        snap = self._state
-        n = snap.manifest["items"]
-        rows = np.fromiter(map(snap.index.get, _keys(ids), repeat(n)), dtype=np.int64, count=len(ids))
-        return {name: col[rows] for name, col in snap.columns.items()}, rows != n
-
-    def refresh(self) -> bool:
-        version = self._current()
-        if version == self.version:
-            return False
-        self._state = self._open(version)
-        return True
-
-    def _current(self) -> str:
-        try:
-            return (self.root / CURRENT).read_text().strip()
-        except FileNotFoundError:
-            others = sorted(p.name[:12] for p in self.root.parent.glob("*/" + CURRENT))
-            raise self._missing(f" (it has: {', '.join(others) or 'none'})") from None
-
-    def _open(self, version: str) -> _Snapshot:
-        folder = self.root / version
-        try:
-            manifest = self._check(json.loads((folder / MANIFEST).read_text()))
-        except FileNotFoundError:
-            raise self._missing(f" (its {CURRENT} names version {version}, which is not there)") from None
-        n = manifest["items"]
-        ids = np.load(folder / IDS, mmap_mode="r")
-        columns = {f["name"]: np.asarray(np.load(folder / f["file"], mmap_mode="r")) for f in manifest["fields"]}
-        for f in manifest["fields"]:
-            col = columns[f["name"]]
-            if col.dtype != np.int64 or col.shape != ((n + 1, f["width"]) if f["width"] else (n + 1,)):
-                raise ItemStoreUnavailable(f"item store {folder}: {f['file']} is {col.dtype} {col.shape}, not {n}")
-        return _Snapshot(manifest, dict(zip(ids.tolist(), range(n), strict=True)), columns)
-
-
-@dataclass(frozen=True)
-class _Version:
-    manifest: dict
-    prefix: str  # item keys: prefix + id
-    dtype: np.dtype
-    spans: tuple[tuple[str, int, int], ...]  # field, first column, width (0: one column, squeezed)
-    width: int  # W: values per item
-    zero: bytes  # a miss's value: W zeros
-
-
-class RedisStore(ItemStore):
-    backend = "redis"
-
-    def __init__(self, url: str, contract: str, bundle: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        import redis  # the serve extra's redis-py, imported only by a Redis store
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        super().__init__(url, contract, bundle)
-        self._errors = redis.RedisError
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                           retry=retry)  # fmt: skip
-        try:
-            self._state = self._open(self._current())
-        except BaseException:
-            self.client.close()
-            raise
-
-    def lookup(self, ids: Sequence) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        v, keys = self._state, _keys(ids)
-        values = self._call("MGET", self.client.mget, [v.prefix + k for k in keys]) if keys else []
-        found = np.fromiter(map(bool, values), dtype=bool, count=len(values))
-        if not found.all():
-            values = [x or v.zero for x in values]
-        blob = b"".join(values)
-        if len(blob) != len(values) * len(v.zero):
-            bad = next(k for k, x in zip(keys, values, strict=True) if len(x) != len(v.zero))
-            raise ItemStoreUnavailable(f"item store {safe_url(self.url)}: item {bad!r} has a value of the wrong size")
-        table = np.frombuffer(blob, dtype=v.dtype).reshape(len(values), v.width).astype(np.int64)  # (n, W)
-        columns = {name: np.ascontiguousarray(table[:, a] if w == 0 else table[:, a : a + w]) for name, a, w in v.spans}
-        return columns, found
-
-    def refresh(self) -> bool:
-        version = self._current()
-        if version == self.version:
-            return False
-        self._state = self._open(version)
-        return True
-
-    def close(self) -> None:
-        self.client.close()
-
-    def describe(self) -> dict:
-        v = self._state
-        return {**super().describe(), "value_bytes": len(v.zero), "value_dtype": v.dtype.str}
-
-    def _call(self, what: str, fn, *args):
-        try:
-            return fn(*args)
-        except self._errors as exc:
-            raise ItemStoreUnavailable(f"item store {safe_url(self.url)}: {what} failed: {exc}") from None
-
-    def _current(self) -> str:
-        version = self._call("GET", self.client.get, redis_key(self.contract, "current"))
-        if version is None:
-            raise self._missing("")
-        return version.decode()
-
-    def _open(self, version: str) -> _Version:
-        raw = self._call("GET", self.client.get, redis_key(self.contract, version))
-        if raw is None:
-            raise self._missing(f" (version {version} has no manifest)")
-        manifest = self._check(json.loads(raw))
-        dtype, spans, at = np.dtype(manifest["value_dtype"]), [], 0
-        for f in manifest["fields"]:
-            spans.append((f["name"], at, f["width"]))
-            at += f["width"] or 1
-        prefix = redis_key(self.contract, version, "")
-        return _Version(manifest, prefix, dtype, tuple(spans), at, bytes(at * dtype.itemsize))
-
-
-def open_store(
-    url: str, contract: str, *, bundle: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> ItemStore:
-    """The published rows of `contract` in the store at `url` (file://DIR or redis://host:port/db).
-    ItemStoreMismatch (naming the `apg items sync` to run, for `bundle`) when it has none; ItemStoreUnavailable when
-    Redis cannot be reached; ValueError for another scheme."""
-    if url.startswith("file://"):
-        return FileStore(url, contract, bundle)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url, contract, bundle, timeout_s)
-    raise ValueError(f"item store {safe_url(url)!r}: expected file://DIR or redis://host:port/db")
