@@ -53,6 +53,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -85,6 +86,8 @@ class Metrics:
     """The service's metrics on one registry (a fresh `CollectorRegistry` per app unless one is given)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no `_created` series beside every counter and histogram (a timestamp per child
+        # that no dashboard reads; prometheus_client's switch is process-wide, and this is the service's process)
         if registry is None:
             registry = CollectorRegistry(auto_describe=True)
             if not multiprocess_dir():  # process metrics of this one process; meaningless when aggregated

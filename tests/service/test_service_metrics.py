@@ -157,3 +157,9 @@ def test_a_killed_workers_live_gauges_leave_the_aggregate(tmp_path, monkeypatch)
 def sample(text: str, name: str) -> float:
     (line,) = [line for line in text.splitlines() if line.startswith(name) and not line.startswith("#")]
     return float(line.rsplit(" ", 1)[1])
+
+
+def test_no_created_series(client):
+    client.post("/score", json={"instances": [{"user_id": "196", "item_id": "242"}]})
+    text = client.get("/metrics").text
+    assert "apg_requests_total{" in text and "_created" not in text
