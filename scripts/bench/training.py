@@ -41,6 +41,7 @@ DDP_TRAINERS = {  # one process against two, dense gradients (--sparse-embedding
     "streamed dense": ["--loader-workers", "0"],
     "streamed dense --nproc 2": ["--loader-workers", "0", "--nproc", "2", "--threads", "2"],
 }
+SMALL_TABLES = 4096  # the same, with every hashed field at 4,096 buckets: DDP all-reduces far fewer gradients
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,6 +122,8 @@ class Bench:
         out = self.saved.setdefault("train", {})  # runs already measured (an interrupted bench) are kept
         jobs = [(m, a, t, x) for m, a in MODELS for t, x in TRAINERS.items()]
         jobs += [(m, a, t, x) for m, a in DDP_MODELS for t, x in DDP_TRAINERS.items()]
+        small = ["--schema", str(self.small_tables(log_dir))]
+        jobs += [(m, a, f"{t}, small tables", [*x, *small]) for m, a in DDP_MODELS for t, x in DDP_TRAINERS.items()]
         for model, apg, trainer, extra in jobs:
             if f"{model}+{apg} {trainer}" in out:
                 continue
@@ -139,6 +142,16 @@ class Bench:
             print(f"  {model}+{apg:4s} {trainer:26s} {rps:9.0f} rows/s  peak {peak} MB", flush=True)
             self.save()
         return out
+
+    def small_tables(self, log_dir: Path) -> Path:
+        """The log's schema with every hashed field at SMALL_TABLES buckets."""
+        schema = json.loads((log_dir / "schema.json").read_text())
+        for f in schema["fields"]:
+            if "hash_buckets" in f:
+                f["hash_buckets"] = min(f["hash_buckets"], SMALL_TABLES)
+        path = self.work / "schema-small-tables.json"
+        path.write_text(json.dumps(schema))
+        return path
 
     def rss(self, big_rows: int) -> dict:
         out = {}
@@ -186,17 +199,23 @@ class Bench:
 
 
 def watch_rss(proc: subprocess.Popen, every: float = 0.2) -> float:
-    """Waits for proc; the peak of the summed RSS of its process group (loader workers, torchrun's ranks), in MB."""
+    """Waits for proc; the peak of the summed RSS of it and all its descendants (loader workers, torchrun and its
+    ranks, which start sessions of their own), in MB."""
     peak = 0
 
     def tree_rss() -> int:
-        total = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
+        parents = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:  # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after its ")"
+                parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
+        tree, total = {proc.pid}, 0
+        for _ in range(8):  # descendants, level by level
+            tree |= {p for p, parent in parents.items() if parent in tree}
+        for pid in tree:
             try:
-                if os.getpgid(int(pid)) == proc.pid:
-                    total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, ValueError):
                 continue
         return total

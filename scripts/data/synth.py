@@ -1,5 +1,5 @@
 """`apg data synth`: a Criteo-shaped CTR log of any size from a known teacher (scripts/data/teacher.py), written as
-Parquet shards with its schema and the teacher's Bayes-optimal metrics per split (docs/SYNTHETIC.md).
+Parquet shards with its schema and the teacher's Bayes-optimal metrics per split (docs/TRAINING.md, section 8).
 
     summary = synthesize(SynthConfig(rows=1_000_000, heterogeneity=0.5), Path("data/synth"))
 

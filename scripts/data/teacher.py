@@ -1,5 +1,5 @@
 """The synthetic log's generative model: Criteo-shaped features and a known click teacher whose weights differ by
-group. docs/SYNTHETIC.md states the model exactly; `Teacher.summary()` is what teacher.json records of it.
+group. docs/TRAINING.md, section 8, states the model exactly; `Teacher.summary()` is what teacher.json records of it.
 
     teacher = build_teacher(cfg)        # per-value tables, group weights, then b and the scale calibrated
     rows = teacher.rows(start, stop)    # the log's rows [start, stop): the same values however the log is cut
