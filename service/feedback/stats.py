@@ -1,21 +1,21 @@
 """Online metrics of one arm over a window: what the store's `window()` returns, computed the same way whatever the
 backend (each backend only fetches the rows).
 
-    auc(clicked, scores)        # exact, via average ranks (Mann-Whitney U); None when one class is missing
-    logloss(clicked, scores)    # scores clipped to [1e-7, 1 - 1e-7]; None on no rows
+    auc(clicked, scores)        # features.metrics.auc, None when one class is missing
+    logloss(clicked, scores)    # features.metrics.logloss, None on no rows
     summarise(arm, model, version, impressions, scores, clicked) -> OnlineStats
 
-numpy only: the serving side has no scipy, sklearn or torch (model/metrics.py is the training side's, and
-tests/service/test_feedback_store.py checks that the two AUCs agree).
+The metrics themselves are features/metrics.py's (numpy only): one definition offline and online.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-EPS = 1e-7
+from features import metrics
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,14 @@ class OnlineStats:
 
 
 def auc(clicked: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve, exact: the Mann-Whitney U of the positives' ranks, ties given their average rank."""
-    y = np.asarray(clicked, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    _, first, counts = np.unique(s[order], return_index=True, return_counts=True)
-    ranks = np.empty(len(s), dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based average rank of each run of ties
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """features.metrics.auc (exact, ties at their average rank); None when clicks or non-clicks are missing."""
+    value = metrics.auc(np.asarray(clicked, dtype=bool), np.asarray(scores, dtype=np.float64))
+    return None if math.isnan(value) else value
 
 
 def logloss(clicked: np.ndarray, scores: np.ndarray) -> float | None:
-    y = np.asarray(clicked, dtype=np.float64)
-    if len(y) == 0:
-        return None
-    p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    """features.metrics.logloss (scores clipped to [1e-7, 1 - 1e-7]); None on no rows."""
+    return metrics.logloss(clicked, scores) if len(clicked) else None
 
 
 def summarise(
