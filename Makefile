@@ -1,6 +1,7 @@
 # The two commands of the quick start:
 #   make serve   set up, fetch MovieLens-100K, train + export the default model if no bundle exists, and serve it
-#   make test    set up and run the whole test suite, then its torch-free part with torch hidden (what CI runs)
+#   make test    set up, lint (ruff check, ruff format --check), run the whole test suite, then its torch-free part
+#                with torch hidden (what CI runs)
 #   make test-quick  the suite without the `slow` tests (no training, no server processes): the edit-test loop
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,6 +24,7 @@ serve: setup $(BUNDLE)/bundle.json
 # The second run hides torch (tests/without_torch shadows it): the suite must collect, and its torch-free part pass,
 # where only the serving half is installed.
 test: setup-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	bash scripts/install_debian.sh prometheus prometheus promtool
 	bash scripts/install_debian.sh redis-server redis-server
 	PY=$(BIN)/python bash scripts/install_triton.sh
