@@ -45,13 +45,6 @@ class FileStore(ItemStore):
         rows = np.fromiter(map(snap.index.get, _keys(ids), repeat(n)), dtype=np.int64, count=len(ids))
         return {name: col[rows] for name, col in snap.columns.items()}, rows != n
 
-    def refresh(self) -> bool:
-        version = self._current()
-        if version == self.version:
-            return False
-        self._state = self._open(version)
-        return True
-
     def _current(self) -> str:
         try:
             return (self.root / CURRENT).read_text().strip()
@@ -117,13 +110,6 @@ class RedisStore(ItemStore):
         table = np.frombuffer(blob, dtype=v.dtype).reshape(len(values), v.width).astype(np.int64)  # (n, W)
         columns = {name: np.ascontiguousarray(table[:, a] if w == 0 else table[:, a : a + w]) for name, a, w in v.spans}
         return columns, found
-
-    def refresh(self) -> bool:
-        version = self._current()
-        if version == self.version:
-            return False
-        self._state = self._open(version)
-        return True
 
     def close(self) -> None:
         self.client.close()

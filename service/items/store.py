@@ -166,9 +166,22 @@ class ItemStore(ABC):
         """The item fields' int64 columns for `ids`, in order ((n,) or (n, max_len)), and `found` (n,) bool.
         An id is read by rule 1; a miss has every item field MISSING. ItemStoreUnavailable when the store fails."""
 
-    @abstractmethod
     def refresh(self) -> bool:
-        """Follow the published version: True when it changed (the next lookups read the new one)."""
+        """Follow the published version: True when it changed (the next lookups read the new one). The swap is one
+        reference: a lookup already running finishes on the version it started with."""
+        version = self._current()
+        if version == self.version:
+            return False
+        self._state = self._open(version)
+        return True
+
+    @abstractmethod
+    def _current(self) -> str:
+        """The published version's name (the backend's CURRENT pointer); ItemStoreMismatch when there is none."""
+
+    @abstractmethod
+    def _open(self, version: str) -> Any:
+        """One version, read: what ``_state`` holds."""
 
     def close(self) -> None:  # noqa: B027 (a file store has nothing to close: its mappings go with it)
         """Release connections (Redis)."""
