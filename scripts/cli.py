@@ -242,43 +242,10 @@ def cmd_export(args) -> int:
     return 0
 
 
-def serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", help="bundle directory (default: $APG_BUNDLE or bundles/default)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (metrics are multiprocess-safe)")
-    p.add_argument("--log-level", help="default: $APG_LOG_LEVEL or info")
-    p.add_argument(
-        "--grpc-port", type=int, help="also serve KServe v2 over gRPC on this port, on --host (default: APG_GRPC_PORT)"
-    )
-    p.add_argument("--models", metavar="DIR", help="serve every bundle in DIR under its folder's name ($APG_MODELS)")
-    p.add_argument("--default-model", help="with --models: the model of requests that name none ($APG_DEFAULT_MODEL)")
-    p.add_argument(
-        "--experiment",
-        metavar="JSON|FILE",
-        help='a sticky split: \'{"control": "deepfm", "treatment": "deepfm-apg", "share": 0.5, "key": "user_id"}\''
-        " ($APG_EXPERIMENT)",
-    )
-    p.add_argument("--shadow", metavar="NAMES", help="models (comma list) that shadow-score each request ($APG_SHADOW)")
-    p.add_argument(
-        "--item-store",
-        metavar="URL|JSON",
-        help="ranking by id: the item store `apg items sync` filled, file://DIR or redis://host:port/db, for every "
-        'model (or \'{"model": "URL"}\'); checked at start ($APG_ITEM_STORE)',
-    )
-
-
 def cmd_serve(args) -> int:
-    from service.errors import ServiceError
-    from service.server import serve
+    from service.command import run
 
-    try:
-        repository = {k: getattr(args, k) for k in ("models", "default_model", "experiment", "shadow", "item_store")}
-        serve(args.bundle, args.host, args.port, args.workers, args.log_level, args.grpc_port, repository)
-    except ServiceError as exc:  # a bad bundle or configuration: say what, no traceback
-        print(f"apg serve: error: {exc.message}", file=sys.stderr)
-        return 2
-    return 0
+    return run(args, "apg serve")
 
 
 # ---------------------------------------------------------------- the parser
@@ -360,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(sub, "export", "run directory -> ONNX bundle (prints the parity figures)",
                 export_arguments, cmd_export, "train")  # fmt: skip
     add_command(sub, "serve", "serve a bundle over HTTP (FastAPI + onnxruntime; no torch)",
-                serve_arguments, cmd_serve, "serve")  # fmt: skip
+                "service.command:add_arguments", cmd_serve, "serve")  # fmt: skip
     add_command(sub, "items", "the item store: `apg items sync` encodes a catalogue with a bundle's encoder into a "
                 "file snapshot or Redis, so that ranking requests name candidates by id",
                 items_arguments, None, "serve")  # fmt: skip

@@ -89,7 +89,7 @@ def test_unparsable_graph_fails_fast_in_one_line(tmp_path):
     )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.splitlines()  # the fallback's warning (a JSON log line), then the one error
-    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+    assert [line for line in lines if line.startswith("python -m service: error:")] == lines[-1:]
     assert "onnxruntime cannot load" in lines[-1] and "model.onnx" in lines[-1] and "Traceback" not in out.stderr
 
 
