@@ -169,6 +169,27 @@ def _index_range_feeds(encoder) -> dict[str, np.ndarray]:
     return feeds
 
 
+def load_repository(settings: Settings) -> tuple[dict[str, Model], dict[str, str], str]:
+    """Every bundle of APG_MODELS loaded, for the start-up check (service/server.py) and the workers alike: the
+    models by name, the reasons of those that failed (logged and left out: one bad bundle never keeps the others
+    from serving) and the default model. BundleError when none loads; ConfigError when APG_DEFAULT_MODEL is not
+    served."""
+    models, failed = {}, {}
+    for name, path in repository_entries(settings.models).items():
+        try:
+            models[name] = load_model(path, settings, name)
+        except BundleError as exc:
+            failed[name] = exc.message
+            log.error("model %s not served: %s", name, exc.message)
+    if not models:
+        raise BundleError(f"no bundle in APG_MODELS {str(settings.models)!r} could be served: {failed}")
+    default = settings.default_model or sorted(models)[0]
+    if default not in models:
+        why = failed.get(default, "no such model")
+        raise ConfigError(f"APG_DEFAULT_MODEL {default!r} is not served ({why}); served: {sorted(models)}")
+    return models, failed, default
+
+
 class Runtime:
     """Holds the served models (one, or a repository's); runs at most max_concurrency inferences at once over all of
     them (the others wait for a slot; service/admission.py bounds how many requests there are)."""
@@ -234,20 +255,10 @@ class Runtime:
         if not self.repository:
             self._install(await asyncio.to_thread(load_model, self.settings.bundle, self.settings))
         else:
-            for name, path in repository_entries(self.settings.models).items():
-                try:  # one bad bundle never keeps the others from serving
-                    self._install(await asyncio.to_thread(load_model, path, self.settings, name))
-                except BundleError as exc:
-                    self.failed[name] = exc.message
-                    log.error("model %s not served: %s", name, exc.message)
-            if not self.models:
-                where = str(self.settings.models)
-                raise BundleError(f"no bundle in APG_MODELS {where!r} could be served: {self.failed}")
-            self.default = self.settings.default_model or sorted(self.models)[0]
-            if self.default not in self.models:
-                why = self.failed.get(self.default, "no such model")
-                served = sorted(self.models)
-                raise ConfigError(f"APG_DEFAULT_MODEL {self.default!r} is not served ({why}); served: {served}")
+            models, self.failed, default = await asyncio.to_thread(load_repository, self.settings)
+            for model in models.values():
+                self._install(model)
+            self.default = default
         self.ready = True
 
     async def infer(self, model: Model, feeds: dict[str, np.ndarray], rows: int) -> Inference:

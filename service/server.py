@@ -28,12 +28,12 @@ from pydantic import ValidationError
 
 from features import ContractError
 from service.connections import raise_open_files_limit
-from service.errors import BundleError, ConfigError
-from service.experiment import Experiment, repository_entries
+from service.errors import ConfigError
+from service.experiment import Experiment
 from service.fanout import ANNOUNCEMENT
 from service.items import open_store
 from service.middleware import configure_logging
-from service.runtime import Model, load_model, resolve_providers
+from service.runtime import Model, load_model, load_repository, resolve_providers
 from service.settings import Settings
 
 log = logging.getLogger("apg.server")
@@ -121,20 +121,9 @@ def check_bundle(settings: Settings) -> dict[str, Model]:
         model = load_model(settings.bundle, cpu)
         served, features[model.name], models[model.name] = {model.name}, tuple(model.encoder.features), model
     else:  # a repository: every bundle checked; the broken ones are logged and left out, as the workers will
-        served, failed = set(), {}
-        for name, path in repository_entries(settings.models).items():
-            try:
-                models[name] = load_model(path, cpu, name)
-                features[name] = tuple(models[name].encoder.features)
-                served.add(name)
-            except BundleError as exc:
-                failed[name] = exc.message
-                log.error("model %s will not be served: %s", name, exc.message)
-        if not served:
-            raise BundleError(f"no bundle in APG_MODELS {str(settings.models)!r} could be served: {failed}")
-        if settings.default_model is not None and settings.default_model not in served:
-            why = failed.get(settings.default_model, "no such model")
-            raise ConfigError(f"APG_DEFAULT_MODEL {settings.default_model!r} is not served ({why})")
+        models, _, _ = load_repository(cpu)
+        served = set(models)
+        features = {name: tuple(m.encoder.features) for name, m in models.items()}
     if settings.experiment is not None:
         Experiment.parse(settings.experiment).check(served, features)
     if missing := [name for name in settings.shadow if name not in served]:
