@@ -11,7 +11,7 @@ RUN    ?= runs/default
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # The default model: DeepFM with self-wise APG layers, trained with feature dropout so that requests which leave
-# optional features out still get calibrated scores (README, "Measured"). Measured with 2 torch threads on 2 cores:
+# optional features out still get calibrated scores (docs/TRAINING.md, "The default model"). Measured with 2 torch threads on 2 cores:
 # 35 s quiet, 685 s with the other core busy (intra-op threads wait on each other when one is descheduled). One
 # thread cannot fall into that; `make serve TRAIN_THREADS=2` to use both cores of an idle machine.
 TRAIN_THREADS ?= 1

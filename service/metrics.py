@@ -1,30 +1,7 @@
 """Every Prometheus metric of the service, declared once. Base units; `apg_` prefix.
 
-| name | type | labels | meaning |
-|---|---|---|---|
-| `apg_request_duration_seconds` | histogram | `route` | HTTP request wall time (route = path template) |
-| `apg_stage_duration_seconds` | histogram | `stage` | receive (body), parse, preprocess, queue, inference, serialise |
-| `apg_requests_total` | counter | `route`, `code` | HTTP requests by route template and status code |
-| `apg_rows_scored_total` | counter | `model`, `arm` | rows that received a score |
-| `apg_request_rows` | histogram | – | rows per scoring request |
-| `apg_inference_batch_rows` | histogram | – | rows per onnxruntime call (> rows per request when micro-batching) |
-| `apg_inflight_requests` | gauge | – | HTTP requests in flight, probes and scrapes excluded (summed over workers) |
-| `apg_model_info` | gauge | `name`, `version`, `checksum`, `provider` | workers serving that model (1 per worker) |
-| `apg_score` | histogram | `model`, `arm` | predicted click probabilities (drift monitoring) |
-| `apg_model_requests_total` | counter | `model`, `arm`, `code` | scoring requests by the model that answered |
-| `apg_model_request_duration_seconds` | histogram | `model`, `arm` | scoring request wall time by model |
-| `apg_shadow_requests_total` | counter | `shadow`, `result` | `scored`, `dropped` (queue full), `error` |
-| `apg_shadow_abs_diff` | histogram | `shadow` | per row, abs(shadow score − served score) |
-| `apg_shadow_duration_seconds` | histogram | `shadow` | a shadow's encode + inference time per request |
-| `apg_oov_values_total` | counter | `feature` | values encoded out-of-vocabulary, per categorical or multi field |
-| `apg_model_reloads_total` | counter | `result` | hot reloads: `ok` or `error` (the old model keeps serving) |
-| `apg_clipped_values_total` | counter | `feature` | numbers outside their field's declared range, clipped (features/) |
-| `apg_open_connections` | gauge | – | open HTTP connections, summed over workers (service/connections.py) |
-| `apg_connections_closed_total` | counter | `reason` | closed by us: `head_timeout`, `evicted`, `refused` |
-| `apg_item_store_lookup_seconds` | histogram | `model` | one item store lookup of a request's candidate ids |
-| `apg_item_store_misses_total` | counter | `model` | candidate ids the item store does not hold |
-| `apg_item_store_errors_total` | counter | `model`, `code` | requests that needed the store and could not read it |
-| `apg_item_store_info` | gauge | `model`, `backend`, `version`, `checksum` | a model's store version; value: items |
+Each metric's help text is its documentation: docs/METRICS.md is generated from a fresh `Metrics(CollectorRegistry())`
+and the feedback store's metrics (`python -m scripts.docs`; a test fails when the two differ).
 
 `model` is a served model's name, `arm` an experiment arm (`control`, `treatment`) or `none` (no experiment chose the
 model): label values are bounded by the repository and the experiment.
@@ -34,10 +11,16 @@ random URLs cannot blow up the label set. gRPC calls (service/grpc) count in the
 RPC's method (`/inference.GRPCInferenceService/ModelInfer`) and `code` the HTTP status of the same outcome. Latency
 buckets run from 100 µs to 10 s, seven below 10 ms.
 
-Several workers: when `PROMETHEUS_MULTIPROC_DIR` is set (service.server does it for `--workers > 1`) every
-worker writes its samples there and `/metrics` aggregates them with the multiprocess collector; gauges use
-`livesum`, so a dead worker's in-flight requests and model info drop out: a worker that stops drops its own, and
-`/metrics` drops those of workers that were killed (forget_dead_workers).
+Several workers: when `PROMETHEUS_MULTIPROC_DIR` is set (service.server does it for `--workers > 1`, a temporary
+folder) every worker writes its samples there and `/metrics` aggregates them with the multiprocess collector; gauges
+use `livesum`, so a dead worker's in-flight requests and model info drop out: a worker that stops drops its own, and
+`/metrics` drops those of workers that were killed (forget_dead_workers). One process alone also exports
+prometheus_client's process, platform and GC metrics (meaningless when aggregated). No counter or histogram exports a
+`_created` series.
+
+The feedback store's metrics (service/feedback/prometheus.py) exist only with a feedback store: its counters per
+process, like every other counter; the `apg_online_*` gauges describe the shared store, the same from any worker or
+replica (aggregate replicas with `max`, not `sum`).
 """
 
 from __future__ import annotations
@@ -96,78 +79,146 @@ class Metrics:
         self.registry = registry
         r = registry
         self.request_duration = Histogram(
-            "apg_request_duration_seconds", "HTTP request latency by route.", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.stage_duration = Histogram(
-            "apg_stage_duration_seconds", "Time spent per scoring stage.", ["stage"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.requests = Counter(
-            "apg_requests", "HTTP requests by route and status code.", ["route", "code"], registry=r
+            "apg_request_duration_seconds",
+            "HTTP request wall time by route template (gRPC: the RPC's method).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.rows_scored = Counter("apg_rows_scored", "Rows that received a score.", ["model", "arm"], registry=r)
+        self.stage_duration = Histogram(
+            "apg_stage_duration_seconds",
+            "Time spent per scoring stage: receive (reading the body: slow uploads show here), parse, preprocess, "
+            "queue, inference, serialise.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "apg_requests",
+            "HTTP requests by route template and status code (gRPC: the RPC's method and the HTTP status of the same "
+            "outcome).",
+            ["route", "code"],
+            registry=r,
+        )
+        self.rows_scored = Counter(
+            "apg_rows_scored", "Rows that received a score, by model and arm.", ["model", "arm"], registry=r
+        )
         self.request_rows = Histogram("apg_request_rows", "Rows per scoring request.", buckets=ROW_BUCKETS, registry=r)
         self.batch_rows = Histogram(
-            "apg_inference_batch_rows", "Rows per onnxruntime call.", buckets=ROW_BUCKETS, registry=r
+            "apg_inference_batch_rows",
+            "Rows per onnxruntime call (more than per request when micro-batching).",
+            buckets=ROW_BUCKETS,
+            registry=r,
         )
         self.inflight = Gauge(
-            "apg_inflight_requests", "HTTP requests in flight.", registry=r, multiprocess_mode="livesum"
+            "apg_inflight_requests",
+            "HTTP requests in flight, probes and scrapes excluded (summed over workers).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            "apg_model_info", "The model being served (value = workers serving it).",
-            ["name", "version", "checksum", "provider"], registry=r, multiprocess_mode="livesum",
-        )  # fmt: skip
+            "apg_model_info",
+            "The model each worker serves, and on which execution provider (value = workers serving it).",
+            ["name", "version", "checksum", "provider"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.scores = Histogram(
-            "apg_score", "Predicted click probabilities.", ["model", "arm"], buckets=SCORE_BUCKETS, registry=r
+            "apg_score",
+            "Predicted click probabilities, by model and arm (drift monitoring).",
+            ["model", "arm"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
         )
         self.model_requests = Counter(
-            "apg_model_requests", "Scoring requests by model, arm and status.", ["model", "arm", "code"], registry=r
+            "apg_model_requests",
+            "Scoring requests by the model that answered, its arm (none without an experiment) and status code.",
+            ["model", "arm", "code"],
+            registry=r,
         )
         self.model_request_duration = Histogram(
-            "apg_model_request_duration_seconds", "Scoring request latency by model and arm.", ["model", "arm"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "apg_model_request_duration_seconds",
+            "Scoring request wall time by model and arm.",
+            ["model", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.shadow_requests = Counter(
-            "apg_shadow_requests", "Shadow scoring by shadow model and result.", ["shadow", "result"], registry=r
+            "apg_shadow_requests",
+            "Shadow scoring requests by shadow model and result: scored, dropped (its queue full), error.",
+            ["shadow", "result"],
+            registry=r,
         )
         self.shadow_diff = Histogram(
-            "apg_shadow_abs_diff", "Per row: abs(shadow score - served score).", ["shadow"],
-            buckets=DIFF_BUCKETS, registry=r,
-        )  # fmt: skip
+            "apg_shadow_abs_diff",
+            "Per row: abs(shadow score - served score), by shadow model.",
+            ["shadow"],
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
         self.shadow_duration = Histogram(
-            "apg_shadow_duration_seconds", "Shadow encode + inference time per request.", ["shadow"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.reloads = Counter("apg_model_reloads", "Hot reloads by result.", ["result"], registry=r)
+            "apg_shadow_duration_seconds",
+            "A shadow model's encode + inference time per request.",
+            ["shadow"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter(
+            "apg_model_reloads",
+            "Hot reloads by result: ok, or error (the old model keeps serving).",
+            ["result"],
+            registry=r,
+        )
         self.oov = Counter(
-            "apg_oov_values", "Values encoded as out-of-vocabulary, by feature field.", ["feature"], registry=r
+            "apg_oov_values",
+            "Values encoded as out-of-vocabulary, per categorical or multi-valued feature field (an unknown genre, or "
+            "a genres string with the wrong separator, shows here instead of scoring silently like a missing value).",
+            ["feature"],
+            registry=r,
         )
         self.clipped = Counter(
-            "apg_clipped_values", "Numbers outside their field's declared range, clipped, by feature.", ["feature"],
+            "apg_clipped_values",
+            "Numbers outside their field's declared range, clipped to it, by feature (docs/BUNDLE.md rule 5).",
+            ["feature"],
             registry=r,
-        )  # fmt: skip
+        )
         self.open_connections = Gauge(
-            "apg_open_connections", "Open HTTP connections.", registry=r, multiprocess_mode="livesum"
+            "apg_open_connections",
+            "Open HTTP connections, summed over workers (service/connections.py).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections_closed = Counter(
-            "apg_connections_closed", "HTTP connections closed by the service, by reason.", ["reason"], registry=r
+            "apg_connections_closed",
+            "HTTP connections closed by the service, by reason: head_timeout, evicted (the cap reached), refused (the "
+            "cap reached, every connection in a request).",
+            ["reason"],
+            registry=r,
         )
         self.item_lookup = Histogram(
-            "apg_item_store_lookup_seconds", "Item store lookups of candidate ids, by model.", ["model"],
-            buckets=LOOKUP_BUCKETS, registry=r,
-        )  # fmt: skip
+            "apg_item_store_lookup_seconds",
+            "One item store lookup of a request's candidate ids, by model.",
+            ["model"],
+            buckets=LOOKUP_BUCKETS,
+            registry=r,
+        )
         self.item_misses = Counter(
             "apg_item_store_misses", "Candidate ids the item store does not hold, by model.", ["model"], registry=r
         )
         self.item_errors = Counter(
-            "apg_item_store_errors", "Requests that needed the item store and could not read it.", ["model", "code"],
+            "apg_item_store_errors",
+            "Requests that needed the item store and got a 503, by model and code: item_store_unavailable (down, "
+            "slow), item_store_mismatch (no rows for the model's contract).",
+            ["model", "code"],
             registry=r,
-        )  # fmt: skip
+        )
         self.item_store_info = Gauge(
-            "apg_item_store_info", "The item store version a model reads (value = its items).",
-            ["model", "backend", "version", "checksum"], registry=r, multiprocess_mode="livemax",
-        )  # fmt: skip
+            "apg_item_store_info",
+            "The item store version each model reads (value = its items).",
+            ["model", "backend", "version", "checksum"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         for result in ("ok", "error"):  # exported at 0 from the start, so the first failure shows in a rate()
             self.reloads.labels(result)
         for reason in ("head_timeout", "evicted", "refused"):

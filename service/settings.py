@@ -1,55 +1,11 @@
 """Service configuration: one typed object, read from `APG_*` environment variables.
 
-| variable | default | meaning |
-|---|---|---|
-| `APG_BUNDLE` | `bundles/default` | bundle directory to serve |
-| `APG_MODELS` | unset | a model repository: serve every bundle in this directory, each under its directory's name |
-| `APG_DEFAULT_MODEL` | first name | with APG_MODELS: the model of requests that name none (and of /readyz) |
-| `APG_EXPERIMENT` | unset | a sticky two-arm split, JSON or a JSON file: `{"control", "treatment", "share", "key"}` |
-| `APG_SHADOW` | unset | models (comma list) that also score every scored request, off the hot path |
-| `APG_SHADOW_QUEUE` | `256` | shadow requests waiting at most; more are dropped and counted |
-| `APG_FEEDBACK` | `auto` | click store: `sqlite:///path`, `redis://host:port/db`, `off`; `auto`: SQLite if split |
-| `APG_DATA_DIR` | `var` | the service's own files (the SQLite feedback store) |
-| `APG_FEEDBACK_MAX_AGE_S` | `86400` | scored rows are kept this long for feedback to join (then: unknown) |
-| `APG_FEEDBACK_JOIN_WINDOW_S` | `3600` | feedback later than this after its score is answered `late` and not counted |
-| `APG_FEEDBACK_MAX_ROWS` | `1000000` | scored rows kept at most (the oldest requests go first) |
-| `APG_ONLINE_WINDOW_S` | `3600` | the sliding window of the apg_online_* gauges (per arm AUC, CTR, calibration) |
-| `APG_ITEM_STORE` | unset | ranking by id: `file://DIR` or `redis://host:port/db` (every model), or JSON {model: URL} |
-| `APG_ITEM_MISS` | `missing` | an id the store lacks: `missing` (item features missing, counted) or `error` (400) |
-| `APG_ITEM_STORE_TIMEOUT_S` | `0.2` | the longest one Redis call of the item store takes; then 503 |
-| `APG_ITEM_STORE_REFRESH_S` | `5` | seconds between checks for a newly published version of the item store |
-| `APG_PROVIDERS` | `auto` | `cpu`, `cuda`, or `auto` (CUDA when onnxruntime offers it, else CPU) |
-| `APG_CUDA_TF32` | `false` | let CUDA use TF32 matrix products (faster on large batches, scores move by ~1e-4) |
-| `APG_INTRA_OP_THREADS` | `1` | onnxruntime intra-op threads per inference (0 = onnxruntime decides) |
-| `APG_MAX_ROWS` | `4096` | rows per request; above → 413 |
-| `APG_MAX_BODY_BYTES` | `8388608` | request body size; above → 413 |
-| `APG_MAX_HEADER_BYTES` | `16384` | request line + header fields, in bytes; above → 431 and the connection closed |
-| `APG_MAX_HEADERS` | `100` | header fields per request; above → 431 |
-| `APG_BODY_TIMEOUT_S` | `10` | seconds a request body may take to arrive, read before admission; after → 408 |
-| `APG_HEAD_TIMEOUT_S` | `10` | seconds a request head may take, from accept and between keep-alive requests |
-| `APG_MAX_CONNECTIONS` | unset | open HTTP connections per worker (default 4096, or the open-file limit less 128) |
-| `APG_MAX_INFLIGHT_BODY_BYTES` | `67108864` | request-body bytes a worker holds at once; beyond → 503, unread |
-| `APG_MAX_CONCURRENCY` | `4` | onnxruntime calls running at once (more wait for a slot) |
-| `APG_MAX_QUEUE` | `64` | scoring requests a worker takes beyond MAX_CONCURRENCY, then 503 (service/admission.py) |
-| `APG_FEEDBACK_MAX_CONCURRENCY` | `2` | POST /feedback calls on the click store at once (threads of their own) |
-| `APG_FEEDBACK_MAX_QUEUE` | `32` | /feedback requests a worker takes beyond those, then 503 (their own admission) |
-| `APG_FEEDBACK_TIMEOUT_S` | `2` | the longest a /feedback request waits for the click store; then 503 |
-| `APG_FEEDBACK_RETRY_S` | `5` | seconds between attempts to open a click store that could not be (scoring serves) |
-| `APG_BATCHING` | `false` | coalesce concurrent requests into one onnxruntime call |
-| `APG_BATCH_MAX_ROWS` | `256` | micro-batch size limit (rows) |
-| `APG_BATCH_MAX_DELAY_MS` | `2.0` | longest a request waits for others to join its batch |
-| `APG_INLINE_MAX_ROWS` | `1024` | CPU calls of at most this many rows run on the event loop, not the pool (0 = never) |
-| `APG_DRAIN_GRACE_S` | `5` | after SIGTERM: seconds /readyz says 503 while requests are still served, then shutdown |
-| `APG_AUTH_TOKEN` | unset | bearer token for /score and /v2/models/*/infer; health and metrics stay open |
-| `APG_ADMIN_TOKEN` | unset | bearer token for /admin/* (never APG_AUTH_TOKEN); unset: /admin/* is off (403) |
-| `APG_BUNDLE_ROOT` | unset | where /admin/reload may load bundles (symlinks resolved); default: APG_BUNDLE's parent |
-| `APG_GRPC_PORT` | unset | also serve KServe v2 over gRPC on this port (0: any free one); unset: no gRPC |
-| `APG_GRPC_HOST` | `127.0.0.1` | the address gRPC binds (`apg serve --grpc-port` sets it to `--host`) |
-| `APG_GRPC_MAX_CALLS` | `1000` | gRPC calls in progress per worker; beyond → UNAVAILABLE (counted as 503) |
-| `APG_LOG_LEVEL` | `info` | log level of the JSON request log |
-| `APG_LOG_FEATURES` | `false` | also log raw feature values (debug only: they may be personal data) |
-| `APG_OTEL` | `false` | FastAPI's OpenTelemetry spans, metrics, logs (needs a provider); off saves a check a request |
-| `APG_WARMUP_BATCH_SIZES` | `1,8,64,256` | batch sizes run once before the service reports ready (comma list or JSON) |
+Each field is the variable `APG_<FIELD>` (`max_rows` is `APG_MAX_ROWS`), and its `description` is its documentation:
+docs/CONFIGURATION.md is generated from these fields, in their groups (`python -m scripts.docs`; a test fails when
+the two differ). A list is a comma list; an empty value of a variable that may be unset is unset. Every variable is
+read and checked once, before any worker starts (exit 2 with one line naming each wrong variable). `apg serve`'s
+`--bundle`, `--models`, `--default-model`, `--experiment`, `--shadow`, `--item-store`, `--grpc-port` and
+`--log-level` set the variables of the same names.
 """
 
 from __future__ import annotations
@@ -63,56 +19,254 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """What one `apg serve` process serves and how; every worker reads the same variables."""
+
     model_config = SettingsConfigDict(env_prefix="APG_", extra="ignore")
 
-    bundle: Path = Path("bundles/default")
-    models: Path | None = None  # a model repository; None: serve APG_BUNDLE alone
-    default_model: str | None = None
-    experiment: str | None = None  # JSON text or a file: service/experiment.py
-    shadow: Annotated[list[str], NoDecode] = []
-    shadow_queue: int = Field(256, ge=1)
-    feedback: str = "auto"
-    data_dir: Path = Path("var")
-    feedback_max_age_s: float = Field(86_400.0, gt=0)
-    feedback_join_window_s: float = Field(3_600.0, gt=0)
-    feedback_max_rows: int = Field(1_000_000, ge=1)
-    online_window_s: float = Field(3_600.0, gt=0)
-    item_store: str | None = None  # service/items: a URL for every model, or JSON {model: URL}
-    item_miss: Literal["missing", "error"] = "missing"
-    item_store_timeout_s: float = Field(0.2, gt=0)
-    item_store_refresh_s: float = Field(5.0, gt=0)
-    providers: Literal["cpu", "cuda", "auto"] = "auto"
-    cuda_tf32: bool = False
-    intra_op_threads: int = Field(1, ge=0)
-    max_rows: int = Field(4096, ge=1)
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    max_header_bytes: int = Field(16 * 1024, ge=1024)
-    max_headers: int = Field(100, ge=8)
-    body_timeout_s: float = Field(10.0, gt=0)
-    head_timeout_s: float = Field(10.0, gt=0)
-    max_connections: int | None = Field(None, ge=1)  # None: service/protocol.py connection_cap
-    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    max_concurrency: int = Field(4, ge=1)
-    max_queue: int = Field(64, ge=0)
-    feedback_max_concurrency: int = Field(2, ge=1)
-    feedback_max_queue: int = Field(32, ge=0)
-    feedback_timeout_s: float = Field(2.0, gt=0)
-    feedback_retry_s: float = Field(5.0, gt=0)
-    batching: bool = False
-    batch_max_rows: int = Field(256, ge=1)
-    batch_max_delay_ms: float = Field(2.0, ge=0.0)
-    inline_max_rows: int = Field(1024, ge=0)
-    drain_grace_s: float = Field(5.0, ge=0.0)
-    auth_token: SecretStr | None = None
-    admin_token: SecretStr | None = None  # /admin/*: this token; unset = admin API off
-    bundle_root: Path | None = None  # /admin/reload loads only bundles inside it (default: APG_BUNDLE's parent)
-    grpc_port: int | None = Field(None, ge=0, le=65535)  # KServe v2 over gRPC (service/grpc); None: off
-    grpc_host: str = "127.0.0.1"
-    grpc_max_calls: int = Field(1000, ge=1)
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    log_features: bool = False
-    otel: bool = False
-    warmup_batch_sizes: Annotated[list[int], NoDecode] = [1, 8, 64, 256]
+    # What is served
+    bundle: Path = Field(
+        Path("bundles/default"), description="The bundle directory to serve (one model; `APG_MODELS` serves several)."
+    )
+    models: Path | None = Field(
+        None,
+        description="A model repository: every bundle in this directory (one sub-directory each) is served under its "
+        "directory's name. Unset: `APG_BUNDLE` alone.",
+    )
+    default_model: str | None = Field(
+        None,
+        description="With `APG_MODELS`: the model of requests that name none, and of `/readyz`. Unset: the first name.",
+    )
+    experiment: str | None = Field(
+        None,
+        description='A sticky two-arm split, JSON or the path of a JSON file: `{"name", "control", "treatment", '
+        '"share", "key"}` (service/experiment.py). Unset: no experiment.',
+    )
+    shadow: Annotated[list[str], NoDecode] = Field(
+        [], description="Models (a comma list) that also score every scored request, off the answer's path."
+    )
+    shadow_queue: int = Field(
+        256,
+        ge=1,
+        description="Shadow requests waiting at most; beyond, dropped and counted (`apg_shadow_requests_total`).",
+    )
+    # The click store (service/feedback)
+    feedback: str = Field(
+        "auto",
+        description="The click store: `sqlite:///path/feedback.db`, `redis://host:6379/0` or `off`; `auto`: SQLite in "
+        "`APG_DATA_DIR` while an experiment runs, off otherwise.",
+    )
+    data_dir: Path = Field(
+        Path("var"),
+        description="The service's own files (the SQLite feedback store); `/var/lib/apg`, a volume, in the images. It "
+        "must be writable, or `/feedback` answers 503 while scoring goes on.",
+    )
+    feedback_max_age_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Scored rows are kept this long for feedback to join; older ones are forgotten (their feedback: "
+        "`unknown`).",
+    )
+    feedback_join_window_s: float = Field(
+        3_600.0, gt=0, description="Feedback later than this after its score is answered `late` and not counted."
+    )
+    feedback_max_rows: int = Field(
+        1_000_000, ge=1, description="Scored rows kept at most; beyond, the oldest requests are forgotten."
+    )
+    online_window_s: float = Field(
+        3_600.0,
+        gt=0,
+        description="The sliding window of the `apg_online_*` gauges (per arm: impressions, CTR, calibration, AUC, "
+        "logloss).",
+    )
+    # Ranking by id (service/items)
+    item_store: str | None = Field(
+        None,
+        description="Ranking by id (`apg serve --item-store`): the item store `apg items sync` filled, `file://DIR` or "
+        "`redis://host:port/db`, read by every model for its own contract checksum; or a JSON object "
+        '`{"model": "URL"}` per model of a repository. Checked at start: `apg serve` exits 2 naming the sync to run '
+        "when it holds no rows for a served bundle.",
+    )
+    item_miss: Literal["missing", "error"] = Field(
+        "missing",
+        description="A candidate id the store does not hold: `missing` scores it with its item features missing "
+        "(counted in `apg_item_store_misses_total`); `error` refuses the request, 400 `unknown_items` naming the ids.",
+    )
+    item_store_timeout_s: float = Field(
+        0.2,
+        gt=0,
+        description="The longest one Redis call of the item store may take (socket and connect); then 503 "
+        "`item_store_unavailable` with `Retry-After: 1` for the requests that need the store.",
+    )
+    item_store_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        description="Each worker follows a newly published store version within this many seconds (a store that "
+        "could not be opened is tried again every second).",
+    )
+    # onnxruntime
+    providers: Literal["cpu", "cuda", "auto"] = Field(
+        "auto",
+        description="Execution provider: `auto` is CUDA when onnxruntime offers it, else CPU (logged, and in "
+        "`apg_model_info`).",
+    )
+    cuda_tf32: bool = Field(
+        False,
+        description="Let CUDA use TF32 matrix products: scores moved by up to 6.6e-4 on an H200, no faster for this "
+        "model (docs/GPU.md).",
+    )
+    intra_op_threads: int = Field(
+        1, ge=0, description="onnxruntime intra-op threads per inference (0: onnxruntime decides)."
+    )
+    # Request limits
+    max_rows: int = Field(4096, ge=1, description="Rows per request; more is a 413.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Body size limit (Content-Length and streamed size); more is a 413 and the connection is closed. "
+        "Up to 64 MiB of a refused body is read and dropped first, so that clients which send the whole body before "
+        "reading (urllib, `http.client`) get the 413 rather than a connection reset; a larger declared body is "
+        "refused at once.",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Request line + header fields, in bytes; more is a 431 and the connection is closed, checked as "
+        "the bytes arrive (httptools itself has no limit).",
+    )
+    max_headers: int = Field(100, ge=8, description="Header fields per request; more is a 431.")
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request body may take to arrive (it is read before admission); then 408 and the "
+        "connection is closed.",
+    )
+    head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request head may take to arrive, from the accept and from the previous answer on a "
+        "keep-alive connection; then the connection is closed (408 when part of a head came).",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Open HTTP connections per worker (unset: 4096, or the open-file limit less 128; "
+        "service/protocol.py); one more closes the connection waiting longest for a request head, or itself when "
+        "every connection is in a request (`apg_connections_closed_total{reason}`).",
+    )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request-body bytes a worker holds at once (at least one `APG_MAX_BODY_BYTES` body); a body that "
+        "would go past it is a 503 `overloaded` with `Retry-After: 1`, refused before it is read.",
+    )
+    # Admission (service/admission.py: the one back-pressure rule)
+    max_concurrency: int = Field(4, ge=1, description="Inferences running at once; more wait for a slot.")
+    max_queue: int = Field(
+        64,
+        ge=0,
+        description="Scoring requests a worker takes beyond `APG_MAX_CONCURRENCY`; with both full the next one is a "
+        "503 `overloaded` with `Retry-After: 1` (counted as soon as its body is in, so inline inference cannot hide a "
+        "backlog). With micro-batching it also bounds a batch of one-row requests: raise it with "
+        "`APG_BATCH_MAX_ROWS`.",
+    )
+    feedback_max_concurrency: int = Field(
+        2, ge=1, description="`POST /feedback` calls on the click store at once, on threads of their own."
+    )
+    feedback_max_queue: int = Field(
+        32,
+        ge=0,
+        description="`/feedback` requests a worker takes beyond those; then 503 `overloaded` (never scoring's places).",
+    )
+    feedback_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="The longest a `/feedback` request waits for the click store (lock, socket, write buffer); then "
+        "503 `feedback_unavailable`.",
+    )
+    feedback_retry_s: float = Field(
+        5.0,
+        gt=0,
+        description="While the click store cannot be opened: seconds between attempts (scoring serves; `/feedback` "
+        "is a 503 with this `Retry-After`).",
+    )
+    # Micro-batching, the event loop, shutdown
+    batching: bool = Field(
+        False,
+        description="Micro-batching: concurrent requests coalesced into one onnxruntime call. Leave it off on CPU: "
+        "with this model it does not raise the batch-1 knee (1,600 requests/s with and without, docs/PERFORMANCE.md) "
+        "and adds its collection delay to every request, because parsing and encoding, not the model, limit a CPU "
+        "worker; it is meant for accelerators, where a call costs the same at 1 and 1,000 rows: on an H200 it "
+        "doubled the batch-1 knee with inline CUDA calls (400 → 800 requests/s) and made no difference once CUDA "
+        "calls moved to the pool (800 both; docs/GPU.md). Never mixes models in one call.",
+    )
+    batch_max_rows: int = Field(256, ge=1, description="The largest micro-batch, in rows.")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0.0, description="The longest a request waits for its micro-batch to fill."
+    )
+    inline_max_rows: int = Field(
+        1024,
+        ge=0,
+        description="Inference calls of at most this many rows run on the event loop instead of the thread pool "
+        "(saves the hand-off, −25 % latency at batch 64; docs/OPTIMISATIONS.md); larger calls, and every CUDA call "
+        "(2× the batch-1 knee on an H200, docs/GPU.md), go to the pool; 0: always the pool.",
+    )
+    drain_grace_s: float = Field(
+        5.0,
+        ge=0.0,
+        description="After SIGTERM, seconds during which `/readyz` (and `/v2/health/ready`) answer 503 while every "
+        "request is still served, so load balancers stop sending first; then the graceful shutdown (in-flight "
+        "requests finish, up to 30 s). A second SIGTERM skips the rest of the grace.",
+    )
+    # Access
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for `/score`, `/v2/models/*/infer` and gRPC ModelInfer (health and metrics stay "
+        "open; it never opens `/admin/*`). Unset: no token asked.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for `/admin/*`, its own so that scoring clients cannot swap the model. Unset: the "
+        "admin API is off (403) and only SIGHUP reloads.",
+    )
+    bundle_root: Path | None = Field(
+        None,
+        description="`/admin/reload` loads bundles only from inside this directory (symlinks resolved); any other "
+        "path is a 403 that says nothing about whether it exists, and a symlinked `bundle.json` is refused. Unset: "
+        "`APG_MODELS`, else the parent of `APG_BUNDLE`.",
+    )
+    # gRPC (service/grpc)
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also serve KServe v2 over gRPC on this port (`apg serve --grpc-port`; 0: any free one). Unset: "
+        "no gRPC.",
+    )
+    grpc_host: str = Field(
+        "127.0.0.1", description="The address gRPC binds (`apg serve --grpc-port` sets it to `--host`)."
+    )
+    grpc_max_calls: int = Field(
+        1000,
+        ge=1,
+        description="gRPC calls in progress per worker; one more is `UNAVAILABLE` (counted as a 503; probes never).",
+    )
+    # Logs, tracing, start-up
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Level of the JSON log (any case)."
+    )
+    log_features: bool = Field(
+        False,
+        description="Also log raw feature values (debug only: they may be personal data). Off, a request's log line "
+        "carries its request id, route, status, rows and duration.",
+    )
+    otel: bool = Field(
+        False,
+        description="FastAPI's built-in OpenTelemetry spans, metrics and logs (needs a configured provider); off, it "
+        "costs nothing per request.",
+    )
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
+        [1, 8, 64, 256], description="Batch sizes run once before readiness turns green (each at least 1)."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

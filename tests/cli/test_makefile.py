@@ -23,7 +23,7 @@ def make_dry_run(tmp_path: Path, *assignments: str) -> list[str]:
 
 def test_make_serve_trains_the_default_model_with_one_thread(tmp_path):
     pytest.importorskip("torch")  # `apg train`'s options come from model/'s TrainConfig
-    # Two torch threads on two cores took 35 s quiet and 685 s with the other core busy (README, quick start).
+    # Two torch threads on two cores took 35 s quiet and 685 s with the other core busy (docs/TRAINING.md).
     (train,) = [line for line in make_dry_run(tmp_path) if " train " in line]
     args = build_parser().parse_args(train.split(maxsplit=1)[1].split())
     assert args.threads == 1 and args.model == "deepfm" and args.condition == "self"
