@@ -3,23 +3,7 @@
     metrics = FeedbackMetrics(registry)                 # counters, declared once; pass to open_store(config, metrics)
     registry.register(WindowCollector(store, 3600))     # gauges of store.window(), refreshed off the scrape
 
-| name | type | labels | meaning |
-|---|---|---|---|
-| `apg_feedback_total` | counter | `outcome` | feedback items: accepted, duplicate, unknown, late, malformed |
-| `apg_feedback_recorded_rows_total` | counter | – | scored rows handed to the store |
-| `apg_feedback_dropped_rows_total` | counter | – | scored rows dropped: the write buffer was full |
-| `apg_feedback_write_errors_total` | counter | – | failed writes (each loses its batch of requests) |
-| `apg_feedback_exit_dropped_rows_total` | counter | – | scored rows still unwritten when the process stopped |
-| `apg_feedback_store_unavailable` | gauge | `reason` | 1 while the store cannot be opened or failed its last call |
-| `apg_online_window_seconds` | gauge | – | the window the gauges below cover |
-| `apg_online_impressions` | gauge | `arm`, `model` | rows scored in the window |
-| `apg_online_labelled` | gauge | `arm`, `model` | of those, rows with feedback |
-| `apg_online_clicks` | gauge | `arm`, `model` | of those, clicks |
-| `apg_online_ctr` | gauge | `arm`, `model` | clicks / labelled |
-| `apg_online_predicted_ctr` | gauge | `arm`, `model` | mean predicted click probability of the labelled rows |
-| `apg_online_calibration_ratio` | gauge | `arm`, `model` | predicted / observed CTR (1 = calibrated) |
-| `apg_online_auc` | gauge | `arm`, `model` | AUC of the labelled rows (absent without both classes) |
-| `apg_online_logloss` | gauge | `arm`, `model` | logloss of the labelled rows |
+What each one means is its help text (docs/METRICS.md is generated from them: `python -m scripts.docs`).
 
 The counters are per process (multiprocess-safe like every other counter of the service). The gauges describe the
 shared store, the same from any worker or replica: aggregate replicas with max(), not sum(). In multiprocess mode
