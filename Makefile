@@ -37,20 +37,24 @@ test-quick: setup-dev
 bundle: $(BUNDLE)/bundle.json
 
 $(BUNDLE)/bundle.json: | setup
+	@echo "== no $(BUNDLE) yet: fetching MovieLens-100K, training and exporting the default model (about 40 s)"
 	$(BIN)/apg data
 	$(BIN)/apg train $(TRAIN_ARGS) --out $(RUN)
 	$(BIN)/apg export $(RUN) --out $(BUNDLE)
 
 $(BIN)/python:
+	@echo "== creating $(VENV) (a virtual environment for everything this project installs)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch is pinned to 2.13.0 (the CPU build on the machines' disk); serving alone needs only '.[serve]'.
 $(VENV)/.setup: pyproject.toml | $(BIN)/python
+	@echo "== installing the serving, training and load-test packages (torch CPU, onnxruntime, FastAPI, ...: about a minute, ~1.5 GB)"
 	$(BIN)/python -m pip install -q -e '.[serve,train,loadtest]'
 	touch $@
 
 $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
+	@echo "== installing the test tools (pytest, ruff, tritonclient, schemathesis, locust, ...)"
 	$(BIN)/python -m pip install -q -e '.[serve,train,loadtest,dev]'
 	touch $@
 

@@ -50,6 +50,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         if action.default is None or action.default is False:
             return action.help
+        if isinstance(action.default, tuple | list):  # as it is typed on the command line, not a Python tuple
+            shown = ",".join(map(str, action.default)).replace("%", "%%")
+            return f"{action.help} (default: {shown})" if "%(default)" not in (action.help or "") else action.help
         return super()._get_help_string(action)
 
 

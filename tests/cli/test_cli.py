@@ -77,6 +77,7 @@ def test_every_subcommand_help_names_itself_and_shows_defaults(argv, capsys):
     assert code == 0
     assert out.startswith(f"usage: apg {' '.join(argv)} ")
     assert "(default: " in out or argv in (["experiment"], ["export"])  # (no option of theirs has a default)
+    assert "(default: (" not in out and "(default: [" not in out  # a list as typed (1,8,64), not a Python tuple
 
 
 def test_version_is_the_distributions(capsys):
