@@ -21,7 +21,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.admission import Admission
-from service.errors import internal_error_body
+from service.errors import clipped, internal_error_body
 from service.metrics import Metrics
 from service.routes.common import LeanRoute
 
@@ -134,6 +134,9 @@ def _access_log(scope: Scope, state: dict[str, Any], route: str, status: int, el
         "rows": state.get("rows"),
         "duration_s": round(elapsed, 6),
     }
+    if "error_code" in state:  # a refused request: which error, and the feature it names (clipped, never a value)
+        field = state.get("error_field")
+        fields["error"], fields["field"] = state["error_code"], clipped(field, 64) if isinstance(field, str) else None
     if "features" in state:  # only with APG_LOG_FEATURES=true
         fields["features"] = state["features"]
     handler = _sole_handler()

@@ -71,7 +71,7 @@ def test_one_line_per_request_without_feature_values(captured):
     assert (ok["level"], ok["logger"], ok["msg"], ok["request_id"]) == ("info", "apg.access", "request", "abc-1")
     assert (ok["method"], ok["route"], ok["status"], ok["rows"]) == ("POST", "/score", 200, 3)
     assert 0 < ok["duration_s"] < 60
-    assert (bad["status"], bad["rows"]) == (400, None)
+    assert (bad["status"], bad["rows"], bad["error"], bad["field"]) == (400, None, "empty_batch", "instances")
     assert "196" not in str(ok)  # ROWS[0]'s user id: no feature values by default
 
 
