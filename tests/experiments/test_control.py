@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.experiments.control import Plan, read_store, report, run, store_path, summarise
+from scripts.experiments.control import Plan, plot, read_store, report, run, store_path, summarise
 
 BUDGET = Plan().budget()
 
@@ -38,3 +38,5 @@ def test_a_tiny_control_runs_resumes_and_reports(tmp_path):
     assert all(r["adaptation"] for r in records if r["arm"] == "group")
     text = report(plan)
     assert "## Heterogeneity 1 (Bayes-optimal test AUC 0." in text and "| group | 2 |" in text
+    plot(plan, tmp_path / "control.png")
+    assert (tmp_path / "control.png").stat().st_size > 10_000
