@@ -126,8 +126,9 @@ def _problem(f: Field) -> str | None:
         return "'min_count' must be an integer >= 1"
     if f.max_vocab is not None and (type(f.max_vocab) is not int or f.max_vocab < 1 or f.kind == "numeric"):
         return "'max_vocab' applies to vocabulary fields only and must be an integer >= 1"
-    if f.range is not None and (f.kind != "numeric" or len(f.range) != 2 or not f.range[0] <= f.range[1]
-                                or not all(map(math.isfinite, f.range))):  # fmt: skip
+    if f.range is not None and (
+        f.kind != "numeric" or len(f.range) != 2 or not f.range[0] <= f.range[1] or not all(map(math.isfinite, f.range))
+    ):
         return "'range' applies to numeric fields and must be [low, high], finite, low <= high"
     if f.out_of_range is not None and (f.range is None or f.out_of_range not in ("clip", "refuse")):
         return "'out_of_range' needs a 'range' and is 'clip' or 'refuse'"

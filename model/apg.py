@@ -31,9 +31,11 @@ class APGConfig:
     # `help` and `choices` in the metadata become the options of `apg train` (scripts/config_args.py)
     condition: str = field(
         default="none",
-        metadata={"choices": CONDITIONS, "help": "APG condition strategy (static = control: low-rank layer with one "
-                  "learned S for all samples)"},
-    )  # fmt: skip
+        metadata={
+            "choices": CONDITIONS,
+            "help": "APG condition strategy (static = control: low-rank layer with one learned S for all samples)",
+        },
+    )
     rank: int = field(default=16, metadata={"help": "APG rank K"})
     overparam: int = field(default=0, metadata={"help": "over-parameterisation width P (0 = off; merged at export)"})
     variant: str = field(default="shared", metadata={"choices": VARIANTS, "help": "APG layer variant"})
@@ -50,9 +52,11 @@ class APGConfig:
     )
     cond_embed: bool = field(
         default=False,
-        metadata={"help": "group/mix-wise: z from embedding tables of its own (unit scale) instead of the input "
-                  "features' shared ones (with those, group-wise S_i stays ~constant: docs/results/study-ml-100k.md)"},
-    )  # fmt: skip
+        metadata={
+            "help": "group/mix-wise: z from embedding tables of its own (unit scale) instead of the input "
+            "features' shared ones (with those, group-wise S_i stays ~constant: docs/results/study-ml-100k.md)"
+        },
+    )
     cond_norm: bool = field(default=False, metadata={"help": "group/mix-wise: LayerNorm on z (no affine)"})
     gen_init_std: float = field(
         default=0.0, metadata={"help": "std of G's output layer at init (0: S_i = I exactly at the start)"}

@@ -54,9 +54,11 @@ class ScaleConfig:
     in_memory: bool = field(default=False, metadata={"help": "read a log of shards whole into memory instead"})
     sparse_embeddings: bool = field(
         default=False,
-        metadata={"help": "sparse embedding gradients: SparseAdam updates only the rows a batch touches (no weight "
-                  "decay on them), Adam the rest; large hashed tables train several times faster (one process)"},
-    )  # fmt: skip
+        metadata={
+            "help": "sparse embedding gradients: SparseAdam updates only the rows a batch touches (no weight "
+            "decay on them), Adam the rest; large hashed tables train several times faster (one process)"
+        },
+    )
 
 
 class Streamed:
@@ -100,9 +102,16 @@ class Checkpoint:
         ranks = self.dist.gather_objects({k: getattr(s, k) for k in PER_RANK})
         if self.dist.main:
             state = {k: v for k, v in asdict(s).items() if k not in (*PER_RANK, "best_state")}
-            doc = {"identity": self.identity, "world": self.dist.world, "state": state, "ranks": ranks,
-                   "best_state": s.best_state, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                   "rng": torch.get_rng_state()}  # fmt: skip
+            doc = {
+                "identity": self.identity,
+                "world": self.dist.world,
+                "state": state,
+                "ranks": ranks,
+                "best_state": s.best_state,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": torch.get_rng_state(),
+            }
             tmp = self.path.with_suffix(".tmp")
             torch.save(doc, tmp)
             tmp.replace(self.path)  # a kill -9 leaves the old checkpoint or the new one, never half of one
@@ -149,8 +158,9 @@ def prepare(cfg: TrainConfig, out: Path, dist: Dist) -> tuple[Log, Schema]:
     return (open_log(cfg.data, schema) if not dist.main else log), schema
 
 
-def train_log_run(model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, out: str | Path,
-                  progress: bool = True) -> dict:  # fmt: skip
+def train_log_run(
+    model_cfg: ModelConfig, cfg: TrainConfig, scale: ScaleConfig, out: str | Path, progress: bool = True
+) -> dict:
     """``train_run`` for a log of shards (one rank of several under torchrun). Returns the metrics on every rank."""
     out, dist = Path(out), Dist.from_env()
     identity = {"model": model_cfg.to_dict(), "train": asdict(cfg), "scale": asdict(scale) | {"nproc": 0}}

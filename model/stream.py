@@ -77,8 +77,9 @@ class TrainStream(IterableDataset):
     def loader(self, epoch: int, workers: int, skip: dict[int, int]) -> DataLoader:
         """The batches of ``epoch``; ``skip[k]``: batches worker k already delivered (a resumed epoch)."""
         self.epoch, self.workers, self.skip = epoch, max(workers, 1), dict(skip)
-        return DataLoader(self, batch_size=None, num_workers=workers, worker_init_fn=_one_thread,
-                          persistent_workers=False)  # fmt: skip
+        return DataLoader(
+            self, batch_size=None, num_workers=workers, worker_init_fn=_one_thread, persistent_workers=False
+        )
 
     def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, int]]:
         info = get_worker_info()
@@ -112,8 +113,9 @@ def _one_thread(_: int) -> None:
 
 
 @torch.no_grad()
-def score_split(model, log: Log, schema: Schema, split: str, rank: int = 0, world: int = 1,
-                batch_size: int = 8192) -> dict[str, np.ndarray]:  # fmt: skip
+def score_split(
+    model, log: Log, schema: Schema, split: str, rank: int = 0, world: int = 1, batch_size: int = 8192
+) -> dict[str, np.ndarray]:
     """This rank's share of a split scored, in a fixed order: row groups rank, rank + world, ...; each row keyed by
     (row group position, row) so that the ranks' shares merge into exactly the single-process order."""
     model.eval()

@@ -53,20 +53,26 @@ class TrainConfig:
     patience: int = field(default=2, metadata={"help": "epochs without a better validation AUC before stopping"})
     lr_decay: float = field(
         default=0.1,
-        metadata={"help": "reduce on plateau: the learning rate is multiplied by this after an epoch without a "
-                  "better validation AUC (1 = constant, as FuxiCTR's default recipe uses 0.1)"},
-    )  # fmt: skip
+        metadata={
+            "help": "reduce on plateau: the learning rate is multiplied by this after an epoch without a "
+            "better validation AUC (1 = constant, as FuxiCTR's default recipe uses 0.1)"
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "torch device to train on (cpu, cuda)"})
     threads: int = field(
         default=1,
-        metadata={"help": "torch CPU threads (per machine with --nproc). 1 is safe on a shared machine: two threads on "
-                  "two cores took 35 s quiet and 685 s with the other core busy; 2 is faster on an idle one"},
-    )  # fmt: skip
+        metadata={
+            "help": "torch CPU threads (per machine with --nproc). 1 is safe on a shared machine: two threads on "
+            "two cores took 35 s quiet and 685 s with the other core busy; 2 is faster on an idle one"
+        },
+    )
     missing_rate: float = field(
         default=0.0,
-        metadata={"help": "feature dropout: chance an optional feature is blanked per training row, so that requests "
-                  "that leave optional features out get sensible scores"},
-    )  # fmt: skip
+        metadata={
+            "help": "feature dropout: chance an optional feature is blanked per training row, so that requests "
+            "that leave optional features out get sensible scores"
+        },
+    )
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -151,8 +157,13 @@ def fit(
     while s.epoch <= cfg.epochs and not s.done:
         model.train()
         safe = source.planned(s.epoch) if checkpoint is not None else 0  # steps every rank reaches
-        bar = tqdm(total=source.planned(s.epoch), initial=s.step, desc=f"epoch {s.epoch}/{cfg.epochs}", leave=False,
-                   disable=not (progress and dist.main and sys.stderr.isatty()))  # fmt: skip
+        bar = tqdm(
+            total=source.planned(s.epoch),
+            initial=s.step,
+            desc=f"epoch {s.epoch}/{cfg.epochs}",
+            leave=False,
+            disable=not (progress and dist.main and sys.stderr.isatty()),
+        )
         started = time.perf_counter()
         with dist.join(net):
             for xb, yb, worker in source.batches(s.epoch, s.positions):
@@ -213,8 +224,9 @@ def make_optimiser(model: torch.nn.Module, cfg: TrainConfig):
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
-    return SparseAndDense([torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay),
-                           torch.optim.SparseAdam(sparse, lr=cfg.lr)])  # fmt: skip
+    return SparseAndDense(
+        [torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay), torch.optim.SparseAdam(sparse, lr=cfg.lr)]
+    )
 
 
 def sparse_embeddings(model: torch.nn.Module) -> torch.nn.Module:
@@ -229,9 +241,16 @@ def sparse_embeddings(model: torch.nn.Module) -> torch.nn.Module:
 def _end_epoch(s: TrainState, model, opt, valid: dict, totals: list[float], cfg: TrainConfig, progress: bool) -> None:
     """The epoch's history entry; the best weights kept; early stopping and the learning rate's plateau rule."""
     train_logloss = totals[0] / max(totals[1], 1)
-    s.history.append({"epoch": s.epoch, "lr": opt.param_groups[0]["lr"], "train_logloss": train_logloss,
-                      "train_rows": int(totals[1]), "train_loop_seconds": round(s.seconds, 3),
-                      **{f"valid_{k}": v for k, v in valid.items()}})  # fmt: skip
+    s.history.append(
+        {
+            "epoch": s.epoch,
+            "lr": opt.param_groups[0]["lr"],
+            "train_logloss": train_logloss,
+            "train_rows": int(totals[1]),
+            "train_loop_seconds": round(s.seconds, 3),
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
+    )
     if progress and Dist.from_env().main:
         print(f"epoch {s.epoch}: train logloss {train_logloss:.4f}  valid AUC {valid['auc']:.4f}", flush=True)
     if valid["auc"] > s.best:
@@ -250,8 +269,9 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_run(model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progress: bool = True,
-              sparse: bool = False) -> dict:  # fmt: skip
+def train_run(
+    model_cfg: ModelConfig, cfg: TrainConfig, out: str | Path, progress: bool = True, sparse: bool = False
+) -> dict:
     """Load the data, fit, evaluate on validation and test, and write the run directory. Returns the metrics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -97,10 +97,22 @@ def data_arguments(p: argparse.ArgumentParser) -> None:
 
     add_config_arguments(p, TrainConfig, only=DATA_FIELDS, overrides={"data": {"metavar": "DATA"}}, title="data")
     sub = p.add_subparsers(dest="data_command", metavar="{synth,convert}", parser_class=LazyParser)
-    add_command(sub, "synth", "a synthetic Criteo-shaped CTR log with a known click model, as Parquet shards",
-                "scripts.data.synth:add_arguments", "scripts.data.synth:run_from_args", "train")  # fmt: skip
-    add_command(sub, "convert", "a CSV/TSV file streamed into Parquet shards with row groups (for --data DIR)",
-                "scripts.data.convert:add_arguments", "scripts.data.convert:run_from_args", "train")  # fmt: skip
+    add_command(
+        sub,
+        "synth",
+        "a synthetic Criteo-shaped CTR log with a known click model, as Parquet shards",
+        "scripts.data.synth:add_arguments",
+        "scripts.data.synth:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "convert",
+        "a CSV/TSV file streamed into Parquet shards with row groups (for --data DIR)",
+        "scripts.data.convert:add_arguments",
+        "scripts.data.convert:run_from_args",
+        "train",
+    )
 
 
 def cmd_data(args) -> int:
@@ -260,45 +272,92 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
     drivers = "scripts.experiments.drivers"
     for name, doc in EXPERIMENTS.items():
         add_command(sub, name, doc, f"{drivers}:add_arguments", f"{drivers}:run_from_args", "train")
-    add_command(sub, "complexity", "APG vs static MLP: parameters, ONNX size, onnxruntime latency",
-                "scripts.experiments.complexity:add_arguments", "scripts.experiments.complexity:run_from_args",
-                "train")  # fmt: skip
-    add_command(sub, "study", "the paired APG study (issue 11): ML-1M, paired seeds, adaptation, calibration",
-                "scripts.experiments.study:add_arguments", "scripts.experiments.study:run_from_args",
-                "train")  # fmt: skip
-    add_command(sub, "tune", "equal-budget Optuna search per arm (issue 11): validation AUC, best configs for study",
-                "scripts.experiments.tune:add_arguments", "scripts.experiments.tune:run_from_args",
-                "train")  # fmt: skip
-    add_command(sub, "cold-users", "cold start (issue 11): held-out users with 1-5 training interactions, a trained "
-                "rare-user row; base vs group- vs self-wise APG by activity, paired seeds",
-                "scripts.experiments.coldstart:add_arguments", "scripts.experiments.coldstart:run_from_args",
-                "train")  # fmt: skip
-    add_command(sub, "control", "APG's positive control (issue 24): the synthetic log at heterogeneity 0 and 1, base "
-                "vs self- vs group-wise (the teacher's segment) vs static-S, paired seeds, share of the gap to Bayes",
-                "scripts.experiments.control:add_arguments", "scripts.experiments.control:run_from_args",
-                "train")  # fmt: skip
-    add_command(sub, "report", "render docs/RESULTS.md and its plots from the recorded runs",
-                "scripts.experiments.results_report:add_arguments",
-                "scripts.experiments.results_report:run_from_args", "train")  # fmt: skip
+    add_command(
+        sub,
+        "complexity",
+        "APG vs static MLP: parameters, ONNX size, onnxruntime latency",
+        "scripts.experiments.complexity:add_arguments",
+        "scripts.experiments.complexity:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "study",
+        "the paired APG study (issue 11): ML-1M, paired seeds, adaptation, calibration",
+        "scripts.experiments.study:add_arguments",
+        "scripts.experiments.study:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "tune",
+        "equal-budget Optuna search per arm (issue 11): validation AUC, best configs for study",
+        "scripts.experiments.tune:add_arguments",
+        "scripts.experiments.tune:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "cold-users",
+        "cold start (issue 11): held-out users with 1-5 training interactions, a trained "
+        "rare-user row; base vs group- vs self-wise APG by activity, paired seeds",
+        "scripts.experiments.coldstart:add_arguments",
+        "scripts.experiments.coldstart:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "control",
+        "APG's positive control (issue 24): the synthetic log at heterogeneity 0 and 1, base "
+        "vs self- vs group-wise (the teacher's segment) vs static-S, paired seeds, share of the gap to Bayes",
+        "scripts.experiments.control:add_arguments",
+        "scripts.experiments.control:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
+        "report",
+        "render docs/RESULTS.md and its plots from the recorded runs",
+        "scripts.experiments.results_report:add_arguments",
+        "scripts.experiments.results_report:run_from_args",
+        "train",
+    )
 
 
 def items_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="items", required=True, metavar="{sync}", parser_class=LazyParser)
-    add_command(sub, "sync", "encode an item catalogue (CSV/Parquet) with the bundle's own encoder and publish it "
-                "to the store (file://DIR or redis://...), keyed by the bundle's contract checksum",
-                "scripts.items.sync:add_arguments", "scripts.items.sync:run_from_args", "serve")  # fmt: skip
+    add_command(
+        sub,
+        "sync",
+        "encode an item catalogue (CSV/Parquet) with the bundle's own encoder and publish it "
+        "to the store (file://DIR or redis://...), keyed by the bundle's contract checksum",
+        "scripts.items.sync:add_arguments",
+        "scripts.items.sync:run_from_args",
+        "serve",
+    )
 
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     """`apg bench [OPTIONS]`, and `apg bench peers`: Triton and KServe as measured peers (issue 15)."""
     load("scripts.bench.harness:add_arguments")(p)
     sub = p.add_subparsers(dest="bench", metavar="{peers,training}", parser_class=LazyParser)
-    add_command(sub, "peers", "Triton and KServe vs the service's v2 routes over HTTP and gRPC (issue 15)",
-                "scripts.bench.peers:add_arguments", "scripts.bench.peers:run_from_args",
-                "serve,loadtest")  # fmt: skip
-    add_command(sub, "training", "training on a log of shards: generator, fit, rows/s in memory vs streamed vs "
-                "--nproc 2, peak RSS against the log's size, hashed vs vocabulary ids (issue 22)",
-                "scripts.bench.training:add_arguments", "scripts.bench.training:run_from_args", "train")  # fmt: skip
+    add_command(
+        sub,
+        "peers",
+        "Triton and KServe vs the service's v2 routes over HTTP and gRPC (issue 15)",
+        "scripts.bench.peers:add_arguments",
+        "scripts.bench.peers:run_from_args",
+        "serve,loadtest",
+    )
+    add_command(
+        sub,
+        "training",
+        "training on a log of shards: generator, fit, rows/s in memory vs streamed vs "
+        "--nproc 2, peak RSS against the log's size, hashed vs vocabulary ids (issue 22)",
+        "scripts.bench.training:add_arguments",
+        "scripts.bench.training:run_from_args",
+        "train",
+    )
 
 
 @dataclass(frozen=True)
@@ -325,28 +384,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=LazyParser)
     add_command(sub, "data", "fetch + verify + describe the dataset", data_arguments, cmd_data, "train")
-    add_command(sub, "train", "train a model; writes model.pt, schema.json, metrics.json to --out",
-                train_arguments, cmd_train, "train")  # fmt: skip
-    add_command(sub, "export", "run directory -> ONNX bundle (prints the parity figures)",
-                export_arguments, cmd_export, "train")  # fmt: skip
-    add_command(sub, "serve", "serve a bundle over HTTP (FastAPI + onnxruntime; no torch)",
-                "service.command:add_arguments", cmd_serve, "serve")  # fmt: skip
-    add_command(sub, "items", "the item store: `apg items sync` encodes a catalogue with a bundle's encoder into a "
-                "file snapshot or Redis, so that ranking requests name candidates by id",
-                items_arguments, None, "serve")  # fmt: skip
-    add_command(sub, "loadtest", "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
-                "scripts.loadtest.args:add_arguments", "scripts.loadtest.command:run_from_args",
-                "loadtest")  # fmt: skip
-    add_command(sub, "abtest", "replay held-out rows through a running service as A/B traffic, post their labels as"
-                " feedback; per-arm online AUC/CTR/calibration/latency with CIs",
-                "scripts.abtest.command:add_arguments", "scripts.abtest.command:run_from_args",
-                "loadtest")  # fmt: skip
-    add_command(sub, "bench", "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch",
-                bench_arguments, "scripts.bench.harness:run_from_args", "serve,loadtest")  # fmt: skip
-    add_command(sub, "experiment", "reproduce the paper's claims (select, auc, ..., all), complexity, report",
-                experiment_arguments, None, "train",
-                description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md "
-                "by `apg experiment report`. `apg experiment NAME --help` lists each one's options.")  # fmt: skip
+    add_command(
+        sub,
+        "train",
+        "train a model; writes model.pt, schema.json, metrics.json to --out",
+        train_arguments,
+        cmd_train,
+        "train",
+    )
+    add_command(
+        sub, "export", "run directory -> ONNX bundle (prints the parity figures)", export_arguments, cmd_export, "train"
+    )
+    add_command(
+        sub,
+        "serve",
+        "serve a bundle over HTTP (FastAPI + onnxruntime; no torch)",
+        "service.command:add_arguments",
+        cmd_serve,
+        "serve",
+    )
+    add_command(
+        sub,
+        "items",
+        "the item store: `apg items sync` encodes a catalogue with a bundle's encoder into a "
+        "file snapshot or Redis, so that ranking requests name candidates by id",
+        items_arguments,
+        None,
+        "serve",
+    )
+    add_command(
+        sub,
+        "loadtest",
+        "open-loop load against a loopback URL (p50…p99.9, achieved rate, knee sweep)",
+        "scripts.loadtest.args:add_arguments",
+        "scripts.loadtest.command:run_from_args",
+        "loadtest",
+    )
+    add_command(
+        sub,
+        "abtest",
+        "replay held-out rows through a running service as A/B traffic, post their labels as"
+        " feedback; per-arm online AUC/CTR/calibration/latency with CIs",
+        "scripts.abtest.command:add_arguments",
+        "scripts.abtest.command:run_from_args",
+        "loadtest",
+    )
+    add_command(
+        sub,
+        "bench",
+        "service vs in-process onnxruntime floor, thin FastAPI reference, micro-batching, torch",
+        bench_arguments,
+        "scripts.bench.harness:run_from_args",
+        "serve,loadtest",
+    )
+    add_command(
+        sub,
+        "experiment",
+        "reproduce the paper's claims (select, auc, ..., all), complexity, report",
+        experiment_arguments,
+        None,
+        "train",
+        description="Resumable experiment drivers; results in docs/results/, rendered into docs/RESULTS.md "
+        "by `apg experiment report`. `apg experiment NAME --help` lists each one's options.",
+    )
     return p
 
 

@@ -110,8 +110,12 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
     app.router.routes[:0] = [
-        *score.router.routes, *v2.scoring.routes, *v2.router.routes, *feedback.router.routes, *health.router.routes
-    ]  # fmt: skip
+        *score.router.routes,
+        *v2.scoring.routes,
+        *v2.router.routes,
+        *feedback.router.routes,
+        *health.router.routes,
+    ]
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware, metrics=metrics, admission=app.state.admission, feedback=app.state.feedback_admission

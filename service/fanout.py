@@ -106,8 +106,10 @@ class ReloadFanout:
                 log.warning(
                     "%s holds graph %s, not the announced %s (changed since): serving it and announcing it, so that"
                     " every worker serves the same one",
-                    wanted["bundle"], model.bundle.checksum[:12], wanted["checksum"][:12],
-                )  # fmt: skip
+                    wanted["bundle"],
+                    model.bundle.checksum[:12],
+                    wanted["checksum"][:12],
+                )
                 self.announce(model)
         if failed:
             self._retry_at = time.monotonic() + RETRY_S

@@ -333,5 +333,8 @@ class Runtime:
         self.metrics.set_model(model.name, model.version, model.bundle.checksum, model.provider, slot)
         log.info(
             "serving %s version %s on %s (%s)",
-            model.name, model.version, model.provider, model.graph.name,
-        )  # fmt: skip
+            model.name,
+            model.version,
+            model.provider,
+            model.graph.name,
+        )

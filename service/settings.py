@@ -368,6 +368,8 @@ def _item_store_urls(value: str) -> str | dict[str, str]:
             raise ValueError('APG_ITEM_STORE: a JSON object maps model names to URLs: {"deepfm": "file://items"}')
     for url in [urls] if isinstance(urls, str) else urls.values():
         if not url.startswith(ITEM_STORE_SCHEMES):
-            raise ValueError(f"APG_ITEM_STORE: {url.partition('://')[0]!r} stores are not known: use file://DIR or "
-                             "redis://host:port/db")  # fmt: skip
+            raise ValueError(
+                f"APG_ITEM_STORE: {url.partition('://')[0]!r} stores are not known: use file://DIR or "
+                "redis://host:port/db"
+            )
     return urls

@@ -24,10 +24,19 @@ MAX_NAME = 256  # characters of an input's name
 # v2 datatype → little-endian numpy dtype of its binary form
 NUMPY = {
     "BOOL": "?",
-    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BF16": "<u2",
-}  # fmt: skip
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "BF16": "<u2",
+}
 
 
 def decode_inputs(

@@ -93,12 +93,24 @@ def schema() -> dict:
             {"name": "age", "kind": "numeric", "source": "age", "edges": [18, 25, 35, 45]},
             {"name": "score_hint", "kind": "numeric", "source": "score_hint", "edges": [0.1, 0.5, 0.9]},
             {"name": "zip_prefix", "kind": "categorical", "source": "zip_code", "prefix": 2, "vocab": ["55", "60"]},
-            {"name": "genres", "kind": "multi", "source": "genres", "sep": "|", "max_len": 6,
-             "vocab": ["Drama", "Comedy", "Action", "War"]},
-            {"name": "user_activity", "kind": "categorical", "source": "user_id", "vocab": ["0", "1"],
-             "mapping": {"7": "1", "8": "0"}, "mapping_default": "0"},
+            {
+                "name": "genres",
+                "kind": "multi",
+                "source": "genres",
+                "sep": "|",
+                "max_len": 6,
+                "vocab": ["Drama", "Comedy", "Action", "War"],
+            },
+            {
+                "name": "user_activity",
+                "kind": "categorical",
+                "source": "user_id",
+                "vocab": ["0", "1"],
+                "mapping": {"7": "1", "8": "0"},
+                "mapping_default": "0",
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture

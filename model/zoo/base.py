@@ -54,8 +54,9 @@ class CTRModel(nn.Module):
     def make_tower(self, in_dim: int) -> nn.Module:
         """A static MLP, or an APG MLP when the config enables APG (variants are configuration, not copies)."""
         if self.cfg.apg.enabled:
-            return APGMLP(in_dim, self.cfg.hidden, self.condition.dim, self.cfg.apg, self.cfg.dropout,
-                          self.cfg.batch_norm)  # fmt: skip
+            return APGMLP(
+                in_dim, self.cfg.hidden, self.condition.dim, self.cfg.apg, self.cfg.dropout, self.cfg.batch_norm
+            )
         return MLP(in_dim, self.cfg.hidden, self.cfg.dropout, self.cfg.batch_norm)
 
     def logit(self, x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -67,11 +67,17 @@ def run_from_args(args) -> int:
         result = replay(client, requests, args.feedback_delay, args.feedback_batch, progress=not args.quiet)
     report = summarise(result.answers, args.baseline, args.bootstrap, args.seed)
     report.update(
-        data=args.data, split=args.split, split_seed=args.split_seed, part=args.part, run_id=result.run_id,
-        requests_sent=len(requests), failures=dict(result.failures), feedback=dict(result.feedback),
+        data=args.data,
+        split=args.split,
+        split_seed=args.split_seed,
+        part=args.part,
+        run_id=result.run_id,
+        requests_sent=len(requests),
+        failures=dict(result.failures),
+        feedback=dict(result.feedback),
         feedback_errors=dict(result.feedback_errors),
         command=getattr(args, "command_line", None),
-    )  # fmt: skip
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "abtest.json").write_text(json.dumps(report, indent=1))

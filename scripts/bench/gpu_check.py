@@ -64,9 +64,11 @@ def in_process(models: dict, rows: list[dict], sizes: list[int], budget: Budget)
             lat, wall = timed(model.run, [feeds], budget)
             cell[name] = stats(lat, wall, size)
         out[size] = cell
-        print(f"  batch {size:>6}: |cuda-cpu| {cell['max_abs_diff']:.2e}, rows/s " + ", ".join(
-            f"{n} {cell[n]['rows_per_s']:,.0f}" for n in models
-        ), flush=True)  # fmt: skip
+        print(
+            f"  batch {size:>6}: |cuda-cpu| {cell['max_abs_diff']:.2e}, rows/s "
+            + ", ".join(f"{n} {cell[n]['rows_per_s']:,.0f}" for n in models),
+            flush=True,
+        )
     return out
 
 
@@ -104,8 +106,11 @@ def over_http(
                     lat, wall = timed(lambda r: conn.request(r), [raw], budget)
                     cells[size] = {"max_abs_diff": diff, **stats(lat, wall, size)}
                     c = cells[size]
-                    print(f"  {name} batch {size:>6}: |served-cpu| {diff:.2e}, {c['rows_per_s']:,.0f} rows/s, "
-                          f"p50 {c['p50_ms']:.3f} ms", flush=True)  # fmt: skip
+                    print(
+                        f"  {name} batch {size:>6}: |served-cpu| {diff:.2e}, {c['rows_per_s']:,.0f} rows/s, "
+                        f"p50 {c['p50_ms']:.3f} ms",
+                        flush=True,
+                    )
             result[name] = {"provider": ready["model"]["provider"], "batches": cells}
     return result
 
@@ -116,8 +121,13 @@ def batching_sweep(bundle: Path, out: Path, cuda: bool, rates: list[float], dura
     from scripts.bench.measure import sweep_batching
 
     schema, _ = read_schema(bundle)
-    env = {**os.environ, "APG_PROVIDERS": "cuda" if cuda else "cpu", "APG_INTRA_OP_THREADS": "1",
-           "APG_LOG_LEVEL": "warning", "APG_CUDA_TF32": str(tf32).lower()}  # fmt: skip
+    env = {
+        **os.environ,
+        "APG_PROVIDERS": "cuda" if cuda else "cpu",
+        "APG_INTRA_OP_THREADS": "1",
+        "APG_LOG_LEVEL": "warning",
+        "APG_CUDA_TF32": str(tf32).lower(),
+    }
     with Servers(out / "logs") as servers:
         for mode in ("off", "on"):
             batching = {"APG_BATCHING": "true" if mode == "on" else "false"}
@@ -163,8 +173,11 @@ def report(doc: dict) -> str:
                 )
     if doc.get("batching"):
         b = doc["batching"]
-        lines += ["", f"Batch-1 knee (p99 <= 10 ms), service on {doc['cuda_provider']}: micro-batching off "
-                  f"{b['off']['knee_rate']} requests/s, on {b['on']['knee_rate']} requests/s."]  # fmt: skip
+        lines += [
+            "",
+            f"Batch-1 knee (p99 <= 10 ms), service on {doc['cuda_provider']}: micro-batching off "
+            f"{b['off']['knee_rate']} requests/s, on {b['on']['knee_rate']} requests/s.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -213,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "gpu-check.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (args.out / "gpu-check.md").write_text(report(doc))
     print(report(doc))
-    worst = max([c["max_abs_diff"] for c in doc["in_process"].values()] + [
-        c["max_abs_diff"] for s in doc.get("http", {}).values() for c in s["batches"].values()
-    ])  # fmt: skip
+    worst = max(
+        [c["max_abs_diff"] for c in doc["in_process"].values()]
+        + [c["max_abs_diff"] for s in doc.get("http", {}).values() for c in s["batches"].values()]
+    )
     if worst > args.atol:
         print(f"parity FAILED: max |difference| {worst:.2e} > --atol {args.atol:g}", file=sys.stderr)
         return 1

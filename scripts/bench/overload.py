@@ -48,9 +48,16 @@ def measure(pid: int, port: int, requests: list[bytes], seconds: float) -> dict:
     s = knee["cpu_s"] / max(knee["scored"], 1)
     r = (over["cpu_s"] - over["scored"] * s) / max(over["refused"], 1)
     per_cpu = (over["scored"] / max(over["cpu_s"], 1e-3)) / (knee["scored"] / max(knee["cpu_s"], 1e-3))
-    return {"K": knee["goodput"], "3K goodput": over["goodput"], "refused": over["refused"], "s_us": s * 1e6,
-            "r_us": r * 1e6, "r/s": r / s, "goodput 3K/K": over["goodput"] / knee["goodput"],
-            "per CPU s 3K/K": per_cpu}  # fmt: skip
+    return {
+        "K": knee["goodput"],
+        "3K goodput": over["goodput"],
+        "refused": over["refused"],
+        "s_us": s * 1e6,
+        "r_us": r * 1e6,
+        "r/s": r / s,
+        "goodput 3K/K": over["goodput"] / knee["goodput"],
+        "per CPU s 3K/K": per_cpu,
+    }
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:

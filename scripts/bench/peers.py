@@ -49,8 +49,13 @@ from scripts.bench.saturate import saturate
 
 TOLERANCE = 1e-6
 GRPC = {"service-grpc": "service", **triton_peer.GRPC}  # measured over gRPC → the process that serves it
-SERVERS = ("service", "service-grpc", *(n for t in triton_peer.ONE_STEP for n in (t, f"{t}-grpc")),
-           *(v for v in triton_peer.VARIANTS if v not in triton_peer.ONE_STEP), "kserve")  # fmt: skip
+SERVERS = (
+    "service",
+    "service-grpc",
+    *(n for t in triton_peer.ONE_STEP for n in (t, f"{t}-grpc")),
+    *(v for v in triton_peer.VARIANTS if v not in triton_peer.ONE_STEP),
+    "kserve",
+)
 
 
 @dataclass(frozen=True)

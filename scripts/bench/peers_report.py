@@ -94,8 +94,11 @@ def _tables(doc: dict) -> list[str]:
     lines += header(names) + [f"| {b} | " + " | ".join(cell(n, b) for n in names) + " |" for b in sizes]
     lines += ["", "### Latency per request, p50 / p99 (ms)", "", *header(names)]
     for b in sizes:
-        lines.append(f"| {b} | " + " | ".join(f"{closed[n][b]['p50_ms']:.3f} / {closed[n][b]['p99_ms']:.3f}"
-                                             for n in names) + " |")  # fmt: skip
+        lines.append(
+            f"| {b} | "
+            + " | ".join(f"{closed[n][b]['p50_ms']:.3f} / {closed[n][b]['p99_ms']:.3f}" for n in names)
+            + " |"
+        )
     lines += ["", f"### Batch 1 saturated: {sat['connections']} requests in flight (requests/s)", ""]
     lines += header(names, "in flight")
     lines.append(f"| {sat['connections']} | " + " | ".join(f"{sat[n]['requests_per_s']:,.0f}" for n in names) + " |")
@@ -154,10 +157,13 @@ def targets(doc: dict) -> list[str]:
             (f"{ours} ahead of {t}{suffix} at batch {b}", ratio(t + suffix, b), 1.0) for t in ONE_STEP for b in sizes
         ]
         rows += [
-            (f"{ours} ahead of {t}{suffix} at batch 1, {sat['connections']} in flight",
-             sat[ours]["requests_per_s"] / sat[t + suffix]["requests_per_s"], 1.0)
+            (
+                f"{ours} ahead of {t}{suffix} at batch 1, {sat['connections']} in flight",
+                sat[ours]["requests_per_s"] / sat[t + suffix]["requests_per_s"],
+                1.0,
+            )
             for t in ONE_STEP
-        ]  # fmt: skip
+        ]
     out = ["", "### Targets of issue 15 (our v2 routes / peer, rows/s)", "", "| target | ratio | met |"]
     return (
         out

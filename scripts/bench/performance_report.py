@@ -119,16 +119,24 @@ def targets(doc: dict) -> list[dict]:
         ),
     ]
     rows += [
-        (f"v2-json at batch {b}: rows/s >= {bound:g}x MLServer's v2 endpoint (same requests)",
-         cell("v2-json", b, "ratio_to_mlserver"), bound, ">=")
+        (
+            f"v2-json at batch {b}: rows/s >= {bound:g}x MLServer's v2 endpoint (same requests)",
+            cell("v2-json", b, "ratio_to_mlserver"),
+            bound,
+            ">=",
+        )
         for b, bound in ((1, 2.0), (1024, 1.3))
-    ]  # fmt: skip
+    ]
     machine = doc.get("whole_machine") or {}
     rows += [
-        (f"whole machine, 2 workers, {p} at batch 1024: rows/s >= 0.9x the 2-thread floor",
-         machine.get(p, {}).get("ratio_to_floor") if machine.get("workers") == 2 else None, 0.9, ">=")
+        (
+            f"whole machine, 2 workers, {p} at batch 1024: rows/s >= 0.9x the 2-thread floor",
+            machine.get(p, {}).get("ratio_to_floor") if machine.get("workers") == 2 else None,
+            0.9,
+            ">=",
+        )
         for p in ("score-columns", "v2-binary")
-    ]  # fmt: skip
+    ]
     out = []
     for text, value, bound, op in rows:
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)

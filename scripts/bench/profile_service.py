@@ -55,8 +55,10 @@ def request_body(bundle: Path, body: str, batch: int) -> tuple[str, bytes]:
     rows = sampler.rows(batch)
     if body == "ranking":  # the first row's user side as the context, every row's item side as a candidate
         user = {k for k in rows[0] if "user" in k or k in ("age", "gender", "occupation", "zip_code")}
-        payload = {"context": {k: rows[0][k] for k in user}, "candidates": [{k: r[k] for k in r if k not in user}
-                   for r in rows]}  # fmt: skip
+        payload = {
+            "context": {k: rows[0][k] for k in user},
+            "candidates": [{k: r[k] for k in r if k not in user} for r in rows],
+        }
         return "/score", orjson.dumps(payload)
     return ("/score" if body in ("rows", "columns") else "/v2/models/{name}/infer"), encode_body(
         rows, body, sampler.numeric
@@ -65,9 +67,20 @@ def request_body(bundle: Path, body: str, batch: int) -> tuple[str, bytes]:
 
 def scope(path: str, body: bytes) -> dict:
     headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
 
 
 async def drive(app, path: str, body: bytes, requests: int, rounds: int, profile: bool) -> tuple[float, str]:
@@ -215,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     path = path.replace("{name}", model)
     best, text = asyncio.run(drive(app, path, body, args.requests, args.rounds, args.profile))
     name = "thin reference" if args.thin else "service"
-    print(f"{name}, {args.body} body, batch {args.batch}: {best * 1e6:.1f} µs per request in process "
-          f"({args.batch / best:,.0f} rows/s), best of {args.rounds} x {args.requests}")  # fmt: skip
+    print(
+        f"{name}, {args.body} body, batch {args.batch}: {best * 1e6:.1f} µs per request in process "
+        f"({args.batch / best:,.0f} rows/s), best of {args.rounds} x {args.requests}"
+    )
     if text:
         print(text)
     return 0

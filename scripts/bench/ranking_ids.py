@@ -135,8 +135,10 @@ async def loop_blocking(store, batches: list[str], way: str, calls: int = 300) -
     await task
     pool.shutdown()
     ms = 1e3 * np.asarray(gaps)
-    return {"lookup_p50_ms": round(1e3 * float(np.median(latency[calls // 5 :])), 4),
-            "loop_gap_p99_ms": round(float(np.percentile(ms, 99)), 4)}  # fmt: skip
+    return {
+        "lookup_p50_ms": round(1e3 * float(np.median(latency[calls // 5 :])), 4),
+        "loop_gap_p99_ms": round(float(np.percentile(ms, 99)), 4),
+    }
 
 
 def requests(catalogue: Catalogue, n: int, pool: int, seed: int) -> dict:

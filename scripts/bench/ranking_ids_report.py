@@ -35,8 +35,17 @@ def table(doc: dict) -> tuple[str, list[str], list[list[str]]]:
         f"Ranking by item id: one user ({', '.join(doc['context'])}) against N candidates; their item features "
         f"({', '.join(doc['items'])}) in the body (full) or from the item store ({doc['catalogue_items']:,} items)"
     )
-    head = ["N", "path", "request bytes", "bytes vs full", "p50 / p99 (ms)", "rows/s", "ratio to floor",
-            "vs full", "lookup ms (share of request)"]  # fmt: skip
+    head = [
+        "N",
+        "path",
+        "request bytes",
+        "bytes vs full",
+        "p50 / p99 (ms)",
+        "rows/s",
+        "ratio to floor",
+        "vs full",
+        "lookup ms (share of request)",
+    ]
     rows = []
     for n, cell in doc["by_n"].items():
         fl = cell["floor"]
@@ -44,9 +53,19 @@ def table(doc: dict) -> tuple[str, list[str], list[list[str]]]:
         for p in (p for p in PATHS if p in cell):
             c = cell[p]
             share = f"{c['lookup_ms']:.3f} ({100 * c['lookup_share']:.1f} %)" if "lookup_ms" in c else "-"
-            rows.append([n, p, f"{c['request_bytes']:,}", f"{c.get('bytes_vs_full', 1):.3f}", _pp(c),
-                         f"{c['rows_per_s'] / 1e3:.1f}k", f"{c['ratio_to_floor']:.3f}",
-                         f"{c.get('ratio_to_full', 1):.2f}x", share])  # fmt: skip
+            rows.append(
+                [
+                    n,
+                    p,
+                    f"{c['request_bytes']:,}",
+                    f"{c.get('bytes_vs_full', 1):.3f}",
+                    _pp(c),
+                    f"{c['rows_per_s'] / 1e3:.1f}k",
+                    f"{c['ratio_to_floor']:.3f}",
+                    f"{c.get('ratio_to_full', 1):.2f}x",
+                    share,
+                ]
+            )
     return title, head, rows
 
 
@@ -127,8 +146,12 @@ def _stages(doc: dict) -> list[str]:
     n = max(doc["by_n"], key=int)
     cell = doc["by_n"][n]
     head = ["path", "request", "parse", "preprocess", "of which lookup", "inference", "the rest"]
-    out = [f"### Where a request's time goes at {int(n):,} candidates: the service's own mean ms per request", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    out = [
+        f"### Where a request's time goes at {int(n):,} candidates: the service's own mean ms per request",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for p in (p for p in PATHS if f"{p}-stages" in cell):
         st = cell[f"{p}-stages"]
         rest = st["request"] - st.get("parse", 0) - st.get("preprocess", 0) - st.get("inference", 0)
@@ -139,8 +162,10 @@ def _stages(doc: dict) -> list[str]:
 
 
 def _loop_line(kind: str, ways: dict) -> str:
-    cells = [f"{way} {w['lookup_p50_ms']:.3f} ms a lookup, loop gap p99 {w['loop_gap_p99_ms']:.3f} ms" for way, w in
-             ways.items()]  # fmt: skip
+    cells = [
+        f"{way} {w['lookup_p50_ms']:.3f} ms a lookup, loop gap p99 {w['loop_gap_p99_ms']:.3f} ms"
+        for way, w in ways.items()
+    ]
     return f"{kind}: " + ", ".join(cells)
 
 

@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.bundle, Settings(providers="cpu"))
         feeds = model.encoder.encode_rows(model.encoder.example_rows(1))
         run = lambda: model.run(feeds)  # noqa: E731
-    uvicorn.run(bare_app(run), host=args.host, port=args.port, loop="auto", http="auto", log_level="warning",
-                access_log=False)  # fmt: skip
+    uvicorn.run(
+        bare_app(run), host=args.host, port=args.port, loop="auto", http="auto", log_level="warning", access_log=False
+    )
     return 0
 
 

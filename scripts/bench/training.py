@@ -101,10 +101,13 @@ class Bench:
 
     def gen(self) -> dict:
         _, summary = self.log(self.rows)  # writing rows/s, and the whole command's (tables and schema included)
-        return {"rows": self.rows, "seconds": round(summary["wall_seconds"], 2),
-                "table_build_seconds": round(summary["build_seconds"], 2),
-                "rows_per_second": round(summary["rows_per_s"]),
-                "rows_per_second_whole": round(self.rows / summary["wall_seconds"])}  # fmt: skip
+        return {
+            "rows": self.rows,
+            "seconds": round(summary["wall_seconds"], 2),
+            "table_build_seconds": round(summary["build_seconds"], 2),
+            "rows_per_second": round(summary["rows_per_s"]),
+            "rows_per_second_whole": round(self.rows / summary["wall_seconds"]),
+        }
 
     def fit(self) -> dict:
         from features import Schema
@@ -134,11 +137,17 @@ class Bench:
             rps = h["train_rows"] / h["train_loop_seconds"]
             procs = metrics.get("processes", 1)
             out[f"{model}+{apg} {trainer}"] = {
-                "model": model, "apg": apg, "trainer": trainer, "processes": procs,
-                "rows_per_second": round(rps), "rows_per_second_per_process": round(rps / procs),
-                "peak_rss_mb": peak, "valid_auc": round(h["valid_auc"], 4),
-                "loadavg_before": round(load, 2), "loadavg_after": round(os.getloadavg()[0], 2),
-            }  # fmt: skip
+                "model": model,
+                "apg": apg,
+                "trainer": trainer,
+                "processes": procs,
+                "rows_per_second": round(rps),
+                "rows_per_second_per_process": round(rps / procs),
+                "peak_rss_mb": peak,
+                "valid_auc": round(h["valid_auc"], 4),
+                "loadavg_before": round(load, 2),
+                "loadavg_after": round(os.getloadavg()[0], 2),
+            }
             print(f"  {model}+{apg:4s} {trainer:26s} {rps:9.0f} rows/s  peak {peak} MB", flush=True)
             self.save()
         return out
@@ -166,9 +175,30 @@ class Bench:
         return {**out, "ratio": round(big / small, 3)}
 
     def apg_train(self, log_dir: Path, run: Path, model: str, apg: str, extra: list[str]) -> tuple[dict, float]:
-        cmd = [sys.executable, "-m", "scripts.cli", "train", "--data", str(log_dir), "--model", model, "--apg", apg,
-               "--epochs", "1", "--batch-size", str(self.batch_size), "--threads", "1", "--quiet",
-               "--checkpoint-steps", "0", "--out", str(run), *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "scripts.cli",
+            "train",
+            "--data",
+            str(log_dir),
+            "--model",
+            model,
+            "--apg",
+            apg,
+            "--epochs",
+            "1",
+            "--batch-size",
+            str(self.batch_size),
+            "--threads",
+            "1",
+            "--quiet",
+            "--checkpoint-steps",
+            "0",
+            "--out",
+            str(run),
+            *extra,
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
         peak = watch_rss(proc)
         if proc.returncode != 0:
@@ -179,8 +209,10 @@ class Bench:
         """The vocabulary's cost alone: the graph is the same size either way (its embedding has a row per id or
         per bucket), so this measures bundle.json and what reading it builds in a serving process."""
         out = {}
-        for name, field in (("vocabulary", {"vocab": [f"{i:08x}" for i in range(10**6)]}),
-                            ("hashed", {"hash_buckets": 2**17})):  # fmt: skip
+        for name, field in (
+            ("vocabulary", {"vocab": [f"{i:08x}" for i in range(10**6)]}),
+            ("hashed", {"hash_buckets": 2**17}),
+        ):
             schema = {"name": "ids", "fields": [{"name": "user", "kind": "categorical", **field}]}
             path = self.work / f"{name}.json"
             path.write_text(json.dumps({"format_version": 2, "schema": schema}))
@@ -191,8 +223,11 @@ class Bench:
                 "enc.encode_rows([{'user': str(i)} for i in range(1000)]); del doc\n"
                 "print(rss() - before)"
             )
-            grown = int(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                                       check=True).stdout)  # fmt: skip
+            grown = int(
+                subprocess.run(
+                    [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+                ).stdout
+            )
             out[name] = {"bundle_json_bytes": path.stat().st_size, "serving_rss_growth_mb": round(grown / 2**20, 1)}
             print(f"  {name}: bundle.json {path.stat().st_size} bytes, RSS +{grown / 2**20:.1f} MB", flush=True)
         return out
@@ -234,8 +269,10 @@ def table(r: dict) -> str:
     lines = []
     if "gen" in r:
         g = r["gen"]
-        lines.append(f"generator: {g['rows_per_second']:,} rows/s writing, {g['rows_per_second_whole']:,} rows/s "
-                     f"with its {g['table_build_seconds']} s of tables ({g['rows']:,} rows)")  # fmt: skip
+        lines.append(
+            f"generator: {g['rows_per_second']:,} rows/s writing, {g['rows_per_second_whole']:,} rows/s "
+            f"with its {g['table_build_seconds']} s of tables ({g['rows']:,} rows)"
+        )
     if "fit" in r:
         lines.append(f"schema fit: {r['fit']['rows_per_second']:,} rows/s")
     if "train" in r:
@@ -244,8 +281,10 @@ def table(r: dict) -> str:
             "|---|---|---|---|---|---|",
         ]
         for v in r["train"].values():
-            lines.append(f"| {v['model']}+{v['apg']} | {v['trainer']} | {v['processes']} | {v['rows_per_second']:,} | "
-                         f"{v['rows_per_second_per_process']:,} | {v['peak_rss_mb']} |")  # fmt: skip
+            lines.append(
+                f"| {v['model']}+{v['apg']} | {v['trainer']} | {v['processes']} | {v['rows_per_second']:,} | "
+                f"{v['rows_per_second_per_process']:,} | {v['peak_rss_mb']} |"
+            )
     if "rss" in r:
         lines.append(f"peak RSS, big log / small log: {r['rss']['ratio']}")
     if "hashed" in r:
@@ -270,8 +309,10 @@ def plot(r: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(trainers)
     for i, t in enumerate(trainers):
-        ys = [next((v["rows_per_second"] for v in runs if v["trainer"] == t and f"{v['model']}+{v['apg']}" == m), 0)
-              for m in models]  # fmt: skip
+        ys = [
+            next((v["rows_per_second"] for v in runs if v["trainer"] == t and f"{v['model']}+{v['apg']}" == m), 0)
+            for m in models
+        ]
         ax.bar([k + i * width for k in range(len(models))], ys, width, label=t)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(models))], models)
     ax.set_ylabel("training rows/s (all processes)")

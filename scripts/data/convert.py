@@ -77,8 +77,14 @@ def convert(cfg: ConvertConfig, progress: bool = False, force: bool = False) -> 
             raise RuntimeError(f"{cfg.src} changed while it was read ({total} rows counted, then {rows})")
         _close(writers[len(writers) - 1], bar)
         seconds = bar.close()
-    return {"out": str(cfg.out), "rows": rows, "shards": len(writers), "columns": names, "seconds": seconds,
-            "rows_per_s": rows / seconds}  # fmt: skip
+    return {
+        "out": str(cfg.out),
+        "rows": rows,
+        "shards": len(writers),
+        "columns": names,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+    }
 
 
 def check_columns(names: list[str], schema_path: Path, src: Path) -> None:
@@ -89,8 +95,9 @@ def check_columns(names: list[str], schema_path: Path, src: Path) -> None:
     needed = list(schema.sources) + ([schema.label["column"]] if schema.label.get("column") else [])
     missing = [c for c in dict.fromkeys(needed) if c not in names]
     if missing:
-        raise ValueError(f"{src} lacks the column(s) {', '.join(missing)} that {schema_path} reads (it has: "
-                         f"{', '.join(names)})")  # fmt: skip
+        raise ValueError(
+            f"{src} lacks the column(s) {', '.join(missing)} that {schema_path} reads (it has: {', '.join(names)})"
+        )
 
 
 def _row_groups(batches, sizes: list[float], row_group_rows: int) -> Iterator[tuple[int, object]]:
@@ -127,8 +134,9 @@ def _open(cfg: ConvertConfig, names: list[str], delimiter: str, include: list[st
     read = pcsv.ReadOptions(column_names=names, skip_rows=0 if cfg.column_names else 1, block_size=1 << 22)
     parse = pcsv.ParseOptions(delimiter=delimiter)
     types = {name: pa.string() for name in names}
-    convert = pcsv.ConvertOptions(column_types=types, strings_can_be_null=True, null_values=[""],
-                                  include_columns=include or names)  # fmt: skip
+    convert = pcsv.ConvertOptions(
+        column_types=types, strings_can_be_null=True, null_values=[""], include_columns=include or names
+    )
     return pcsv.open_csv(pa.input_stream(str(cfg.src), compression="detect"), read, parse, convert)
 
 
@@ -168,8 +176,10 @@ def _header(src: Path, delimiter: str) -> list[str]:
     line = _first_line(src)
     names = next(csv.reader([line], delimiter=delimiter), [])
     if not names or any(not n for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"{src}: the header {line[:200]!r} needs distinct, non-empty column names (or pass "
-                         "--column-names for a file without one)")  # fmt: skip
+        raise ValueError(
+            f"{src}: the header {line[:200]!r} needs distinct, non-empty column names (or pass "
+            "--column-names for a file without one)"
+        )
     return names
 
 
@@ -196,6 +206,8 @@ def run_from_args(args) -> int:
     delimiter = "\t" if args.delimiter in ("\\t", "tab") else args.delimiter
     cfg = ConvertConfig(args.src, args.out, args.shards, args.row_group_rows, args.schema, delimiter, names)
     s = convert(cfg, progress=not args.quiet, force=args.force)
-    print(f"wrote {s['rows']} rows x {len(s['columns'])} columns to {s['out']} in {s['shards']} shard(s), "
-          f"{s['seconds']:.1f} s ({s['rows_per_s']:,.0f} rows/s)")  # fmt: skip
+    print(
+        f"wrote {s['rows']} rows x {len(s['columns'])} columns to {s['out']} in {s['shards']} shard(s), "
+        f"{s['seconds']:.1f} s ({s['rows_per_s']:,.0f} rows/s)"
+    )
     return 0

@@ -44,15 +44,19 @@ class SynthConfig:
         checks = [
             (self.rows >= 1000, f"--rows must be >= 1000, got {self.rows}"),
             (0.0 <= self.heterogeneity <= 1.0, f"--heterogeneity must be in [0, 1], got {self.heterogeneity}"),
-            (1 <= self.shards <= int(self.rows * 0.8), f"--shards must be in 1..{int(self.rows * 0.8)} (the train "
-             f"rows), got {self.shards}"),
+            (
+                1 <= self.shards <= int(self.rows * 0.8),
+                f"--shards must be in 1..{int(self.rows * 0.8)} (the train rows), got {self.shards}",
+            ),
             (self.row_group_rows >= 1, f"--row-group-rows must be >= 1, got {self.row_group_rows}"),
             (1 <= self.groups <= 1024, f"--groups must be in 1..1024, got {self.groups}"),
-            (100 <= self.max_cardinality <= 10**8, f"--max-cardinality must be in 100..10^8, got "
-             f"{self.max_cardinality}"),
+            (
+                100 <= self.max_cardinality <= 10**8,
+                f"--max-cardinality must be in 100..10^8, got {self.max_cardinality}",
+            ),
             (self.groups <= self.users <= 10**8, f"--users must be in --groups..10^8, got {self.users}"),
             (0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed}"),
-        ]  # fmt: skip
+        ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -89,8 +93,14 @@ def synthesize(cfg: SynthConfig, out: Path, progress: bool = False, force: bool 
         build_schema(teacher).save(tmp / "schema.json")
         record = {"config": asdict(cfg), "teacher": teacher.summary(), "splits": splits}
         (tmp / "teacher.json").write_text(json.dumps(record, indent=1))
-    return {"out": str(out), "rows": cfg.rows, "build_seconds": build_seconds, "seconds": seconds,
-            "rows_per_s": cfg.rows / seconds, **splits}  # fmt: skip
+    return {
+        "out": str(out),
+        "rows": cfg.rows,
+        "build_seconds": build_seconds,
+        "seconds": seconds,
+        "rows_per_s": cfg.rows / seconds,
+        **splits,
+    }
 
 
 def write_shard(teacher, cfg: SynthConfig, path: Path, span: tuple[int, int], metrics, bar) -> None:
@@ -204,16 +214,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n\n")[0]
     d = SynthConfig()
     p.add_argument("--rows", type=_int, required=True, help="rows in all (1e7 and 10_000_000 work too)")
-    p.add_argument("--out", type=Path, required=True, help="folder for train/, valid/, test/, schema.json, "
-                   "teacher.json (made whole or not at all)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for train/, valid/, test/, schema.json, teacher.json (made whole or not at all)",
+    )
     p.add_argument("--shards", type=int, default=d.shards, help="Parquet files of the train split")
-    p.add_argument("--heterogeneity", type=float, default=d.heterogeneity, help="0: one shared teacher; 1: the "
-                   "teacher's weights differ fully by segment (equal logit variance at every value)")  # fmt: skip
+    p.add_argument(
+        "--heterogeneity",
+        type=float,
+        default=d.heterogeneity,
+        help="0: one shared teacher; 1: the "
+        "teacher's weights differ fully by segment (equal logit variance at every value)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="the same seed and options give the same files")
     p.add_argument("--row-group-rows", type=_int, default=d.row_group_rows, help="rows per Parquet row group")
     p.add_argument("--groups", type=int, default=d.groups, help="segments: the teacher's groups, one per user")
-    p.add_argument("--max-cardinality", type=_int, default=d.max_cardinality,
-                   help="cap on each categorical field's support (Criteo's go up to 10^7)")  # fmt: skip
+    p.add_argument(
+        "--max-cardinality",
+        type=_int,
+        default=d.max_cardinality,
+        help="cap on each categorical field's support (Criteo's go up to 10^7)",
+    )
     p.add_argument("--users", type=_int, default=d.users, help="distinct users (Zipf activity)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress")
@@ -224,10 +247,14 @@ def run_from_args(args) -> int:
     names = ("rows", "shards", "heterogeneity", "seed", "row_group_rows", "groups", "max_cardinality", "users")
     cfg = SynthConfig(**{k: getattr(args, k) for k in names})
     s = synthesize(cfg, args.out, progress=not args.quiet, force=args.force)
-    print(f"wrote {s['rows']} rows to {s['out']} in {s['seconds']:.1f} s ({s['rows_per_s']:,.0f} rows/s), after "
-          f"{s['build_seconds']:.1f} s building the teacher's tables")  # fmt: skip
+    print(
+        f"wrote {s['rows']} rows to {s['out']} in {s['seconds']:.1f} s ({s['rows_per_s']:,.0f} rows/s), after "
+        f"{s['build_seconds']:.1f} s building the teacher's tables"
+    )
     for split in SPLITS:
         m = s[split]
-        print(f"  {split:5s} {m['rows']:>11} rows  positive rate {m['positive_rate']:.4f}  Bayes-optimal AUC "
-              f"{m['bayes_auc']:.4f}  logloss {m['bayes_logloss']:.4f}")  # fmt: skip
+        print(
+            f"  {split:5s} {m['rows']:>11} rows  positive rate {m['positive_rate']:.4f}  Bayes-optimal AUC "
+            f"{m['bayes_auc']:.4f}  logloss {m['bayes_logloss']:.4f}"
+        )
     return 0

@@ -21,8 +21,34 @@ if TYPE_CHECKING:
     from scripts.data.synth import SynthConfig
 
 # Criteo Kaggle's distinct values per field C1..C26 (3 to 10^7); each support is capped at --max-cardinality
-CRITEO_CARDINALITY = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
-                      14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)  # fmt: skip
+CRITEO_CARDINALITY = (
+    1460,
+    583,
+    10131227,
+    2202608,
+    305,
+    24,
+    12517,
+    633,
+    3,
+    93145,
+    5683,
+    8351593,
+    3194,
+    27,
+    14992,
+    5461306,
+    10,
+    5652,
+    2173,
+    4,
+    7046547,
+    18,
+    15,
+    286181,
+    105,
+    142572,
+)
 CAT_MISSING = {3: 0.034, 4: 0.034, 12: 0.034, 16: 0.034, 19: 0.44, 20: 0.44, 21: 0.034, 22: 0.76, 24: 0.034,
                25: 0.44, 26: 0.44}  # fmt: skip  # Ck -> share of nulls, roughly Criteo's
 # I1..I13: floor(exp(mu + sigma * N(0, 1))), a heavy-tailed count, null with probability `missing`

@@ -296,8 +296,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     study.add_plan_arguments(p, Plan.arms)
     p.add_argument("--share", type=float, default=Holdout.share, help="share of the users held out (cold)")
     p.add_argument("--keep", type=int, default=Holdout.keep, help="a held-out user keeps k in 1..KEEP interactions")
-    p.add_argument("--min-count", type=int, default=Holdout.min_count,
-                   help="users with fewer training interactions share the trained rare/unknown-user row")  # fmt: skip
+    p.add_argument(
+        "--min-count",
+        type=int,
+        default=Holdout.min_count,
+        help="users with fewer training interactions share the trained rare/unknown-user row",
+    )
     p.add_argument("--holdout-seed", type=int, default=Holdout.seed, help="seed of the held-out users and their k")
     p.add_argument("--figures", type=Path, default=FIGURES, help="where the report's figure goes")
 

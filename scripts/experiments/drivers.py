@@ -91,8 +91,9 @@ def record_key(record: dict) -> str:
         names = {f.name for f in fields(cls)} - {"apg"}
         return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
 
-    r = Run(ModelConfig(**of(ModelConfig, record), apg=APGConfig(**of(APGConfig, record))), record["seed"],
-            record["split"])  # fmt: skip
+    r = Run(
+        ModelConfig(**of(ModelConfig, record), apg=APGConfig(**of(APGConfig, record))), record["seed"], record["split"]
+    )
     return key(r, Budget(TrainConfig(**of(TrainConfig, record["budget"]))))
 
 

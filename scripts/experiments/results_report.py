@@ -198,8 +198,11 @@ def complexity_section(path: Path, figs: Path) -> list[str]:
                 + (f" {r['latency_b1024_unflushed'] * 1e3:.2f} |" if unflushed else "")
             )
         if unflushed:
-            lines += ["", "*unflushed*: the same model exported with its weights below 1e-30 kept (model/export.py "
-                      "flushes them to 0: their products are subnormal floats, slow on the CPU)."]  # fmt: skip
+            lines += [
+                "",
+                "*unflushed*: the same model exported with its weights below 1e-30 kept (model/export.py "
+                "flushes them to 0: their products are subnormal floats, slow on the CPU).",
+            ]
         lines.append("")
         name = "complexity_mlp.png" if title.startswith("MLP") else "complexity_trained.png"
         plots.ratios(
@@ -285,18 +288,23 @@ def ml1m_sections(results: Path, figs: Path, data: str = "ml-1m") -> list[str]:
     best = tune.best_path(results, data)
     saved = json.loads(best.read_text()) if best.exists() else None
     if saved is None:
-        lines += [f"Not tuned yet: `apg experiment tune run --data {data}`, then `apg experiment study run --data "
-                  f"{data} --tuned {best}`."]  # fmt: skip
+        lines += [
+            f"Not tuned yet: `apg experiment tune run --data {data}`, then `apg experiment study run --data "
+            f"{data} --tuned {best}`."
+        ]
     else:
         models = tuple(m for m in NAMES if m in saved["configs"])
         arms = tuple(a for a in study.ARMS if all(a in saved["configs"][m] for m in models))
         searched = tune.TunePlan(data=data, models=models, arms=arms)
-        lines += [f"Search: `{tune.run_command(saved, searched)}` (`apg experiment tune report` writes this table "
-                  "alone).", "", tune.report(saved, searched)]  # fmt: skip
+        lines += [
+            f"Search: `{tune.run_command(saved, searched)}` (`apg experiment tune report` writes this table alone).",
+            "",
+            tune.report(saved, searched),
+        ]
         plan = study.Plan(data=data, models=models, arms=arms, tuned=study.load_tuned(best, data))
         lines += study.section(results, plan, figures=figs, tuned=best) or [
             f"No tuned run stored yet: `apg experiment study run --data {data} --models {','.join(models)} --arms "
-            f"{','.join(arms)} --tuned {best}`."  # fmt: skip
+            f"{','.join(arms)} --tuned {best}`."
         ]
     lines += ["", "## 3. MovieLens-1M: cold start, by user activity", ""]
     cplan = coldstart.Plan(data=data)

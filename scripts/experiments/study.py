@@ -102,8 +102,10 @@ def load_tuned(path: Path, data: str) -> dict:
     saved = json.loads(Path(path).read_text())
     if saved["data"] != data:
         raise ValueError(f"{path} was tuned on {saved['data']}, not {data}")
-    return {m: {a: {"model": e["model"], "train": e["train"]} for a, e in arms.items()}
-            for m, arms in saved["configs"].items()}  # fmt: skip
+    return {
+        m: {a: {"model": e["model"], "train": e["train"]} for a, e in arms.items()}
+        for m, arms in saved["configs"].items()
+    }
 
 
 def check_tuned(plan: Plan, path: Path) -> None:
@@ -202,8 +204,11 @@ def resume(path: Path, plan: Plan, execute: Callable[[str, str, int], dict], spl
         t = record[split]
         cost = (record["adaptation"] or {}).get("mean_s_cost")
         extra = f"  mean-S cost {cost * 100:+.2f} pts" if cost is not None else ""
-        print(f"[{i}/{len(todo)}] {m} {a} seed {s}: {split} AUC {t['auc']:.4f} logloss {t['logloss']:.4f}"
-              f"  ({record['epochs_run']} epochs, {record['wall_seconds']} s){extra}", flush=True)  # fmt: skip
+        print(
+            f"[{i}/{len(todo)}] {m} {a} seed {s}: {split} AUC {t['auc']:.4f} logloss {t['logloss']:.4f}"
+            f"  ({record['epochs_run']} epochs, {record['wall_seconds']} s){extra}",
+            flush=True,
+        )
     done = read_store(path)
     return [done[run_key(plan, m, a, s)] for m in plan.models for s in plan.seeds for a in plan.arms]
 
@@ -370,8 +375,11 @@ def activity_lifts(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[
                 continue
             seeds = seeds or r["seeds"]
             lo, hi = r["ci"]
-            texts[b] = (f"{r['mean'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}]" if r["n"] > 1
-                        else f"{r['mean'] * 100:+.2f} (n 1)")  # fmt: skip
+            texts[b] = (
+                f"{r['mean'] * 100:+.2f} [{lo * 100:+.2f}, {hi * 100:+.2f}]"
+                if r["n"] > 1
+                else f"{r['mean'] * 100:+.2f} (n 1)"
+            )
             points.append((r["mean"] * 100, lo * 100, hi * 100))
         over = f"over {', '.join(models)} (seeds {', '.join(map(str, seeds))})"
         cells[a] = {"over": over, "cells": texts}
@@ -435,11 +443,18 @@ def summary(records: list[dict], plan: Plan) -> list[str]:
         if not models:
             continue
         runs = [by[(m, a, s)] for m in models for s in common(m, a, "base")]
-        diffs = {m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in common(m, a, "base")}
-                 for m in models}  # fmt: skip
+        diffs = {
+            m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in common(m, a, "base")}
+            for m in models
+        }
         adaptive = [r["adaptation"]["adaptive"] for r in runs if r.get("adaptation")]
-        verdict = "adaptive in every run" if all(adaptive) else "adaptive in none" if not any(adaptive) else (
-            f"adaptive in {sum(adaptive)} of {len(adaptive)} runs")  # fmt: skip
+        verdict = (
+            "adaptive in every run"
+            if all(adaptive)
+            else "adaptive in none"
+            if not any(adaptive)
+            else (f"adaptive in {sum(adaptive)} of {len(adaptive)} runs")
+        )
         if a == MATCHED:
             verdict = "no generated weights"
         elif len(adaptive) < len(runs):
@@ -464,8 +479,10 @@ def lift_figure(records: list[dict], plan: Plan, path: Path) -> None:
         have = [m for m in models if arm in arms[m] and ref in arms[m]]
         if not have:
             continue
-        diffs = {m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in common(m, arm, ref)}
-                 for m in have}  # fmt: skip
+        diffs = {
+            m: {s: by[(m, arm, s)]["test"]["auc"] - by[(m, ref, s)]["test"]["auc"] for s in common(m, arm, ref)}
+            for m in have
+        }
         cells = [paired(list(diffs[m].values())) if m in diffs else nothing for m in models] + [pooled(diffs)]
         series[f"{arm} - {ref}"] = [(c["mean"] * 100, c["ci"][0] * 100, c["ci"][1] * 100) for c in cells]
     plots.intervals(path, [*models, "pooled"], series, "base model", "test AUC lift, points (paired 95 % CI)")
@@ -481,8 +498,9 @@ def activity_figure(records: list[dict], plan: Plan, path: Path) -> bool:
     if not series:
         return False
     labels = [f"{b}\n{span}" for b, (span, _) in cells["buckets"].items()]
-    plots.intervals(path, labels, series, "user-activity bucket (training ratings)",
-                    "test AUC lift, points (paired 95 % CI)")  # fmt: skip
+    plots.intervals(
+        path, labels, series, "user-activity bucket (training ratings)", "test AUC lift, points (paired 95 % CI)"
+    )
     return True
 
 
@@ -526,17 +544,25 @@ def commands(records: list[dict], plan: Plan, tuned: Path | None = None) -> list
         seeds = tuple(s for s in plan.seeds if any((m, a, s) in by for a in arms[m]))
         groups.setdefault((arms[m], seeds), []).append(m)
     tail = (f" --split {plan.train.split}" if plan.train.split != "random" else "") + (
-        f" --tuned {tuned}" if plan.tuned is not None else "")  # fmt: skip
-    return [f"apg experiment study run --data {plan.data} --models {','.join(ms)} --arms {','.join(a)} "
-            f"--seeds {','.join(map(str, s))}{tail}" for (a, s), ms in groups.items()]  # fmt: skip
+        f" --tuned {tuned}" if plan.tuned is not None else ""
+    )
+    return [
+        f"apg experiment study run --data {plan.data} --models {','.join(ms)} --arms {','.join(a)} "
+        f"--seeds {','.join(map(str, s))}{tail}"
+        for (a, s), ms in groups.items()
+    ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_plan_arguments(p, Plan.arms, (MATCHED,))
     p.add_argument("--runs", type=Path, default=RUNS, help="where run directories go")
     p.add_argument("--tuned", type=Path, help="each arm's tuned configuration (apg experiment tune's JSON file)")
-    p.add_argument("--split", choices=("random", "time"), default="random",
-                   help="the fixed split every run shares: random (split seed 0) or ordered by time")  # fmt: skip
+    p.add_argument(
+        "--split",
+        choices=("random", "time"),
+        default="random",
+        help="the fixed split every run shares: random (split seed 0) or ordered by time",
+    )
 
 
 def add_plan_arguments(p: argparse.ArgumentParser, arms: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
@@ -568,8 +594,15 @@ def arms_and_budget(a: argparse.Namespace, extra: tuple[str, ...] = ()) -> tuple
     unknown = [x for x in arms if x not in known]
     if unknown or "base" not in arms:
         raise ValueError(f"--arms must include base and name known arms ({', '.join(known)}); unknown: {unknown}")
-    train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=a.batch_size, lr=a.lr, limit=a.limit,
-                        threads=a.threads, device=a.device)  # fmt: skip
+    train = TrainConfig(
+        epochs=a.epochs,
+        patience=a.patience,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        limit=a.limit,
+        threads=a.threads,
+        device=a.device,
+    )
     return arms, train
 
 

@@ -81,11 +81,21 @@ class Space:
     def untuned(self, arm: str, lr: float) -> dict:
         """The values of the arm as the untuned study trains it (ModelConfig's and the arm's defaults)."""
         m, a = ModelConfig(), ARMS[arm]
-        params = {"lr": lr, "batch_size": self.batch_size[0], "embed_dim": m.embed_dim, "dropout": m.dropout,
-                  "hidden": ",".join(map(str, m.hidden))}  # fmt: skip
+        params = {
+            "lr": lr,
+            "batch_size": self.batch_size[0],
+            "embed_dim": m.embed_dim,
+            "dropout": m.dropout,
+            "hidden": ",".join(map(str, m.hidden)),
+        }
         if a.enabled:
-            params |= {"rank": a.rank, "overparam": a.overparam // a.rank, "cond_hidden": a.cond_hidden,
-                       "generate_bias": a.generate_bias, "gen_init_std": a.gen_init_std}  # fmt: skip
+            params |= {
+                "rank": a.rank,
+                "overparam": a.overparam // a.rank,
+                "cond_hidden": a.cond_hidden,
+                "generate_bias": a.generate_bias,
+                "gen_init_std": a.gen_init_std,
+            }
         if a.condition == "group":
             params |= {"group_field": a.group_field, "cond_norm": a.cond_norm}
         return params
@@ -107,8 +117,12 @@ class TunePlan:
         train = asdict(replace(self.train, data=self.data))
         for k in ("seed", "device", "threads", "lr", "batch_size"):  # the seed is SEED; lr and batch are searched
             train.pop(k)
-        return {"train": train, "space": asdict(self.space), "sampler_seed": self.sampler_seed,
-                "prune_from": self.prune_from}  # fmt: skip
+        return {
+            "train": train,
+            "space": asdict(self.space),
+            "sampler_seed": self.sampler_seed,
+            "prune_from": self.prune_from,
+        }
 
     def study_name(self, model: str, arm: str) -> str:
         digest = hashlib.sha256(json.dumps(self.budget(), sort_keys=True).encode()).hexdigest()[:12]
@@ -120,8 +134,14 @@ def configs(plan: TunePlan, params: dict, model: str, arm: str) -> tuple[ModelCo
     apg = ARMS[arm]
     if apg.enabled:
         k = params["rank"]
-        apg = replace(apg, rank=k, overparam=params["overparam"] * k, cond_hidden=params["cond_hidden"],
-                      generate_bias=params["generate_bias"], gen_init_std=params["gen_init_std"])  # fmt: skip
+        apg = replace(
+            apg,
+            rank=k,
+            overparam=params["overparam"] * k,
+            cond_hidden=params["cond_hidden"],
+            generate_bias=params["generate_bias"],
+            gen_init_std=params["gen_init_std"],
+        )
     if apg.condition == "group":
         apg = replace(apg, group_field=params["group_field"], cond_norm=params["cond_norm"])
     hidden = tuple(int(w) for w in params["hidden"].split(","))
@@ -211,8 +231,10 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
     done = finished(study, plan.trials)
     complete = [t for t in done if t.state == TrialState.COMPLETE]
     if not complete:  # every trial pruned or failed: nothing to choose from
-        raise ValueError(f"{model} {arm}: none of the {len(done)} trials completed (all pruned or failed); raise"
-                         " --trials or --prune-from")  # fmt: skip
+        raise ValueError(
+            f"{model} {arm}: none of the {len(done)} trials completed (all pruned or failed); raise"
+            " --trials or --prune-from"
+        )
     best = max(complete, key=lambda t: t.value)  # the first of equals
     untuned = plan.space.untuned(arm, plan.train.lr)
     model_cfg, cfg = configs(plan, best.params, model, arm)
@@ -297,8 +319,10 @@ def run_command(saved: dict, plan: TunePlan) -> str:
     if e is None:
         return command
     b = e["budget"]
-    return (f"{command} --trials {e['trials']} --epochs {b['train']['epochs']} --patience {b['train']['patience']} "
-            f"--prune-from {b['prune_from']}")  # fmt: skip
+    return (
+        f"{command} --trials {e['trials']} --epochs {b['train']['epochs']} --patience {b['train']['patience']} "
+        f"--prune-from {b['prune_from']}"
+    )
 
 
 def report(saved: dict, plan: TunePlan) -> str:
@@ -325,8 +349,13 @@ def report(saved: dict, plan: TunePlan) -> str:
     if len(budgets) > 1:
         lines.append("**The arms below were tuned under different budgets** (see `budget` in the JSON file).")
     for model in plan.models:
-        lines += ["", f"**{model}**", "", "| arm | valid AUC | untuned | trials (pruned) | best trial | "
-                  + " | ".join(HEADS) + " |", "|---" * (5 + len(HEADS)) + "|"]  # fmt: skip
+        lines += [
+            "",
+            f"**{model}**",
+            "",
+            "| arm | valid AUC | untuned | trials (pruned) | best trial | " + " | ".join(HEADS) + " |",
+            "|---" * (5 + len(HEADS)) + "|",
+        ]
         for arm in plan.arms:
             e = tuned.get(model, {}).get(arm)
             if e is None:
@@ -334,8 +363,10 @@ def report(saved: dict, plan: TunePlan) -> str:
                 continue
             untuned = f"{e['untuned_valid_auc']:.4f}" if e["untuned_valid_auc"] is not None else ""
             values = [_cell(name, e["params"]) for name in COLUMNS]
-            lines.append(f"| {arm} | {e['valid_auc']:.4f} | {untuned} | {e['trials']} ({e['pruned']}) | "
-                         f"{e['trial']} | " + " | ".join(values) + " |")  # fmt: skip
+            lines.append(
+                f"| {arm} | {e['valid_auc']:.4f} | {untuned} | {e['trials']} ({e['pruned']}) | "
+                f"{e['trial']} | " + " | ".join(values) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -375,8 +406,9 @@ def plan_from_args(a: argparse.Namespace) -> TunePlan:
     if unknown:
         raise ValueError(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
     batches = tuple(int(b) for b in a.batch_sizes.split(","))
-    train = TrainConfig(epochs=a.epochs, patience=a.patience, batch_size=batches[0], limit=a.limit,
-                        threads=a.threads, device=a.device)  # fmt: skip
+    train = TrainConfig(
+        epochs=a.epochs, patience=a.patience, batch_size=batches[0], limit=a.limit, threads=a.threads, device=a.device
+    )
     space = replace(Space(), batch_size=batches)
     return TunePlan(a.data, tuple(a.models.split(",")), arms, a.trials, a.sampler_seed, a.prune_from, train, space)
 

@@ -35,13 +35,18 @@ def synthetic_catalogue(items: int, seed: int = 0) -> tuple[Schema, dict[str, li
     """A fitted schema (a user and the item features) and a catalogue of `items` rows."""
     rng = np.random.default_rng(seed)
     ids = [f"m{i}" for i in range(items)]
-    schema = Schema.from_dict({"name": "items-bench", "fields": [
-        {"name": "user_id", "kind": "categorical", "vocab": [str(u) for u in range(1_000)]},
-        {"name": "item_id", "kind": "categorical", "vocab": ids},
-        {"name": "title", "kind": "categorical", "hash_buckets": 50_000},
-        {"name": "release_year", "kind": "numeric", "edges": [1950, 1970, 1980, 1990, 1995, 2000, 2010]},
-        {"name": "genres", "kind": "multi", "sep": "|", "max_len": 6, "vocab": GENRES},
-    ]})  # fmt: skip
+    schema = Schema.from_dict(
+        {
+            "name": "items-bench",
+            "fields": [
+                {"name": "user_id", "kind": "categorical", "vocab": [str(u) for u in range(1_000)]},
+                {"name": "item_id", "kind": "categorical", "vocab": ids},
+                {"name": "title", "kind": "categorical", "hash_buckets": 50_000},
+                {"name": "release_year", "kind": "numeric", "edges": [1950, 1970, 1980, 1990, 1995, 2000, 2010]},
+                {"name": "genres", "kind": "multi", "sep": "|", "max_len": 6, "vocab": GENRES},
+            ],
+        }
+    )
     picks = rng.integers(0, len(GENRES), size=(items, 3))
     table = {
         "item_id": ids,

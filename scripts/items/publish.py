@@ -59,10 +59,19 @@ class Encoded:
         return [{"name": f.name, "source": f.source, "width": f.width} for f in self.fields]
 
     def manifest(self, nbytes: int, **extra) -> dict:
-        return {"format": FORMAT, "contract": self.contract, "version": self.version, "model": self.model,
-                "id_column": self.id_column, "sources": list(dict.fromkeys(f.source for f in self.fields)),
-                "items": len(self.ids), "bytes": nbytes, "created_at": datetime.now(UTC).isoformat(), **extra,
-                "fields": self.described()}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "contract": self.contract,
+            "version": self.version,
+            "model": self.model,
+            "id_column": self.id_column,
+            "sources": list(dict.fromkeys(f.source for f in self.fields)),
+            "items": len(self.ids),
+            "bytes": nbytes,
+            "created_at": datetime.now(UTC).isoformat(),
+            **extra,
+            "fields": self.described(),
+        }
 
 
 @dataclass(frozen=True)

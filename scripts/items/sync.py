@@ -75,9 +75,16 @@ def sync(
     stages.begin("publish", len(encoded.ids))
     published = publish(store, encoded, keep, stages.advance)
     stages.end(f"{safe_url(store)} version {published.version} ({published.status})")
-    return {"items": len(encoded.ids), "fields": [f.name for f in encoded.fields], "checksum": encoded.contract,
-            "version": published.version, "status": published.status, "bytes": published.bytes,
-            "seconds": time.perf_counter() - start, "store": safe_url(store)}  # fmt: skip
+    return {
+        "items": len(encoded.ids),
+        "fields": [f.name for f in encoded.fields],
+        "checksum": encoded.contract,
+        "version": published.version,
+        "status": published.status,
+        "bytes": published.bytes,
+        "seconds": time.perf_counter() - start,
+        "store": safe_url(store),
+    }
 
 
 def encode_catalogue(

@@ -64,9 +64,18 @@ def run_from_args(args) -> int:
     if len(rates) > 1:
         met = f"{knee:g} req/s" if knee is not None else "no offered rate met the SLO"
         print(f"knee: {met} (p99 <= {args.slo_ms:g} ms, errors <= {args.max_errors:g})")
-    meta = {"url": url, "path": path, "format": args.format, "bundle": str(args.bundle), "seed": args.seed,
-            "warmup_s": args.warmup, "slo_ms": args.slo_ms, "max_errors": args.max_errors,
-            "sweep": len(rates) > 1, "knee_rate": knee}  # fmt: skip
+    meta = {
+        "url": url,
+        "path": path,
+        "format": args.format,
+        "bundle": str(args.bundle),
+        "seed": args.seed,
+        "warmup_s": args.warmup,
+        "slo_ms": args.slo_ms,
+        "max_errors": args.max_errors,
+        "sweep": len(rates) > 1,
+        "knee_rate": knee,
+    }
     files = write_results(Path(args.out), runs, meta)
     print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0

@@ -23,8 +23,9 @@ import numpy as np
 from scripts.loadtest.records import Records
 
 
-def build_request(path: str, body: bytes, content_type: str = "application/json", headers: dict | None = None,
-                  host: str = "127.0.0.1") -> bytes:  # fmt: skip
+def build_request(
+    path: str, body: bytes, content_type: str = "application/json", headers: dict | None = None, host: str = "127.0.0.1"
+) -> bytes:
     """A whole HTTP/1.1 request (head + body)."""
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -69,8 +70,15 @@ def send(key, raw: bytes, timeout: float = 30.0) -> None:
         key.fileobj.setblocking(False)
 
 
-def open_loop(host: str, port: int, requests: list[bytes], schedule: np.ndarray, connections: int,
-              timeout: float = 10.0, drain: float = 5.0) -> Records:  # fmt: skip
+def open_loop(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    schedule: np.ndarray,
+    connections: int,
+    timeout: float = 10.0,
+    drain: float = 5.0,
+) -> Records:
     """requests[i % len] leaves at schedule[i] s after the start on an idle one of `connections` connections, or
     waits for one; a request unanswered `timeout` s after its send is a "timeout" (its connection is replaced);
     requests not sent `drain` s after the last scheduled time are "unsent". Polls rather than sleeps when the next

@@ -143,8 +143,11 @@ class StoreKeeper:
             log.error(
                 "feedback store %s cannot be opened (%s: %s): scoring serves, /feedback answers 503 until it opens;"
                 " trying again every %g s",
-                _where(self.config.url), reason, exc, self.retry_s,
-            )  # fmt: skip
+                _where(self.config.url),
+                reason,
+                exc,
+                self.retry_s,
+            )
         else:
             log.error("feedback store %s failed a /feedback call (%s: %s)", _where(self.config.url), reason, exc)
 

@@ -51,7 +51,7 @@ class FeedbackMetrics:
                 "apg_feedback_dropped_rows",
                 "Scored rows dropped: the feedback write buffer was full.",
                 registry=registry,
-            ),  # fmt: skip
+            ),
             "write_errors": Counter(
                 "apg_feedback_write_errors", "Failed feedback store writes (each loses its batch).", registry=registry
             ),
@@ -59,7 +59,7 @@ class FeedbackMetrics:
                 "apg_feedback_exit_dropped_rows",
                 "Scored rows still unwritten when the process stopped (lost).",
                 registry=registry,
-            ),  # fmt: skip
+            ),
         }
         self.unavailable = Gauge(
             "apg_feedback_store_unavailable",

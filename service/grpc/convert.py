@@ -21,11 +21,19 @@ from service.tensors import NUMPY, decode_text
 
 # v2 datatype → the InferTensorContents field that carries it (FP16 and BF16 only travel raw)
 CONTENTS = {
-    "BOOL": "bool_contents", "BYTES": "bytes_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents",
-}  # fmt: skip
+    "BOOL": "bool_contents",
+    "BYTES": "bytes_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 
 # the HTTP status our typed errors carry → the gRPC status of the same error (the message stays the same)
 STATUS = {

@@ -89,8 +89,9 @@ class RedisStore(ItemStore):
         super().__init__(url, contract, bundle)
         self._errors = redis.RedisError
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                           retry=retry, command_packer=_packer())  # fmt: skip
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry, command_packer=_packer()
+        )
         try:
             self._state = self._open(self._current())
         except BaseException:

@@ -188,9 +188,17 @@ class ItemStore(ABC):
 
     def describe(self) -> dict:
         m = self.manifest  # one version's, whatever refresh() does meanwhile
-        return {"backend": self.backend, "url": safe_url(self.url), "checksum": self.contract, "version": m["version"],
-                "items": m["items"], "bytes": m["bytes"], "created_at": m["created_at"], "id_column": m["id_column"],
-                "fields": [f["name"] for f in m["fields"]]}  # fmt: skip
+        return {
+            "backend": self.backend,
+            "url": safe_url(self.url),
+            "checksum": self.contract,
+            "version": m["version"],
+            "items": m["items"],
+            "bytes": m["bytes"],
+            "created_at": m["created_at"],
+            "id_column": m["id_column"],
+            "fields": [f["name"] for f in m["fields"]],
+        }
 
     def _missing(self, where: str) -> ItemStoreMismatch:
         return ItemStoreMismatch(
@@ -200,6 +208,8 @@ class ItemStore(ABC):
 
     def _check(self, manifest: dict) -> dict:
         if manifest.get("format") != FORMAT or manifest.get("contract") != self.contract:
-            raise self._missing(f" (version {manifest.get('version')} is of format {manifest.get('format')}, "
-                                f"contract {str(manifest.get('contract'))[:12]})")  # fmt: skip
+            raise self._missing(
+                f" (version {manifest.get('version')} is of format {manifest.get('format')}, "
+                f"contract {str(manifest.get('contract'))[:12]})"
+            )
         return manifest

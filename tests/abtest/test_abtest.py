@@ -147,8 +147,10 @@ def test_the_replay_names_the_services_request_id_and_counts_failed_posts():
             if body["instances"][0]["user_id"] == "u2":
                 return httpx.Response(503, json={"error": {"code": "overloaded"}})
             rid = "server-" + request.headers["x-request-id"]
-            return httpx.Response(200, json={"scores": [0.5] * len(body["instances"]), "model": {"name": "m"},
-                                             "arm": "a", "request_id": rid})  # fmt: skip
+            return httpx.Response(
+                200,
+                json={"scores": [0.5] * len(body["instances"]), "model": {"name": "m"}, "arm": "a", "request_id": rid},
+            )
         return httpx.Response(404, json={"error": "not found"})
 
     requests = [Request(f"u{k}", float(k), [{"user_id": f"u{k}"}] * 2, np.array([True, False])) for k in range(4)]
@@ -215,9 +217,26 @@ def test_a_whole_run_against_a_fake_service(dataset, tmp_path, capsys):
     store = open_store(FeedbackConfig(f"sqlite://{tmp_path}/feedback.db"))
     try:
         with uvicorn_thread(fake_service(store, oracle)) as host:
-            argv = ["abtest", "--url", f"http://{host}", "--data", data, "--schema", schema, "--rows-per-request", "5",
-                    "--bootstrap", "200", "--bins", "3", "--feedback-delay", "0.05", "--out", str(tmp_path / "out"),
-                    "--quiet"]  # fmt: skip
+            argv = [
+                "abtest",
+                "--url",
+                f"http://{host}",
+                "--data",
+                data,
+                "--schema",
+                schema,
+                "--rows-per-request",
+                "5",
+                "--bootstrap",
+                "200",
+                "--bins",
+                "3",
+                "--feedback-delay",
+                "0.05",
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
             assert cli.main(argv) == 0
         window = store.window(3600)
     finally:

@@ -25,12 +25,31 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_quick_bench_end_to_end(bundle_dir, trained_runs, tmp_path, capsys):
     out, md = tmp_path / "bench", tmp_path / "docs" / "PERF.md"
-    argv = ["--quick", "--bundle", str(bundle_dir), "--out", str(out), "--markdown", str(md),
-            "--run", str(trained_runs["self"]), "--whole-machine", "2"]  # fmt: skip
+    argv = [
+        "--quick",
+        "--bundle",
+        str(bundle_dir),
+        "--out",
+        str(out),
+        "--markdown",
+        str(md),
+        "--run",
+        str(trained_runs["self"]),
+        "--whole-machine",
+        "2",
+    ]
     assert main(["bench", *argv]) == 0
     printed = capsys.readouterr().out
-    for title in ("Throughput: ratio to the floor", "Stage breakdown", "knee ratio on/off", "torch eager", "Targets",
-                  "Ranking: one user", "Whole machine", "server saturated"):  # fmt: skip
+    for title in (
+        "Throughput: ratio to the floor",
+        "Stage breakdown",
+        "knee ratio on/off",
+        "torch eager",
+        "Targets",
+        "Ranking: one user",
+        "Whole machine",
+        "server saturated",
+    ):
         assert title in printed
     doc = orjson.loads((out / "bench.json").read_bytes())
     sizes = {"1", "64"}
@@ -175,6 +194,10 @@ def test_count_scores_of_a_binary_v2_answer():
 
 def test_stage_means_are_deltas_per_observation_of_one_route():
     before = {("stage", "parse"): (1.0, 10.0), ("route", "/score"): (2.0, 10.0), ("route", "/metrics"): (0.5, 3.0)}
-    after = {("stage", "parse"): (1.5, 20.0), ("stage", "queue"): (0.0, 0.0), ("route", "/score"): (3.0, 20.0),
-             ("route", "/metrics"): (0.9, 4.0)}  # fmt: skip
+    after = {
+        ("stage", "parse"): (1.5, 20.0),
+        ("stage", "queue"): (0.0, 0.0),
+        ("route", "/score"): (3.0, 20.0),
+        ("route", "/metrics"): (0.9, 4.0),
+    }
     assert stage_means(before, after, "/score") == {"parse": 50.0, "request": 100.0}

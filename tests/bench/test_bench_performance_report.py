@@ -13,8 +13,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _cell(rows_per_s: float, p50: float = 1.0, rows: int = 1, **extra) -> dict:
-    return {"calls": 10, "p50_ms": p50, "p99_ms": 2 * p50, "mean_ms": p50, "requests_per_s": rows_per_s / rows,
-            "rows_per_s": rows_per_s, "request_bytes": 100 * rows, **extra}  # fmt: skip
+    return {
+        "calls": 10,
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+        "mean_ms": p50,
+        "requests_per_s": rows_per_s / rows,
+        "rows_per_s": rows_per_s,
+        "request_bytes": 100 * rows,
+        **extra,
+    }
 
 
 def _sweep_run(rate: float) -> dict:
@@ -26,10 +34,22 @@ def _doc(mlserver: bool = True, ranking: bool = True, machine: bool = True) -> d
     """A bench.json before add_ratios: floor 1000 rows/s at batch 1 and 100000 at 1024, the service paths at
     fixed fractions of it, MLServer at a quarter (batch 1) and half (batch 1024) of v2-json."""
     doc = {
-        "command": "apg bench --mlserver", "created_at": "2026-01-01T00:00:00Z", "wall_s": 1.0,
-        "bundle": {"name": "m", "version": "1"}, "threads": 1, "batch_sizes": [1, 1024],
-        "machine": {"cpus": 2, "load_average_before": [0, 0, 0], "load_average_after": [0, 0, 0], "platform": "x",
-                    "python": "3.11", "onnxruntime": "1", "uvloop": True, "httptools": True},
+        "command": "apg bench --mlserver",
+        "created_at": "2026-01-01T00:00:00Z",
+        "wall_s": 1.0,
+        "bundle": {"name": "m", "version": "1"},
+        "threads": 1,
+        "batch_sizes": [1, 1024],
+        "machine": {
+            "cpus": 2,
+            "load_average_before": [0, 0, 0],
+            "load_average_after": [0, 0, 0],
+            "platform": "x",
+            "python": "3.11",
+            "onnxruntime": "1",
+            "uvloop": True,
+            "httptools": True,
+        },
         "server_env": {"APG_INTRA_OP_THREADS": "1"},
         "floor": {"1": _cell(1000.0, 0.1), "1024": _cell(100_000.0, 10.0, 1024)},
         "http": {
@@ -38,11 +58,15 @@ def _doc(mlserver: bool = True, ranking: bool = True, machine: bool = True) -> d
             "thin-columns": {"1": _cell(400.0), "1024": _cell(70_000.0, 15.0, 1024)},
         },
         "stages": {"score-columns": {b: {"parse": 0.1, "inference": 0.2, "request": 0.5} for b in ("1", "1024")}},
-        "batching": {"slo_ms": 10.0, "max_errors": 0.01, "rates": [50.0],
-                     "off": {"runs": [_sweep_run(50.0)], "knee_rate": 50.0, "knee_is_lower_bound": True, "stages": {}},
-                     "on": {"runs": [_sweep_run(50.0)], "knee_rate": 50.0, "knee_is_lower_bound": True, "stages": {}}},
+        "batching": {
+            "slo_ms": 10.0,
+            "max_errors": 0.01,
+            "rates": [50.0],
+            "off": {"runs": [_sweep_run(50.0)], "knee_rate": 50.0, "knee_is_lower_bound": True, "stages": {}},
+            "on": {"runs": [_sweep_run(50.0)], "knee_rate": 50.0, "knee_is_lower_bound": True, "stages": {}},
+        },
         "torch": {"skipped": "no --run given"},
-    }  # fmt: skip
+    }
     if mlserver:
         doc["http"]["mlserver-v2-json"] = {
             "1": _cell(50.0, max_abs_diff_vs_service=1e-8),
@@ -50,18 +74,28 @@ def _doc(mlserver: bool = True, ranking: bool = True, machine: bool = True) -> d
         }
         doc["mlserver"] = {"versions": {"mlserver": "1.7.1", "uvloop": "0.21.0", "onnxruntime": "1"}}
     if ranking:
-        by_n = {"100": {"floor": _cell(50_000.0, 2.0, 100), "max_abs_diff": 0.0,
-                        "rows": _cell(10_000.0, 10.0, 100), "columns": _cell(20_000.0, 5.0, 100),
-                        "ranking": _cell(25_000.0, 4.0, 100)}}  # fmt: skip
+        by_n = {
+            "100": {
+                "floor": _cell(50_000.0, 2.0, 100),
+                "max_abs_diff": 0.0,
+                "rows": _cell(10_000.0, 10.0, 100),
+                "columns": _cell(20_000.0, 5.0, 100),
+                "ranking": _cell(25_000.0, 4.0, 100),
+            }
+        }
         by_n["100"]["columns"]["request_bytes"], by_n["100"]["ranking"]["request_bytes"] = 5000, 4000
         doc["ranking"] = {"context": ["user_id", "age"], "items": ["item_id"], "by_n": by_n}
     if machine:
         floor = {"sessions": _cell(180_000.0, 11.0, 1024, threads=2), "intra_op": _cell(150_000.0, 7.0, 1024)}
         doc["whole_machine"] = {
-            "workers": 2, "batch": 1024, "cpus_usable": 2, "pinned": False, "floor": {**floor, "best": "sessions"},
+            "workers": 2,
+            "batch": 1024,
+            "cpus_usable": 2,
+            "pinned": False,
+            "floor": {**floor, "best": "sessions"},
             "score-columns": _cell(171_000.0, 12.0, 1024, connections_per_worker=[1, 1]),
             "v2-binary": _cell(90_000.0, 20.0, 1024, connections_per_worker=[1, 1]),
-        }  # fmt: skip
+        }
     return doc
 
 
@@ -102,8 +136,10 @@ def test_ranking_ratios_are_to_the_floor_at_n_and_bytes_to_the_rows_shape():
     assert [cells[s]["ratio_to_floor"] for s in ("rows", "columns", "ranking")] == [0.2, 0.4, 0.5]
     assert [cells[s]["bytes_vs_rows"] for s in ("rows", "columns", "ranking")] == [1.0, 0.5, 0.4]
     lines = performance_report.ranking_lines(performance_report.add_ratios(_doc())["ranking"])
-    assert lines == ["ranking, 100 candidates: floor 50.0k rows/s; rows 0.20x (10.0 kB), columns 0.40x (5.0 kB), "
-                     "ranking 0.50x (4.0 kB)"]  # fmt: skip
+    assert lines == [
+        "ranking, 100 candidates: floor 50.0k rows/s; rows 0.20x (10.0 kB), columns 0.40x (5.0 kB), "
+        "ranking 0.50x (4.0 kB)"
+    ]
 
 
 def test_whole_machine_ratios_are_to_the_better_floor():

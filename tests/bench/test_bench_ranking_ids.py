@@ -35,12 +35,17 @@ def test_the_catalogue_and_the_bodies(synthetic):
 
 def test_report_targets_and_the_section_replaced_in_place(tmp_path):
     cell = {"rows_per_s": 100.0, "p50_ms": 1.0, "p99_ms": 2.0, "request_bytes": 1000, "calls": 9}
-    by_n = {"1000": ranking_ids.add_ratios({
-        "floor": {**cell, "rows_per_s": 200.0},
-        "full": cell, "full-stages": {"request": 1.0},
-        "id-file": {**cell, "rows_per_s": 180.0, "request_bytes": 200},
-        "id-file-stages": {"request": 0.5, "lookup": 0.1},
-    })}  # fmt: skip
+    by_n = {
+        "1000": ranking_ids.add_ratios(
+            {
+                "floor": {**cell, "rows_per_s": 200.0},
+                "full": cell,
+                "full-stages": {"request": 1.0},
+                "id-file": {**cell, "rows_per_s": 180.0, "request_bytes": 200},
+                "id-file-stages": {"request": 0.5, "lookup": 0.1},
+            }
+        )
+    }
     doc = {"context": ["user_id"], "items": ["item_id"], "catalogue_items": 10, "by_n": by_n}
     lookup = {"file": {"p50_ms": 0.2, "p99_ms": 0.4}}
     c = by_n["1000"]["id-file"]
@@ -51,9 +56,15 @@ def test_report_targets_and_the_section_replaced_in_place(tmp_path):
     assert met["request bytes by id, 1,000 candidates: <= 25 % of the full-feature body"] is True
     page = tmp_path / "PERF.md"
     page.write_text("# Performance\n\nbefore\n")
-    run = {"command": "apg bench --only-by-id", "wall_s": 1.0, "threads": 1, "bundle": {"name": "b", "version": "v"},
-           "machine": {"cpus": 2, "load_average_before": [1], "load_average_after": [1]}, "lookup": lookup,
-           "ranking_ids": doc}  # fmt: skip
+    run = {
+        "command": "apg bench --only-by-id",
+        "wall_s": 1.0,
+        "threads": 1,
+        "bundle": {"name": "b", "version": "v"},
+        "machine": {"cpus": 2, "load_average_before": [1], "load_average_after": [1]},
+        "lookup": lookup,
+        "ranking_ids": doc,
+    }
     for _ in range(2):
         ranking_ids_report.write_section(page, ranking_ids_report.section(run))
     text = page.read_text()
@@ -65,9 +76,26 @@ def test_report_targets_and_the_section_replaced_in_place(tmp_path):
 def test_only_by_id_end_to_end(synthetic, tmp_path, capsys):
     stores = "file,redis" if shutil.which("redis-server") else "file"
     md = tmp_path / "PERF.md"
-    argv = ["bench", "--only-by-id", "--bundle", str(synthetic.path), "--out", str(tmp_path / "out"), "--ranking",
-            "5,40", "--by-id", stores, "--catalogue-items", "300", "--duration", "0.2", "--iterations", "30",
-            "--markdown", str(md)]  # fmt: skip
+    argv = [
+        "bench",
+        "--only-by-id",
+        "--bundle",
+        str(synthetic.path),
+        "--out",
+        str(tmp_path / "out"),
+        "--ranking",
+        "5,40",
+        "--by-id",
+        stores,
+        "--catalogue-items",
+        "300",
+        "--duration",
+        "0.2",
+        "--iterations",
+        "30",
+        "--markdown",
+        str(md),
+    ]
     assert main(argv) == 0
     doc = orjson.loads((tmp_path / "out" / "bench-ranking-ids.json").read_bytes())
     paths = ["full"] + [f"id-{s}" for s in stores.split(",")]

@@ -13,8 +13,22 @@ from scripts.cli import main
 @pytest.mark.slow
 def test_every_part_but_the_long_one_runs_and_writes_its_numbers(tmp_path):
     out = tmp_path / "out"
-    argv = ["bench", "training", "--parts", "gen,fit,rss,hashed", "--rows", "3000", "--big-rows", "6000",
-            "--batch-size", "256", "--out", str(out), "--work", str(tmp_path)]  # fmt: skip
+    argv = [
+        "bench",
+        "training",
+        "--parts",
+        "gen,fit,rss,hashed",
+        "--rows",
+        "3000",
+        "--big-rows",
+        "6000",
+        "--batch-size",
+        "256",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     r = json.loads((out / "training.json").read_text())
     assert r["gen"]["rows"] == 3000 and r["gen"]["rows_per_second"] > 0 and r["fit"]["rows_per_second"] > 0
@@ -29,10 +43,18 @@ TRAINERS = (("in-memory", 1, 30_000), ("streamed --nproc 2", 2, 50_000))
 
 def test_the_table_and_plot_of_the_train_part(tmp_path):
     runs = {
-        f"{m} {t}": {"model": m.split("+")[0], "apg": m.split("+")[1], "trainer": t, "processes": p,
-                     "rows_per_second": rps, "rows_per_second_per_process": rps // p, "peak_rss_mb": 900.0}
-        for m in ("dnn+none", "deepfm+self") for t, p, rps in TRAINERS
-    }  # fmt: skip
+        f"{m} {t}": {
+            "model": m.split("+")[0],
+            "apg": m.split("+")[1],
+            "trainer": t,
+            "processes": p,
+            "rows_per_second": rps,
+            "rows_per_second_per_process": rps // p,
+            "peak_rss_mb": 900.0,
+        }
+        for m in ("dnn+none", "deepfm+self")
+        for t, p, rps in TRAINERS
+    }
     text = table({"train": runs, "machine": {"cpus": 2}})
     assert "| deepfm+self | streamed --nproc 2 | 2 | 50,000 | 25,000 | 900.0 |" in text
     plot({"train": runs, "machine": {"cpus": 2}}, tmp_path / "t.png")

@@ -18,8 +18,19 @@ def test_without_cuda_it_says_so(bundle_dir, tmp_path, capsys):
 
 
 def test_cpu_stand_in_end_to_end(bundle_dir, tmp_path):
-    argv = ["--bundle", str(bundle_dir), "--out", str(tmp_path), "--batch-sizes", "1,7,300", "--duration", "0.05",
-            "--allow-cpu", "--batching-rates", "50,100"]  # fmt: skip
+    argv = [
+        "--bundle",
+        str(bundle_dir),
+        "--out",
+        str(tmp_path),
+        "--batch-sizes",
+        "1,7,300",
+        "--duration",
+        "0.05",
+        "--allow-cpu",
+        "--batching-rates",
+        "50,100",
+    ]
     assert gpu_check.main(argv) == 0
     doc = orjson.loads((tmp_path / "gpu-check.json").read_bytes())
     assert set(doc["in_process"]) == {"1", "7", "300"}
@@ -53,7 +64,17 @@ def test_parity_failure_is_an_error(bundle_dir, tmp_path, monkeypatch):
         return {**models, "cuda": Off(models["cuda"])}
 
     monkeypatch.setattr(gpu_check, "sessions", with_offset)
-    argv = ["--bundle", str(bundle_dir), "--out", str(tmp_path), "--batch-sizes", "1,5", "--duration", "0.02",
-            "--allow-cpu", "--no-http"]  # fmt: skip
+    argv = [
+        "--bundle",
+        str(bundle_dir),
+        "--out",
+        str(tmp_path),
+        "--batch-sizes",
+        "1,5",
+        "--duration",
+        "0.02",
+        "--allow-cpu",
+        "--no-http",
+    ]
     assert gpu_check.main(argv) == 1
     assert orjson.loads((tmp_path / "gpu-check.json").read_bytes())["in_process"]["5"]["max_abs_diff"] > 1e-4

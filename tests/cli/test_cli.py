@@ -14,10 +14,20 @@ from scripts import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLING = ("torch", "httpx", "model", "scripts.bench", "scripts.loadtest", "scripts.experiments")
-SUBCOMMANDS = [["data"], ["data", "synth"], ["data", "convert"], ["train"], ["export"], ["serve"], ["items", "sync"],
-               ["loadtest"], ["bench"], ["bench", "training"], ["experiment"],
-               *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "study", "control",
-                                                    "report")])]  # fmt: skip
+SUBCOMMANDS = [
+    ["data"],
+    ["data", "synth"],
+    ["data", "convert"],
+    ["train"],
+    ["export"],
+    ["serve"],
+    ["items", "sync"],
+    ["loadtest"],
+    ["bench"],
+    ["bench", "training"],
+    ["experiment"],
+    *([["experiment", name] for name in (*cli.EXPERIMENTS, "complexity", "study", "control", "report")]),
+]
 
 
 def modules_after(code: str) -> set[str]:
@@ -104,8 +114,24 @@ def test_train_options_build_the_configs():
     from model.train import TrainConfig
     from model.zoo import ModelConfig
 
-    argv = ["train", "--model", "dnn", "--apg", "mix", "--mix-fields", "user_id,gender", "--hidden", "64,32",
-            "--generate-bias", "--epochs", "3", "--limit", "500", "--out", "runs/x"]  # fmt: skip
+    argv = [
+        "train",
+        "--model",
+        "dnn",
+        "--apg",
+        "mix",
+        "--mix-fields",
+        "user_id,gender",
+        "--hidden",
+        "64,32",
+        "--generate-bias",
+        "--epochs",
+        "3",
+        "--limit",
+        "500",
+        "--out",
+        "runs/x",
+    ]
     model, train = cli.train_configs(cli.build_parser().parse_args(argv))
     apg = APGConfig("mix", mix_fields=("user_id", "gender"), generate_bias=True)
     assert model == ModelConfig("dnn", hidden=(64, 32), apg=apg)

@@ -72,9 +72,30 @@ def test_every_field_is_an_option_with_help_and_choices(cls):
 
 def test_todays_flag_names_keep_working():
     text = train_options()[0].format_help()
-    for flag in ("--apg", "--rank", "--overparam", "--variant", "--group-field", "--mix-fields", "--embed-dim",
-                 "--hidden", "--epochs", "--batch-size", "--lr", "--patience", "--threads", "--missing-rate", "--limit",
-                 "--data", "--schema", "--split", "--seed", "--out", "--quiet", "--model"):  # fmt: skip
+    for flag in (
+        "--apg",
+        "--rank",
+        "--overparam",
+        "--variant",
+        "--group-field",
+        "--mix-fields",
+        "--embed-dim",
+        "--hidden",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--patience",
+        "--threads",
+        "--missing-rate",
+        "--limit",
+        "--data",
+        "--schema",
+        "--split",
+        "--seed",
+        "--out",
+        "--quiet",
+        "--model",
+    ):
         assert f"{flag} " in text
 
 
@@ -85,8 +106,11 @@ def test_the_changed_configs_change_every_field():
             assert getattr(owner[0], f.name) != getattr(owner[1], f.name), f.name
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig(), CHANGED_MODEL, TrainConfig(), CHANGED_TRAIN],
-                         ids=["model-defaults", "model-changed", "train-defaults", "train-changed"])  # fmt: skip
+@pytest.mark.parametrize(
+    "cfg",
+    [ModelConfig(), CHANGED_MODEL, TrainConfig(), CHANGED_TRAIN],
+    ids=["model-defaults", "model-changed", "train-defaults", "train-changed"],
+)
 def test_parse_round_trips_to_the_dataclass(cfg):
     argv = config_argv(cfg, cli.TRAIN_FLAGS)
     model, train = cli.train_configs(cli.build_parser().parse_args(["train", *argv, "--out", "x"]))

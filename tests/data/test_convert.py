@@ -61,14 +61,20 @@ def test_tsv_gzip_and_a_file_without_header(tmp_path):
 
 def test_schema_check_names_the_missing_columns(tmp_path):
     src = write(tmp_path / "log.csv", CSV)
-    schema = write(tmp_path / "schema.json", '{"name": "s", "label": {"column": "clicked", "threshold": 1}, "fields":'
-                   ' [{"name": "zip", "kind": "categorical"}, {"name": "item", "kind": "categorical"},'
-                   ' {"name": "zip2", "kind": "categorical", "source": "zip", "prefix": 2}]}')  # fmt: skip
+    schema = write(
+        tmp_path / "schema.json",
+        '{"name": "s", "label": {"column": "clicked", "threshold": 1}, "fields":'
+        ' [{"name": "zip", "kind": "categorical"}, {"name": "item", "kind": "categorical"},'
+        ' {"name": "zip2", "kind": "categorical", "source": "zip", "prefix": 2}]}',
+    )
     with pytest.raises(ValueError, match="lacks the column.s. item, clicked"):
         convert(ConvertConfig(src, tmp_path / "out", schema=schema))
     assert not (tmp_path / "out").exists()
-    ok = write(tmp_path / "ok.json", '{"name": "s", "label": {"column": "label", "threshold": 1}, "fields":'
-               ' [{"name": "zip", "kind": "categorical"}]}')  # fmt: skip
+    ok = write(
+        tmp_path / "ok.json",
+        '{"name": "s", "label": {"column": "label", "threshold": 1}, "fields":'
+        ' [{"name": "zip", "kind": "categorical"}]}',
+    )
     assert convert(ConvertConfig(src, tmp_path / "out", schema=ok))["rows"] == 3
 
 

@@ -39,8 +39,15 @@ def read(out: Path, split: str) -> pa.Table:
 
 def test_layout_row_groups_and_types(log):
     names = [str(p.relative_to(log)) for p in files(log)]
-    assert names == ["schema.json", "teacher.json", "test/part-00000.parquet", "train/part-00000.parquet",
-                     "train/part-00001.parquet", "train/part-00002.parquet", "valid/part-00000.parquet"]  # fmt: skip
+    assert names == [
+        "schema.json",
+        "teacher.json",
+        "test/part-00000.parquet",
+        "train/part-00000.parquet",
+        "train/part-00001.parquet",
+        "train/part-00002.parquet",
+        "valid/part-00000.parquet",
+    ]
     for path in (log / "train").glob("*.parquet"):
         meta = pq.ParquetFile(path).metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -200,8 +207,21 @@ def test_existing_out_is_refused_and_a_failed_run_leaves_nothing(tmp_path, monke
 def test_command_line(tmp_path, capsys):
     p = argparse.ArgumentParser()
     synth.add_arguments(p)
-    args = p.parse_args(["--rows", "2e3", "--out", str(tmp_path / "log"), "--max-cardinality", "1_000",
-                         "--users", "100", "--shards", "2", "--quiet"])  # fmt: skip
+    args = p.parse_args(
+        [
+            "--rows",
+            "2e3",
+            "--out",
+            str(tmp_path / "log"),
+            "--max-cardinality",
+            "1_000",
+            "--users",
+            "100",
+            "--shards",
+            "2",
+            "--quiet",
+        ]
+    )
     assert synth.run_from_args(args) == 0
     assert "Bayes-optimal AUC" in capsys.readouterr().out
     assert len(list((tmp_path / "log" / "train").glob("*.parquet"))) == 2
@@ -211,8 +231,24 @@ def test_the_apg_data_subcommands(tmp_path, capsys):
     pytest.importorskip("torch")  # `apg data` is a training-side command (its options are TrainConfig's)
     from scripts.cli import main
 
-    assert main(["data", "synth", "--rows", "5000", "--out", str(tmp_path / "log"), "--max-cardinality", "500",
-                 "--users", "300", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--rows",
+                "5000",
+                "--out",
+                str(tmp_path / "log"),
+                "--max-cardinality",
+                "500",
+                "--users",
+                "300",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "Bayes-optimal AUC" in capsys.readouterr().out
     assert main(["data", "--data", str(tmp_path / "log")]) == 0  # described from its footers
     lines = capsys.readouterr().out.splitlines()

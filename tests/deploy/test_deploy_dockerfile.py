@@ -175,10 +175,19 @@ def test_constraints_pin_every_line_and_cover_the_serve_extra():
 def test_dockerignore_keeps_data_and_secrets_out_of_the_context(dockerfile):
     patterns = dockerignore_patterns((REPO / ".dockerignore").read_text())
     for path in (
-        ".venv/bin/python", ".data/ml-100k/ml-100k.inter", "runs/default/model.pt", "bundles/default/model.onnx",
-        ".git/HEAD", ".pytest_cache/v/cache", ".ruff_cache/x", "model/__pycache__/apg.cpython-311.pyc",
-        "service/.env", "apg_ctr.egg-info/PKG-INFO", "tests/conftest.py", "docs/DEPLOY.md",
-    ):  # fmt: skip
+        ".venv/bin/python",
+        ".data/ml-100k/ml-100k.inter",
+        "runs/default/model.pt",
+        "bundles/default/model.onnx",
+        ".git/HEAD",
+        ".pytest_cache/v/cache",
+        ".ruff_cache/x",
+        "model/__pycache__/apg.cpython-311.pyc",
+        "service/.env",
+        "apg_ctr.egg-info/PKG-INFO",
+        "tests/conftest.py",
+        "docs/DEPLOY.md",
+    ):
         assert dockerignored(path, patterns), f"{path} would be sent to the Docker daemon"
     sources = [
         word

@@ -49,9 +49,12 @@ def prometheus(apg_server, tmp_path: Path):
 
     port, log = free_port(), tmp_path / "prometheus.log"
     cmd = [
-        PROMETHEUS, f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ]  # fmt: skip
+        PROMETHEUS,
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -64,7 +64,7 @@ def test_rare_users_share_the_oov_row_in_training_and_serving():
                 Field("act", "categorical", source="user_id", derive="count_bucket", edges=(2.0,)),
             ),
             user_column="user_id",
-        )  # fmt: skip
+        )
     )
     assert spec.field("user_id").min_count == 3 and spec.field("act").min_count is None  # not on a derived field
     table = {"user_id": ["a", "a", "a", "b", "b", "c", "d", "d", "d"]}
@@ -122,10 +122,23 @@ def write_table(tmp_path: Path) -> tuple[str, str]:
         f"{u},i{rng.integers(0, 40)},{t},{rng.integers(0, 2)}" for u, t in zip(users, time, strict=True)
     ]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    schema = {"name": "t", "label": {"column": "clicked"}, "user_column": "user_id", "time_column": "ts",
-              "fields": [{"name": "user_id", "kind": "categorical"}, {"name": "item_id", "kind": "categorical"},
-                         {"name": "user_activity", "kind": "categorical", "source": "user_id",
-                          "derive": "count_bucket", "edges": [20]}]}  # fmt: skip
+    schema = {
+        "name": "t",
+        "label": {"column": "clicked"},
+        "user_column": "user_id",
+        "time_column": "ts",
+        "fields": [
+            {"name": "user_id", "kind": "categorical"},
+            {"name": "item_id", "kind": "categorical"},
+            {
+                "name": "user_activity",
+                "kind": "categorical",
+                "source": "user_id",
+                "derive": "count_bucket",
+                "edges": [20],
+            },
+        ],
+    }
     (tmp_path / "schema.json").write_text(json.dumps(schema))
     return str(tmp_path / "t.csv"), str(tmp_path / "schema.json")
 
@@ -141,8 +154,15 @@ def test_loaded_dataset_has_cold_rows_on_the_trained_rare_row_and_activity_bucke
     cold_train = np.isin(d.users[d.splits["train"]], d.users[d.splits["cold"]])
     assert (user[d.splits["train"]][cold_train] == OOV).all() and (user[d.splits["train"]][~cold_train] >= 2).all()
     assert set(n[d.splits["cold"]]) <= {1, 2, 3, 4, 5} and n[d.splits["test"]].min() >= 6
-    assert set(bucket_labels(np.array([0, 1, 2, 3, 5, 6, 49, 50, 200]))) == {"0", "1", "2", "3-5", "6-49", "50-199",
-                                                                               "200+"}  # fmt: skip
+    assert set(bucket_labels(np.array([0, 1, 2, 3, 5, 6, 49, 50, 200]))) == {
+        "0",
+        "1",
+        "2",
+        "3-5",
+        "6-49",
+        "50-199",
+        "200+",
+    }
     summary = split_summary(d)
     assert summary["rare_rows"]["train"] == int(cold_train.sum()) and summary["rare_rows"]["cold"] > 0
     assert summary["user_vocab"] == 64  # the 80 − 16 warm users
@@ -177,13 +197,30 @@ def fake_record(plan, model: str, arm: str, seed: int) -> dict:
     }
     by["50-199"] = {"auc": 0.8, "rows": 900, "users": 50}
     metrics = {"auc": 0.7 + gain, "logloss": 0.6, "gauc": 0.6, "ctr_ratio": 1.0, "rows": 300}
-    adaptation = None if arm == "base" else {"layers": [{"spread": 0.1, "distinct": 5}], "mean_s_cost": 0.002,
-                                             "adaptive": True}  # fmt: skip
-    split = {"rows": {"train": 8000, "valid": 900, "test": 900, "cold": 300}, "users": {"cold": 30, "test": 50},
-             "rare_rows": {"train": 90, "cold": 300}, "user_vocab": 50}  # fmt: skip
-    return {"key": run_key(plan, model, arm, seed), "model": model, "arm": arm, "seed": seed, "valid": metrics,
-            "test": {**metrics, "auc": 0.8}, "cold": metrics, "by_activity": by, "adaptation": adaptation,
-            "epochs_run": 1, "wall_seconds": 0.1, "split": split, "budget": plan.budget()}  # fmt: skip
+    adaptation = (
+        None if arm == "base" else {"layers": [{"spread": 0.1, "distinct": 5}], "mean_s_cost": 0.002, "adaptive": True}
+    )
+    split = {
+        "rows": {"train": 8000, "valid": 900, "test": 900, "cold": 300},
+        "users": {"cold": 30, "test": 50},
+        "rare_rows": {"train": 90, "cold": 300},
+        "user_vocab": 50,
+    }
+    return {
+        "key": run_key(plan, model, arm, seed),
+        "model": model,
+        "arm": arm,
+        "seed": seed,
+        "valid": metrics,
+        "test": {**metrics, "auc": 0.8},
+        "cold": metrics,
+        "by_activity": by,
+        "adaptation": adaptation,
+        "epochs_run": 1,
+        "wall_seconds": 0.1,
+        "split": split,
+        "budget": plan.budget(),
+    }
 
 
 def test_runs_resume_and_the_report_pairs_seeds_per_bucket(tmp_path, monkeypatch):
@@ -223,8 +260,26 @@ def test_tiny_driver_run_trains_every_arm_and_reports(tmp_path):
     pytest.importorskip("torch")
     from scripts.cli import main
 
-    args = ["--data", "ml-100k", "--limit", "20000", "--epochs", "1", "--seeds", "1", "--models", "dnn", "--share",
-            "0.2", "--threads", "1", "--results", str(tmp_path), "--figures", str(tmp_path / "fig")]  # fmt: skip
+    args = [
+        "--data",
+        "ml-100k",
+        "--limit",
+        "20000",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--models",
+        "dnn",
+        "--share",
+        "0.2",
+        "--threads",
+        "1",
+        "--results",
+        str(tmp_path),
+        "--figures",
+        str(tmp_path / "fig"),
+    ]
     assert main(["experiment", "cold-users", "run", *args]) == 0
     records = [json.loads(line) for line in (tmp_path / "coldstart" / "ml-100k.jsonl").read_text().splitlines()]
     assert {r["arm"] for r in records} == {"base", "group", "self"} and len(records) == 3

@@ -10,8 +10,16 @@ BUDGET = Plan().budget()
 
 
 def record(h, arm, seed, auc, bayes=0.80, cost=None):
-    return {"heterogeneity": h, "rows": 1000, "arm": arm, "seed": seed, "budget": BUDGET, "test": {"auc": auc},
-            "bayes": {"bayes_auc": bayes}, "adaptation": None if cost is None else {"mean_s_cost": cost}}  # fmt: skip
+    return {
+        "heterogeneity": h,
+        "rows": 1000,
+        "arm": arm,
+        "seed": seed,
+        "budget": BUDGET,
+        "test": {"auc": auc},
+        "bayes": {"bayes_auc": bayes},
+        "adaptation": None if cost is None else {"mean_s_cost": cost},
+    }
 
 
 def test_lift_and_gap_closed_are_paired_per_seed():
@@ -28,8 +36,17 @@ def test_lift_and_gap_closed_are_paired_per_seed():
 
 @pytest.mark.slow
 def test_a_tiny_control_runs_resumes_and_reports(tmp_path):
-    plan = Plan(rows=4000, heterogeneity=(0.0, 1.0), arms=("base", "group"), seeds=(1, 2), epochs=1,
-                batch_size=256, logs=tmp_path / "logs", runs=tmp_path / "runs", results=tmp_path)  # fmt: skip
+    plan = Plan(
+        rows=4000,
+        heterogeneity=(0.0, 1.0),
+        arms=("base", "group"),
+        seeds=(1, 2),
+        epochs=1,
+        batch_size=256,
+        logs=tmp_path / "logs",
+        runs=tmp_path / "runs",
+        results=tmp_path,
+    )
     said = []
     assert len(run(plan, said.append)) == 8
     assert len(run(plan, said.append)) == 8 and len(said) == 16  # the second pass trains nothing

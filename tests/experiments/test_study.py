@@ -10,8 +10,24 @@ from scripts.experiments.study import Plan, commands, lift_figure, main, summary
 
 
 def test_study_runs_pairs_resumes_and_reports(tmp_path):
-    args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1,2", "--models", "dnn",
-            "--arms", "base,static,group", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    args = [
+        "--data",
+        "ml-100k",
+        "--limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1,2",
+        "--models",
+        "dnn",
+        "--arms",
+        "base,static,group",
+        "--results",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     assert main(["run", *args]) == 0
     store = tmp_path / "study" / "ml-100k.jsonl"
     records = [json.loads(line) for line in store.read_text().splitlines()]
@@ -39,13 +55,33 @@ def test_study_runs_pairs_resumes_and_reports(tmp_path):
 
 
 def test_the_time_split_is_a_study_of_its_own(tmp_path):
-    args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1", "--models", "dnn",
-            "--arms", "base,self", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    args = [
+        "--data",
+        "ml-100k",
+        "--limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--models",
+        "dnn",
+        "--arms",
+        "base,self",
+        "--results",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     assert main(["run", *args]) == 0 and main(["run", *args, "--split", "time"]) == 0
     records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
     assert sorted(r["budget"]["split"] for r in records) == ["random", "random", "time", "time"]  # nothing reused
     assert sorted(p.name for p in (tmp_path / "runs" / "ml-100k").iterdir()) == [
-        "dnn-base-s1", "dnn-base-time-s1", "dnn-self-s1", "dnn-self-time-s1"]  # fmt: skip
+        "dnn-base-s1",
+        "dnn-base-time-s1",
+        "dnn-self-s1",
+        "dnn-self-time-s1",
+    ]
     random_test = {r["test"]["auc"] for r in records if r["budget"]["split"] == "random"}
     assert not random_test & {r["test"]["auc"] for r in records if r["budget"]["split"] == "time"}
     assert main(["report", *args, "--split", "time"]) == 0
@@ -66,8 +102,24 @@ def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path,
     apg, base = size(ModelConfig("dnn", apg=ARMS["self"])), size(ModelConfig("dnn"))
     assert matched.apg.condition == "none" and matched.hidden != ModelConfig("dnn").hidden
     assert abs(size(matched) - apg) < 0.1 * apg and base > 1.2 * apg  # matched where the base is not: it is narrowed
-    args = ["--data", "ml-100k", "--limit", "3000", "--epochs", "1", "--seeds", "1", "--models", "dnn",
-            "--arms", "base,matched", "--results", str(tmp_path), "--runs", str(tmp_path / "runs")]  # fmt: skip
+    args = [
+        "--data",
+        "ml-100k",
+        "--limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--models",
+        "dnn",
+        "--arms",
+        "base,matched",
+        "--results",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     assert main(["run", *args]) == 0
     records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
     assert [r["arm"] for r in records] == ["base", "matched"] and records[1]["adaptation"] is None
@@ -89,8 +141,14 @@ def fake(model: str, arm: str, seed: int, auc: float, adaptive: bool | None = No
     layers = [{"spread": 0.1 if adaptive else 0.0, "distinct": 100 if adaptive else 1}]
     adaptation = None if adaptive is None else {"layers": layers, "mean_s_cost": 0.01 * adaptive, "adaptive": adaptive}
     test = {"auc": auc, "logloss": 0.5, "ctr_ratio": 1.0}
-    return {"model": model, "arm": arm, "seed": seed, "test": test, "adaptation": adaptation,
-            "by_activity": {"0": {"auc": auc, "rows": 10}}}  # fmt: skip
+    return {
+        "model": model,
+        "arm": arm,
+        "seed": seed,
+        "test": test,
+        "adaptation": adaptation,
+        "by_activity": {"0": {"auc": auc, "rows": 10}},
+    }
 
 
 def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
@@ -152,8 +210,11 @@ def test_the_lift_by_user_activity_is_paired_per_bucket_and_pooled_over_models(t
     plan = Plan(data="ml-100k", models=("dnn", "wdl"), arms=("base", "self", "group"), seeds=(1, 2, 3))
     text = report(records, plan)
     table = text[text.index("Paired lift over the base by user-activity bucket") :].splitlines()
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table
-            if line.startswith("| ") and not line.startswith("| bucket")}  # fmt: skip
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in table
+        if line.startswith("| ") and not line.startswith("| bucket")
+    }
     # bucket 0: dnn +2.1/+2.2/+2.3, wdl 0 -> per seed +1.05/+1.10/+1.15, pooled +1.10; bucket 6: -1 on every seed
     assert rows["0"][:3] == ["< 10", "7", "+1.10 [+0.98, +1.22]"] and rows["0"][3] == "+5.00 (n 1)"
     assert rows["6"][:3] == ["≥ 400", "90", "-1.00 [-1.00, -1.00]"]

@@ -73,9 +73,20 @@ def test_every_arm_searches_the_same_shared_knobs_and_apg_arms_the_apg_ones():
 
 def test_a_trials_values_map_to_model_and_train_config():
     plan = TunePlan(data="ml-100k")
-    params = {"lr": 3e-3, "batch_size": 1024, "embed_dim": 32, "dropout": 0.2, "hidden": "400,400", "rank": 8,
-              "overparam": 2, "cond_hidden": 0, "generate_bias": True, "gen_init_std": 0.01,
-              "group_field": "occupation", "cond_norm": True}  # fmt: skip
+    params = {
+        "lr": 3e-3,
+        "batch_size": 1024,
+        "embed_dim": 32,
+        "dropout": 0.2,
+        "hidden": "400,400",
+        "rank": 8,
+        "overparam": 2,
+        "cond_hidden": 0,
+        "generate_bias": True,
+        "gen_init_std": 0.01,
+        "group_field": "occupation",
+        "cond_norm": True,
+    }
     model_cfg, cfg = tune.configs(plan, params, "deepfm", "group")
     assert (model_cfg.model, model_cfg.embed_dim, model_cfg.hidden, model_cfg.dropout) == (
         "deepfm",
@@ -171,8 +182,17 @@ def test_the_best_file_keys_the_studys_runs(tmp_path, monkeypatch):
     # the store: tuned and untuned runs of the same model, arm, seed and budget never mix
     store = study.store_path(tmp_path, "ml-100k")
     store.parent.mkdir(parents=True)
-    records = [{"key": study.run_key(p, "dnn", "self", 1), "model": "dnn", "arm": "self", "seed": 1,
-                "budget": p.budget(), "tuned": study.tuned_of(p, "dnn", "self")} for p in (untuned, tuned)]  # fmt: skip
+    records = [
+        {
+            "key": study.run_key(p, "dnn", "self", 1),
+            "model": "dnn",
+            "arm": "self",
+            "seed": 1,
+            "budget": p.budget(),
+            "tuned": study.tuned_of(p, "dnn", "self"),
+        }
+        for p in (untuned, tuned)
+    ]
     store.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert [r["tuned"] for r in study.stored(untuned, tmp_path)] == [None]
     assert [r["key"] for r in study.stored(tuned, tmp_path)] == [records[1]["key"]]
@@ -202,8 +222,12 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
 
     with monkeypatch.context() as m:
         m.setattr(Dataset, "part", no_test)
-        assert tune.main(["run", *tiny, "--trials", "2", "--storage", str(tmp_path / "t.sqlite3"),
-                          "--results", str(tmp_path)]) == 0  # fmt: skip
+        assert (
+            tune.main(
+                ["run", *tiny, "--trials", "2", "--storage", str(tmp_path / "t.sqlite3"), "--results", str(tmp_path)]
+            )
+            == 0
+        )
     plan = TunePlan("ml-100k", ("dnn",), ("base", "self"), 2, train=replace(TunePlan().train, epochs=1, limit=3000))
     for arm in plan.arms:
         s = optuna.load_study(study_name=plan.study_name("dnn", arm), storage=f"sqlite:///{tmp_path / 't.sqlite3'}")
@@ -211,8 +235,12 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
         assert all(t.intermediate_values == {1: t.value} and 0 < t.value < 1 for t in s.trials)  # the epoch hook
     path = tmp_path / "tune" / "ml-100k.json"
     runs = tmp_path / "runs"
-    assert study.main(["run", *tiny, "--seeds", "1", "--tuned", str(path), "--results", str(tmp_path),
-                       "--runs", str(runs)]) == 0  # fmt: skip
+    assert (
+        study.main(
+            ["run", *tiny, "--seeds", "1", "--tuned", str(path), "--results", str(tmp_path), "--runs", str(runs)]
+        )
+        == 0
+    )
     saved = json.loads(path.read_text())["configs"]["dnn"]
     records = study.read_store(study.store_path(tmp_path, "ml-100k")).values()
     assert {r["arm"]: r["tuned"] for r in records} == {

@@ -22,15 +22,26 @@ def make_schema(extra_genre: str | None = None) -> Schema:
     """A fitted schema: a user, four item features (one hashed, one numeric, one multi) and a field derived from
     item_id. `extra_genre` changes the genres vocabulary, hence the contract checksum."""
     genres = GENRES + ([extra_genre] if extra_genre else [])
-    return Schema.from_dict({"name": "items-test", "fields": [
-        {"name": "user_id", "kind": "categorical", "required": True, "vocab": ["u1", "u2", "u3"]},
-        {"name": "item_id", "kind": "categorical", "required": True, "vocab": [f"i{i}" for i in range(VOCAB)]},
-        {"name": "title", "kind": "categorical", "hash_buckets": 997},
-        {"name": "release_year", "kind": "numeric", "edges": [1950, 1970, 1990, 2000]},
-        {"name": "genres", "kind": "multi", "sep": "|", "max_len": 4, "vocab": genres},
-        {"name": "item_pop", "kind": "categorical", "source": "item_id", "mapping": {"i1": "hot", "i2": "hot"},
-         "mapping_default": "cold", "vocab": ["cold", "hot"]},
-    ]})  # fmt: skip
+    return Schema.from_dict(
+        {
+            "name": "items-test",
+            "fields": [
+                {"name": "user_id", "kind": "categorical", "required": True, "vocab": ["u1", "u2", "u3"]},
+                {"name": "item_id", "kind": "categorical", "required": True, "vocab": [f"i{i}" for i in range(VOCAB)]},
+                {"name": "title", "kind": "categorical", "hash_buckets": 997},
+                {"name": "release_year", "kind": "numeric", "edges": [1950, 1970, 1990, 2000]},
+                {"name": "genres", "kind": "multi", "sep": "|", "max_len": 4, "vocab": genres},
+                {
+                    "name": "item_pop",
+                    "kind": "categorical",
+                    "source": "item_id",
+                    "mapping": {"i1": "hot", "i2": "hot"},
+                    "mapping_default": "cold",
+                    "vocab": ["cold", "hot"],
+                },
+            ],
+        }
+    )
 
 
 def make_table(items: int = ITEMS, changed: bool = False) -> dict[str, list]:

@@ -210,8 +210,12 @@ def test_sync_from_a_bundle_through_the_command(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     url = f"file://{tmp_path}/store"
-    assert command.run_from_args(parser.parse_args(["--bundle", str(bundle.path), "--items", str(items),
-                                                    "--store", url, "--quiet"])) == 0  # fmt: skip
+    assert (
+        command.run_from_args(
+            parser.parse_args(["--bundle", str(bundle.path), "--items", str(items), "--store", url, "--quiet"])
+        )
+        == 0
+    )
     assert "items sync: 3 items, fields item_id, genres" in capsys.readouterr().out
     manifest = json.loads(next((tmp_path / "store").glob("*/*/manifest.json")).read_text())
     assert manifest["model"] == "synthetic-apg" and manifest["sources"] == ["item_id", "genres"]

@@ -116,9 +116,28 @@ def test_raw_engine_counts_refused_reconnects_and_finishes_the_run():
 def test_a_run_writes_json_csv_png(slow_server, bundle_json, tmp_path, capsys):
     server = slow_server(0.002)
     out = tmp_path / "out"
-    argv = ["--url", server.url, "--bundle", str(bundle_json), "--rate", "40", "--duration", "1", "--warmup", "0.25",
-            "--rows", "3", "--arrivals", "constant", "--format", "v2", "--token", "s3cret",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "--url",
+        server.url,
+        "--bundle",
+        str(bundle_json),
+        "--rate",
+        "40",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.25",
+        "--rows",
+        "3",
+        "--arrivals",
+        "constant",
+        "--format",
+        "v2",
+        "--token",
+        "s3cret",
+        "--out",
+        str(out),
+    ]
     assert main(["loadtest", *argv]) == 0
     printed = capsys.readouterr().out
     assert "p99.9" in printed and "achieved" in printed
@@ -146,8 +165,26 @@ def test_a_sweep_finds_the_knee_and_stops_past_it(slow_server, bundle_json, tmp_
     # speed); 5/s and 10/s meet an SLO of 2 s, which only a stalled machine could miss
     server = slow_server(0.04)
     out = tmp_path / "sweep"
-    argv = ["--url", server.url, "--bundle", str(bundle_json), "--sweep", "5,10,80,160", "--duration", "1",
-            "--warmup", "0", "--slo-ms", "2000", "--concurrency", "2", "--drain", "0.3", "--out", str(out)]  # fmt: skip
+    argv = [
+        "--url",
+        server.url,
+        "--bundle",
+        str(bundle_json),
+        "--sweep",
+        "5,10,80,160",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--slo-ms",
+        "2000",
+        "--concurrency",
+        "2",
+        "--drain",
+        "0.3",
+        "--out",
+        str(out),
+    ]
     assert main(["loadtest", *argv]) == 0
     assert "knee: 10 req/s" in capsys.readouterr().out
     doc = orjson.loads((out / "summary.json").read_bytes())

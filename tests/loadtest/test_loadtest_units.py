@@ -70,8 +70,18 @@ def test_a_fraction_of_categorical_values_is_unseen(schema):
 
 
 def test_a_source_read_only_by_a_derived_field_takes_its_mapping_keys():
-    schema = {"fields": [{"name": "activity", "kind": "categorical", "source": "uid", "vocab": ["0", "1"],
-                          "mapping": {"u1": "1", "u2": "0"}, "mapping_default": "0"}]}  # fmt: skip
+    schema = {
+        "fields": [
+            {
+                "name": "activity",
+                "kind": "categorical",
+                "source": "uid",
+                "vocab": ["0", "1"],
+                "mapping": {"u1": "1", "u2": "0"},
+                "mapping_default": "0",
+            }
+        ]
+    }
     assert {r["uid"] for r in RowSampler(schema, unseen=0.0).rows(100)} == {"u1", "u2"}
 
 

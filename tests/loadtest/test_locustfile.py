@@ -30,9 +30,25 @@ def test_locustfile_without_locust_says_how_to_get_it(monkeypatch):
 def _locust(host: str, bundle: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
     if importlib.util.find_spec("locust") is None:  # (not importorskip: importing Locust here would patch this process)
         pytest.skip("Locust is not installed (it is in the dev extra)")
-    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host, "--users", "2",
-            "--spawn-rate", "2", "--run-time", "3s", "--csv", str(out / "locust"),
-            "--only-summary"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--users",
+        "2",
+        "--spawn-rate",
+        "2",
+        "--run-time",
+        "3s",
+        "--csv",
+        str(out / "locust"),
+        "--only-summary",
+    ]
     env = {**os.environ, "APG_LOCUST_BUNDLE": str(bundle), "APG_LOCUST_ROWS": "3", **env}
     return subprocess.run(
         argv, env=env, cwd=LOCUSTFILE.parents[2], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60

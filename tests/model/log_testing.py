@@ -32,14 +32,16 @@ def rows(n: int, seed: int, start: int = 0) -> pa.Table:
     click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
     tags = ["|".join(f"t{t}" for t in rng.choice(8, rng.integers(0, 4), replace=False)) or None for _ in range(n)]
     price_col = pa.array(np.where(rng.random(n) < 0.05, np.nan, price)).cast(pa.float64())
-    return pa.table({
-        "row_id": pa.array(np.arange(start, start + n), pa.int64()),
-        "user": pa.array([f"u{u}" for u in rng.integers(0, 200, n)]).dictionary_encode(),
-        "item": pa.array([str(i) if i % 7 else None for i in item]),
-        "tags": pa.array(tags),
-        "price": price_col,
-        "click": pa.array(click),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "row_id": pa.array(np.arange(start, start + n), pa.int64()),
+            "user": pa.array([f"u{u}" for u in rng.integers(0, 200, n)]).dictionary_encode(),
+            "item": pa.array([str(i) if i % 7 else None for i in item]),
+            "tags": pa.array(tags),
+            "price": price_col,
+            "click": pa.array(click),
+        }
+    )
 
 
 def write_log(root: Path, shards: dict[str, list[tuple[int, int]]], seed: int = 0) -> Path:

@@ -53,9 +53,31 @@ def log_dir(tmp_path_factory):
 
 
 def train_argv(log_dir, out, *extra) -> list[str]:
-    return ["train", "--data", str(log_dir), "--model", "deepfm", "--apg", "self", "--rank", "4", "--hidden", "16,8",
-            "--epochs", "2", "--batch-size", "64", "--threads", "1", "--window-rows", "600", "--out", str(out),
-            "--quiet", *extra]  # fmt: skip
+    return [
+        "train",
+        "--data",
+        str(log_dir),
+        "--model",
+        "deepfm",
+        "--apg",
+        "self",
+        "--rank",
+        "4",
+        "--hidden",
+        "16,8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--threads",
+        "1",
+        "--window-rows",
+        "600",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_two_ranks_train_export_and_serve(log_dir, tmp_path):
@@ -121,8 +143,10 @@ def test_a_bad_shard_exits_2_and_writes_nothing(tmp_path, capsys, nproc):
     run = tmp_path / "run"
     assert main([*train_argv(log, run), "--nproc", nproc]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"apg train: error: {part}: not a readable Parquet file (Parquet magic bytes not found in footer."
-                   " Either the file is corrupted or this is not a parquet file.)"]  # fmt: skip
+    assert err == [
+        f"apg train: error: {part}: not a readable Parquet file (Parquet magic bytes not found in footer."
+        " Either the file is corrupted or this is not a parquet file.)"
+    ]
     assert not run.exists()
 
 

@@ -154,9 +154,11 @@ def test_a_window_over_a_million_labelled_rows_never_stalls_the_event_loop(tmp_p
         )
         db.executemany(
             "INSERT INTO labels VALUES (?, 0, ?, ?, ?, ?, ?)",
-            ((f"r{i}", ("control", "treatment")[i % 2], now - 10, float(scores[i]), int(clicked[i]), now)
-             for i in range(rows)),
-        )  # fmt: skip
+            (
+                (f"r{i}", ("control", "treatment")[i % 2], now - 10, float(scores[i]), int(clicked[i]), now)
+                for i in range(rows)
+            ),
+        )
         db.execute("COMMIT")
 
         async def worst_lag() -> tuple[float, dict]:

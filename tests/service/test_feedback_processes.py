@@ -60,7 +60,7 @@ def test_two_processes_record_and_feed_back_concurrently_with_exact_counts(backe
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for me, other in (names, names[::-1])
     ]
     results = []

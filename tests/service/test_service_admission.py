@@ -19,8 +19,12 @@ from service.runtime import Model, Runtime
 LIMITS = {"max_concurrency": 1, "max_queue": 2}  # the gate takes 3
 SENT = 6
 MODEL = "synthetic-apg"
-V2_BODY = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
-                      {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["242"]}]}  # fmt: skip
+V2_BODY = {
+    "inputs": [
+        {"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
+        {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["242"]},
+    ]
+}
 REFUSAL = {
     "code": "overloaded",
     "message": "3 scoring requests in progress, the most this worker takes (APG_MAX_CONCURRENCY + APG_MAX_QUEUE = 3)",

@@ -126,9 +126,13 @@ def test_idle_and_slowloris_sockets_at_nofile_1024_never_lock_probes_out(tmp_pat
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=out,
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=out,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
-        )  # fmt: skip
+        )
     sockets: list[socket.socket] = []
     try:
         wait_for(lambda: http("GET", f"{url}/readyz")[0] == 200, 90, what="readiness")
@@ -170,8 +174,10 @@ def test_idle_and_slowloris_sockets_at_nofile_1024_never_lock_probes_out(tmp_pat
         assert len(probes) >= 20 and not slow_probes, slow_probes[:20]
         evicted, timed_out = metric(url, 'apg_connections_closed_total{reason="evicted"}'), 0.0
         timed_out = metric(url, 'apg_connections_closed_total{reason="head_timeout"}')
-        print(f"probes {len(probes)}, worst {max(t for _, t in probes):.3f} s; evicted {evicted:.0f},"
-              f" head_timeout {timed_out:.0f}")  # fmt: skip
+        print(
+            f"probes {len(probes)}, worst {max(t for _, t in probes):.3f} s; evicted {evicted:.0f},"
+            f" head_timeout {timed_out:.0f}"
+        )
         assert evicted >= IDLE + SLOWLORIS - NOFILE and timed_out > 0
     finally:
         for s in sockets:

@@ -52,8 +52,23 @@ def ratings(tmp_path: Path) -> tuple[str, str]:
 
 def serve(repo: Path, tmp_path: Path, workers: int = 1, env: dict | None = None):
     port = free_port()
-    args = ["-m", "scripts.cli", "serve", "--models", str(repo), "--default-model", "base", "--port", str(port),
-            "--workers", str(workers), "--experiment", json.dumps(SPLIT), "--shadow", "shadow"]  # fmt: skip
+    args = [
+        "-m",
+        "scripts.cli",
+        "serve",
+        "--models",
+        str(repo),
+        "--default-model",
+        "base",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--experiment",
+        json.dumps(SPLIT),
+        "--shadow",
+        "shadow",
+    ]
     proc = start(args, {"APG_WARMUP_BATCH_SIZES": "1", "APG_DATA_DIR": str(tmp_path / "var"), **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -75,8 +90,25 @@ def samples(url: str, name: str) -> dict[str, float]:
 
 
 def loadtest(url: str, repo: Path, out: Path) -> dict:
-    argv = ["loadtest", "--url", url, "--bundle", str(repo / "base"), "--format", "ranking", "--rows", "4",
-            "--rate", "60", "--duration", "2", "--warmup", "0.5", "--out", str(out)]  # fmt: skip
+    argv = [
+        "loadtest",
+        "--url",
+        url,
+        "--bundle",
+        str(repo / "base"),
+        "--format",
+        "ranking",
+        "--rows",
+        "4",
+        "--rate",
+        "60",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     (summary,) = orjson.loads((out / "summary.json").read_bytes())["runs"]
     return summary
@@ -84,8 +116,26 @@ def loadtest(url: str, repo: Path, out: Path) -> dict:
 
 def abtest(url: str, ratings: tuple[str, str], out: Path) -> dict:
     data, schema = ratings
-    argv = ["abtest", "--url", url, "--data", data, "--schema", schema, "--rows-per-request", "4", "--bootstrap",
-            "200", "--bins", "3", "--feedback-delay", "0.05", "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "abtest",
+        "--url",
+        url,
+        "--data",
+        data,
+        "--schema",
+        schema,
+        "--rows-per-request",
+        "4",
+        "--bootstrap",
+        "200",
+        "--bins",
+        "3",
+        "--feedback-delay",
+        "0.05",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(argv) == 0  # 1 when any request or feedback item was not accepted
     return json.loads((out / "abtest.json").read_text())
 

@@ -118,9 +118,14 @@ def test_a_stalled_store_is_a_503_after_the_feedback_timeout_and_scoring_goes_on
 
 def test_feedback_has_admission_places_of_its_own(bundle, tmp_path):
     app = make_app(
-        bundle.path, feedback=f"sqlite://{tmp_path}/feedback.db", feedback_max_concurrency=1, feedback_max_queue=1,
-        feedback_timeout_s=5, max_concurrency=1, max_queue=0,
-    )  # fmt: skip
+        bundle.path,
+        feedback=f"sqlite://{tmp_path}/feedback.db",
+        feedback_max_concurrency=1,
+        feedback_max_queue=1,
+        feedback_timeout_s=5,
+        max_concurrency=1,
+        max_queue=0,
+    )
     release = threading.Event()
 
     async def flood() -> tuple[list[int], list[int], list[dict]]:

@@ -175,8 +175,10 @@ def test_the_stores_write_lock_held_elsewhere_neither_refuses_nor_fails_scoring(
         scores = [status for path, status, _ in results if path == "/score"]
         clicks = [(status, code) for path, status, code in results if path == "/feedback"]
         refused = sum(1 for s in scores if s != 200)
-        print(f"/score: {len(scores)} sent, {refused} not 200; /feedback: "
-              f"{sorted({(s, c): sum(1 for x in clicks if x == (s, c)) for s, c in clicks}.items())}")  # fmt: skip
+        print(
+            f"/score: {len(scores)} sent, {refused} not 200; /feedback: "
+            f"{sorted({(s, c): sum(1 for x in clicks if x == (s, c)) for s, c in clicks}.items())}"
+        )
         assert refused <= 0.01 * len(scores), sorted(set(scores))
         assert all(s in (200, 503) for s, _ in clicks) and 500 not in scores
         assert any(c == "feedback_unavailable" for _, c in clicks)  # the lock was felt, and answered 503

@@ -142,8 +142,12 @@ def test_compressed_body_is_415(client):
     assert_error(r, 415, "unsupported_media_type")
 
 
-V2_BODY = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
-                      {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["242"]}]}  # fmt: skip
+V2_BODY = {
+    "inputs": [
+        {"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["196"]},
+        {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["242"]},
+    ]
+}
 POSTS = {"/score": {"instances": ROWS[:1]}, "/v2/models/synthetic-apg/infer": V2_BODY, "/admin/reload": {}}
 
 

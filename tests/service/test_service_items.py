@@ -96,8 +96,11 @@ def test_kserve_v2_with_the_id_tensor_alone_looks_the_rest_up(client, bundle):
     ids = draw(50, seed=3)
 
     def infer(with_genres: bool) -> np.ndarray:
-        tensors = [{"name": k, "shape": [len(ids)], "datatype": "BYTES", "data": [str(v)] * len(ids)}
-                   for k, v in CONTEXT.items() if k != "age"]  # fmt: skip
+        tensors = [
+            {"name": k, "shape": [len(ids)], "datatype": "BYTES", "data": [str(v)] * len(ids)}
+            for k, v in CONTEXT.items()
+            if k != "age"
+        ]
         tensors += [{"name": "age", "shape": [len(ids)], "datatype": "FP64", "data": [49.0] * len(ids)}]
         tensors += [{"name": "item_id", "shape": [len(ids)], "datatype": "BYTES", "data": ids}]
         if with_genres:
@@ -142,10 +145,23 @@ def test_a_newly_published_version_is_followed(client, bundle, store, tmp_path):
     wait(followed, "the new version to be read")
     np.testing.assert_allclose(scores(rank(client, ids)), expected(bundle, ids, changed=True), rtol=0, atol=1e-6)
     text = client.get("/metrics").text
-    assert metric(text, "apg_item_store_info", model=MODEL, backend="file", version=summary["version"],
-                  checksum=summary["checksum"][:16]) == summary["items"]  # fmt: skip
-    assert metric(text, "apg_item_store_info", model=MODEL, backend="file", version=before,
-                  checksum=summary["checksum"][:16]) == 0  # fmt: skip
+    assert (
+        metric(
+            text,
+            "apg_item_store_info",
+            model=MODEL,
+            backend="file",
+            version=summary["version"],
+            checksum=summary["checksum"][:16],
+        )
+        == summary["items"]
+    )
+    assert (
+        metric(
+            text, "apg_item_store_info", model=MODEL, backend="file", version=before, checksum=summary["checksum"][:16]
+        )
+        == 0
+    )
 
 
 def test_a_hot_reload_to_another_contract_never_reads_the_old_rows(client, bundle, store, make_bundle, tmp_path):
@@ -161,8 +177,9 @@ def test_a_hot_reload_to_another_contract_never_reads_the_old_rows(client, bundl
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "item_store_mismatch"
     assert client.get("/v2/health/ready").status_code == 503
     assert scores(rank(client, full_candidates(ids))).shape == (10,)  # features in full still score
-    assert metric(client.get("/metrics").text, "apg_item_store_errors_total", model=MODEL,
-                  code="item_store_mismatch") == 1  # fmt: skip
+    assert (
+        metric(client.get("/metrics").text, "apg_item_store_errors_total", model=MODEL, code="item_store_mismatch") == 1
+    )
     sync_store(other.path, store, tmp_path / "other")  # the sync readiness named: then ready again, by itself
     wait(lambda: client.get("/readyz").status_code == 200, "readiness after the sync")
     np.testing.assert_allclose(scores(rank(client, ids)), expected(other, ids), rtol=0, atol=1e-6)
@@ -215,8 +232,9 @@ def test_a_repository_reads_a_store_per_model_and_a_shadow_of_another_contract_l
         np.testing.assert_allclose(scores(rank(client, ids, model="base")), expected(base, ids), rtol=0, atol=1e-6)
         answer = rank(client, ids, model="other")
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_shape"
-    with open_client(base.path, models=tmp_path / "models", item_store=url, default_model="base",
-                     shadow=["other"]) as client:  # fmt: skip
+    with open_client(
+        base.path, models=tmp_path / "models", item_store=url, default_model="base", shadow=["other"]
+    ) as client:
         np.testing.assert_allclose(scores(rank(client, ids)), expected(base, ids), rtol=0, atol=1e-6)
         np.testing.assert_allclose(scores(rank(client, ids, model="other")), expected(other, ids), atol=1e-6, rtol=0)
 

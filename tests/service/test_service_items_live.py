@@ -57,9 +57,30 @@ def test_two_workers_map_one_snapshot_and_a_ranking_ids_load_test_runs(bundle, t
             full = post(url, {"context": CONTEXT, "candidates": full_candidates(ids)})
             np.testing.assert_allclose(by_id, full, rtol=0, atol=1e-6)
         out = tmp_path / "load"
-        loadtest = [sys.executable, "-m", "scripts.cli", "loadtest", "--url", url, "--bundle", str(bundle.path),
-                    "--format", "ranking-ids", "--rows", "100", "--rate", "20", "--duration", "1", "--warmup", "0.5",
-                    "--unseen", "0", "--out", str(out)]  # fmt: skip
+        loadtest = [
+            sys.executable,
+            "-m",
+            "scripts.cli",
+            "loadtest",
+            "--url",
+            url,
+            "--bundle",
+            str(bundle.path),
+            "--format",
+            "ranking-ids",
+            "--rows",
+            "100",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--unseen",
+            "0",
+            "--out",
+            str(out),
+        ]
         done = subprocess.run(loadtest, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         run = json.loads((out / "summary.json").read_text())

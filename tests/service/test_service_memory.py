@@ -141,8 +141,10 @@ def test_concurrent_large_uploads_are_bounded_and_their_memory_returns(tmp_path)
         codes = [status for status, _, _ in answers]
         refused = [(b, retry) for status, b, retry in answers if status == 503]
         growth, left = (max(peak) - start) / MB, (after - start) / MB
-        print(f"start {start / MB:.0f} MB, peak +{growth:.0f} MB, 10 s later {left:+.0f} MB;"
-              f" {codes.count(200)} scored, {len(refused)} refused")  # fmt: skip
+        print(
+            f"start {start / MB:.0f} MB, peak +{growth:.0f} MB, 10 s later {left:+.0f} MB;"
+            f" {codes.count(200)} scored, {len(refused)} refused"
+        )
         assert set(codes) <= {200, 503}, sorted(set(codes))
         assert codes.count(200) >= 8 and refused  # 64 MiB hold 8 bodies at once
         for answer, retry in refused:

@@ -137,7 +137,7 @@ def test_a_killed_workers_live_gauges_leave_the_aggregate(tmp_path, monkeypatch)
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(n)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )  # fmt: skip
+        )
         for n in (2, 5)
     ]
     try:

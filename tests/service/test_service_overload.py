@@ -42,9 +42,20 @@ def asgi_post(app, path: str, chunks: list[bytes], pause: asyncio.Event | None =
         else:
             answer["body"] = answer.get("body", b"") + message.get("body", b"")
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 8000), "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json")],
+    }
     return scope, receive, send, answer, read
 
 
@@ -154,8 +165,10 @@ def test_over_http_a_refused_upload_reads_its_503_and_keeps_its_connection(bundl
             host, port = address.split(":")
             with socket.create_connection((host, int(port)), timeout=20) as s:
                 big = b" " * 100_000
-                s.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (len(big), big))  # fmt: skip
+                s.sendall(
+                    b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(big), big)
+                )
                 head, _ = read_answer(s)
                 assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
                 s.sendall(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")

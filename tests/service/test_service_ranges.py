@@ -56,5 +56,9 @@ def test_a_refused_number_is_a_400_naming_feature_and_row(bundle, tmp_path):
     with TestClient(make_app(path), raise_server_exceptions=False, headers=ADMIN) as c:
         r = c.post("/score", json={"inputs": {"user_id": ["196", "22"], "item_id": ["242", "51"], "age": [30, 1e308]}})
     assert r.status_code == 400
-    assert r.json()["error"] == {"code": "out_of_range", "message": "feature 'age', row 1: 1e+308 is outside [0, 120]",
-                                 "field": "age", "row": 1}  # fmt: skip
+    assert r.json()["error"] == {
+        "code": "out_of_range",
+        "message": "feature 'age', row 1: 1e+308 is outside [0, 120]",
+        "field": "age",
+        "row": 1,
+    }

@@ -49,8 +49,10 @@ def test_every_bundle_is_served_under_its_directory_name(repo):
         for name in ("apg", "base"):
             assert c.get(f"/v2/models/{name}").json()["name"] == name
             assert c.get(f"/v2/models/{name}/ready").status_code == 200
-            inputs = [{"name": k, "shape": [len(ROWS)], "datatype": "BYTES", "data": [str(r.get(k, "")) for r in ROWS]}
-                      for k in ("user_id", "item_id")]  # fmt: skip
+            inputs = [
+                {"name": k, "shape": [len(ROWS)], "datatype": "BYTES", "data": [str(r.get(k, "")) for r in ROWS]}
+                for k in ("user_id", "item_id")
+            ]
             answer = c.post(f"/v2/models/{name}/infer", json={"inputs": inputs})
             assert answer.status_code == 200 and answer.json()["model_name"] == name
         assert c.get("/v2/models/nope/ready").status_code == 404

@@ -163,7 +163,7 @@ BAD = [
     ({"inputs": IDS, "parameters": {"binary_data_output": "yes"}}, "invalid_shape", "parameters"),
     ({"inputs": IDS, "outputs": [{"name": "score", "parameters": 3}]}, "invalid_shape", "outputs"),
     ({"inputs": [{"name": "genres", "shape": [2, 0], "datatype": "BYTES", "data": []}]}, "invalid_shape", "genres"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("case", BAD, ids=range(len(BAD)))

@@ -65,8 +65,12 @@ def test_sighup_reloads_every_worker_in_place_under_load(tmp_path):
             proc.send_signal(1)
             wait_for(lambda: on_v2(url), "both workers on v2", timeout=LOAD_S)
             proc.send_signal(1)  # the same files again: reloaded, and still served without a failure
-            fresh = {httpx.post(f"{url}/score", json={"instances": [{"user_id": "196", "item_id": "242"}]})
-                     .json()["model"]["version"] for _ in range(20)}  # fmt: skip
+            fresh = {
+                httpx.post(f"{url}/score", json={"instances": [{"user_id": "196", "item_id": "242"}]}).json()["model"][
+                    "version"
+                ]
+                for _ in range(20)
+            }
         finally:
             load.join(LOAD_S + 30)
         after = workers(proc.pid)

@@ -139,8 +139,10 @@ def test_export_cli_writes_triton_repo(trained_runs, tmp_path, capsys):
     assert report["parity"]["max_abs_diff"] <= 1e-5
     assert report["triton"].endswith("deepfm-apg-group")
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
-        "deepfm-apg-group", "deepfm-apg-group-onnx", "deepfm-apg-group-preprocess"
-    ]  # fmt: skip
+        "deepfm-apg-group",
+        "deepfm-apg-group-onnx",
+        "deepfm-apg-group-preprocess",
+    ]
     assert (
         main([*args, "--out", str(tmp_path / "b2"), "--triton", str(tmp_path / "g"), "--triton-layout", "graph"]) == 0
     )

@@ -165,9 +165,13 @@ def test_python_model_scores_raw_features_like_the_service(bundle, service, star
     assert config["backend"] == "python" and "dynamic_batching" in config
     assert config["parameters"]["apg_step"]["string_value"] == "encode+score"
     assert {i["name"]: i["data_type"] for i in config["input"]} == {
-        "user_id": "TYPE_STRING", "item_id": "TYPE_STRING", "age": "TYPE_FP64", "gender": "TYPE_STRING",
-        "zip_code": "TYPE_STRING", "genres": "TYPE_STRING",
-    }  # fmt: skip
+        "user_id": "TYPE_STRING",
+        "item_id": "TYPE_STRING",
+        "age": "TYPE_FP64",
+        "gender": "TYPE_STRING",
+        "zip_code": "TYPE_STRING",
+        "genres": "TYPE_STRING",
+    }
     status, text = http("GET", f"http://127.0.0.1:{server.metrics}/metrics")
     assert status == 200
     count = [ln for ln in text.decode().splitlines() if ln.startswith(f'nv_inference_count{{model="{NAME}"')]
