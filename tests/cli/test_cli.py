@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cli
+from scripts import cli, model_commands
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLING = ("torch", "httpx", "model", "scripts.bench", "scripts.loadtest", "scripts.experiments")
@@ -132,11 +132,14 @@ def test_train_options_build_the_configs():
         "--out",
         "runs/x",
     ]
-    model, train = cli.train_configs(cli.build_parser().parse_args(argv))
+    model, train = model_commands.train_configs(cli.build_parser().parse_args(argv))
     apg = APGConfig("mix", mix_fields=("user_id", "gender"), generate_bias=True)
     assert model == ModelConfig("dnn", hidden=(64, 32), apg=apg)
     assert train == TrainConfig(epochs=3, limit=500)
-    assert cli.train_configs(cli.build_parser().parse_args(["train", "--out", "x"])) == (ModelConfig(), TrainConfig())
+    assert model_commands.train_configs(cli.build_parser().parse_args(["train", "--out", "x"])) == (
+        ModelConfig(),
+        TrainConfig(),
+    )
 
 
 def test_an_option_named_run_reaches_its_command(tmp_path, capsys):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from scripts import cli
+from scripts import cli, model_commands
 from scripts.config_args import add_config_arguments, config_argv, config_from_args
 
 pytest.importorskip("torch")  # the three dataclasses live in model/ (the training side)
@@ -49,7 +49,7 @@ CHANGED_TRAIN = changed(TrainConfig())
 def train_options() -> tuple[argparse.ArgumentParser, dict]:
     """The parser of `apg train` and its parsed defaults (dest -> value)."""
     p = argparse.ArgumentParser()
-    cli.train_arguments(p)
+    model_commands.train_arguments(p)
     return p, vars(p.parse_args(["--out", "x"]))
 
 
@@ -65,7 +65,7 @@ def test_every_field_is_an_option_with_help_and_choices(cls):
         assert f.name in defaults, f"{cls.__name__}.{f.name} has no option"
         assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
         if "choices" in f.metadata:
-            flag = "--" + cli.TRAIN_FLAGS.get(f.name, f.name).replace("_", "-")
+            flag = "--" + model_commands.TRAIN_FLAGS.get(f.name, f.name).replace("_", "-")
             with pytest.raises(SystemExit):
                 p.parse_args(["--out", "x", flag, "not-a-choice"])
 
@@ -112,8 +112,8 @@ def test_the_changed_configs_change_every_field():
     ids=["model-defaults", "model-changed", "train-defaults", "train-changed"],
 )
 def test_parse_round_trips_to_the_dataclass(cfg):
-    argv = config_argv(cfg, cli.TRAIN_FLAGS)
-    model, train = cli.train_configs(cli.build_parser().parse_args(["train", *argv, "--out", "x"]))
+    argv = config_argv(cfg, model_commands.TRAIN_FLAGS)
+    model, train = model_commands.train_configs(cli.build_parser().parse_args(["train", *argv, "--out", "x"]))
     assert (model if isinstance(cfg, ModelConfig) else train) == cfg
 
 
