@@ -156,9 +156,10 @@ def fit(
     s = (checkpoint.restore(model, opt) if checkpoint is not None else None) or TrainState()
     while s.epoch <= cfg.epochs and not s.done:
         model.train()
-        safe = source.planned(s.epoch) if checkpoint is not None else 0  # steps every rank reaches
+        planned = source.planned(s.epoch)  # (for a log: from the footers, the least over the ranks)
+        safe = planned if checkpoint is not None else 0  # steps every rank reaches
         bar = tqdm(
-            total=source.planned(s.epoch),
+            total=planned,
             initial=s.step,
             desc=f"epoch {s.epoch}/{cfg.epochs}",
             leave=False,

@@ -6,6 +6,7 @@
 Parts (each a subprocess where it trains, so that its peak RSS is its own):
   gen     the synthetic log's generator: rows/s (`apg data synth`)
   fit     the streamed schema fit: rows/s over every row group of every split
+  stream  the train split streamed alone (read, encoded, shuffled, batched; no training): rows/s on one core
   train   training rows/s per process, one epoch of --rows: DNN and DeepFM, each without and with self-wise APG;
           the in-memory trainer (--in-memory) vs the streamed one (0 and 1 loader workers); and for DNN and
           DeepFM+APG, one process vs --nproc 2
@@ -24,11 +25,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-PARTS = ("gen", "fit", "train", "rss", "hashed")
+PARTS = ("gen", "fit", "stream", "train", "rss", "hashed")
 MODELS = (("dnn", "none"), ("dnn", "self"), ("deepfm", "none"), ("deepfm", "self"))
 SPARSE = ["--sparse-embeddings"]
 TRAINERS = {  # name -> extra `apg train` options: the three ways to read the log, with sparse embedding gradients
@@ -119,6 +119,21 @@ class Bench:
         fit_log(open_log(str(log_dir), spec), spec)
         seconds = time.perf_counter() - start
         return {"rows": self.rows, "seconds": round(seconds, 2), "rows_per_second": round(self.rows / seconds)}
+
+    def stream(self) -> dict:
+        from features import Schema
+        from model.shards import fit_log, open_log
+        from model.stream import StreamConfig, TrainStream
+
+        log_dir, _ = self.log(self.rows)
+        spec = Schema.load(log_dir / "schema.json")
+        log = open_log(str(log_dir), spec)
+        stream = TrainStream(log, fit_log(log, spec), StreamConfig(batch_size=self.batch_size))
+        start, rows = time.perf_counter(), 0
+        for _, y, _ in stream.loader(1, 0, {}):
+            rows += len(y)
+        seconds = time.perf_counter() - start
+        return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds)}
 
     def train(self) -> dict:
         log_dir, _ = self.log(self.rows)
@@ -255,14 +270,11 @@ def watch_rss(proc: subprocess.Popen, every: float = 0.2) -> float:
                 continue
         return total
 
-    done = threading.Event()
-    while not done.is_set():
+    while True:
         peak = max(peak, tree_rss())
         if proc.poll() is not None:
-            done.set()
-        else:
-            time.sleep(every)
-    return round(peak / 2**20, 1)
+            return round(peak / 2**20, 1)
+        time.sleep(every)
 
 
 def table(r: dict) -> str:
@@ -275,6 +287,8 @@ def table(r: dict) -> str:
         )
     if "fit" in r:
         lines.append(f"schema fit: {r['fit']['rows_per_second']:,} rows/s")
+    if "stream" in r:
+        lines.append(f"the stream alone: {r['stream']['rows_per_second']:,} rows/s")
     if "train" in r:
         lines += [
             "| model | trainer | processes | rows/s | rows/s per process | peak RSS (MB) |",

@@ -17,7 +17,7 @@ def test_every_part_but_the_long_one_runs_and_writes_its_numbers(tmp_path):
         "bench",
         "training",
         "--parts",
-        "gen,fit,rss,hashed",
+        "gen,fit,stream,rss,hashed",
         "--rows",
         "3000",
         "--big-rows",
@@ -32,6 +32,7 @@ def test_every_part_but_the_long_one_runs_and_writes_its_numbers(tmp_path):
     assert main(argv) == 0
     r = json.loads((out / "training.json").read_text())
     assert r["gen"]["rows"] == 3000 and r["gen"]["rows_per_second"] > 0 and r["fit"]["rows_per_second"] > 0
+    assert r["stream"]["rows"] == 2400 and r["stream"]["rows_per_second"] > 0  # the train split, every row once
     assert r["rss"]["3000"]["train_rows"] > 2000 and r["rss"]["ratio"] > 0
     vocab, hashed = r["hashed"]["vocabulary"], r["hashed"]["hashed"]
     assert vocab["bundle_json_bytes"] > 10**7 > 10**3 > hashed["bundle_json_bytes"]  # 10^6 ids vs no vocabulary
