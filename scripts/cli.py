@@ -147,6 +147,15 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_command(
         sub,
+        "reference",
+        "reference parity (issue 24): our DeepFM and self-wise APG against FuxiCTR's own on our exact ML-1M "
+        "split, one grid for both, paired seeds",
+        "scripts.experiments.reference:add_arguments",
+        "scripts.experiments.reference:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
         "report",
         "render docs/RESULTS.md and its plots from the recorded runs",
         "scripts.experiments.results_report:add_arguments",

@@ -46,3 +46,21 @@ def fmt(r: dict, scale: float = 100.0) -> str:
         return f"{r['mean'] * scale:+.2f} (n {r['n']})"
     lo, hi = r["ci"]
     return f"{r['mean'] * scale:+.2f} [{lo * scale:+.2f}, {hi * scale:+.2f}] (p {r['p']:.2g}, n {r['n']})"
+
+
+def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """mean(a) - mean(b) for two independent samples (e.g. two libraries' runs: their seeds do not pair), with its
+    Welch t interval at ``level`` and the two-sided p-value."""
+    na, nb = len(a), len(b)
+    mean = sum(a) / na - sum(b) / nb if na and nb else math.nan
+    if na < 2 or nb < 2:
+        return {"n": min(na, nb), "mean": mean, "ci": (math.nan, math.nan), "p": math.nan, "level": level}
+    va = sum((x - sum(a) / na) ** 2 for x in a) / (na - 1) / na
+    vb = sum((x - sum(b) / nb) ** 2 for x in b) / (nb - 1) / nb
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"n": min(na, nb), "mean": mean, "ci": (mean, mean), "p": 0.0 if mean else 1.0, "level": level}
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    t = stats.t.ppf(1 - (1 - level) / 2, df)
+    p = 2 * stats.t.sf(abs(mean) / se, df)
+    return {"n": min(na, nb), "mean": mean, "ci": (mean - t * se, mean + t * se), "p": float(p), "level": level}
