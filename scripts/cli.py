@@ -156,6 +156,15 @@ def experiment_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_command(
         sub,
+        "front",
+        "the efficiency front (issue 24): test AUC against onnxruntime latency, parameters and bundle bytes for "
+        "base towers of several widths and self-wise APG of several ranks on ML-1M",
+        "scripts.experiments.front:add_arguments",
+        "scripts.experiments.front:run_from_args",
+        "train",
+    )
+    add_command(
+        sub,
         "report",
         "render docs/RESULTS.md and its plots from the recorded runs",
         "scripts.experiments.results_report:add_arguments",
