@@ -14,7 +14,7 @@ U = U_l U_r (N×P·P×K) and V = V_l V_r (K×P·P×M); ``merge_overparam`` multi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -37,6 +37,13 @@ class APGConfig:
         },
     )
     rank: int = field(default=16, metadata={"help": "APG rank K"})
+    ranks: tuple[int, ...] = field(
+        default=(),
+        metadata={
+            "help": "per-layer ranks K, one per tower layer, e.g. 32,16 (none: --rank in every layer; FuxiCTR's "
+            "rank_k list)"
+        },
+    )
     overparam: int = field(default=0, metadata={"help": "over-parameterisation width P (0 = off; merged at export)"})
     variant: str = field(default="shared", metadata={"choices": VARIANTS, "help": "APG layer variant"})
     cond_hidden: int = field(default=32, metadata={"help": "width of G's hidden layer (0 = linear G)"})
@@ -67,8 +74,11 @@ class APGConfig:
             raise ValueError(f"APG condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"APG variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.overparam and self.overparam < self.rank:
-            raise ValueError(f"over-parameterisation width P={self.overparam} must be >= rank K={self.rank}")
+        for k in self.ranks or (self.rank,):
+            if k < 1:
+                raise ValueError(f"APG rank K must be >= 1, got {k}")
+            if self.overparam and self.overparam < k:
+                raise ValueError(f"over-parameterisation width P={self.overparam} must be >= rank K={k}")
         if self.mix_agg not in ("concat", "mean"):
             raise ValueError(f"mix_agg must be concat or mean, got {self.mix_agg!r}")
 
@@ -105,6 +115,16 @@ class APGLinear(nn.Module):
             else:
                 self.u, self.v = _param(n, k, 2 / k), _param(k, m, 1 / m)
         self.bias = nn.Parameter(torch.zeros(n))
+
+    def xavier_(self) -> None:
+        """FuxiCTR's initialisation of the static factors: xavier normal for U and V (or their over-parameterised
+        factors) and for G's hidden layer; G's output layer keeps its own (zeros: S_i = I at the start)."""
+        for name in ("u", "v", "u_l", "u_r", "v_l", "v_r"):
+            if hasattr(self, name):
+                nn.init.xavier_normal_(getattr(self, name))
+        if isinstance(self.g, nn.Sequential):
+            nn.init.xavier_normal_(self.g[0].weight)
+            nn.init.zeros_(self.g[0].bias)
 
     def shared_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """U (N×K) and V (K×M), multiplied out of their over-parameterised factors when P > 0."""
@@ -185,8 +205,12 @@ class APGMLP(nn.Module):
         super().__init__()
         self.self_wise = cfg.condition == "self"
         dims = (in_dim, *hidden)
+        if cfg.ranks and len(cfg.ranks) != len(hidden):
+            raise ValueError(f"{len(cfg.ranks)} per-layer ranks {cfg.ranks} for {len(hidden)} tower layers {hidden}")
+        layer_cfgs = [replace(cfg, rank=k) for k in cfg.ranks] if cfg.ranks else [cfg] * len(hidden)
         self.layers = nn.ModuleList(
-            APGLinear(a, b, a if self.self_wise else cond_dim, cfg) for a, b in zip(dims, dims[1:], strict=False)
+            APGLinear(a, b, a if self.self_wise else cond_dim, c)
+            for a, b, c in zip(dims[:-1], dims[1:], layer_cfgs, strict=True)
         )
         self.norms = nn.ModuleList(nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden)
         self.drop = nn.Dropout(dropout)

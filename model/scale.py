@@ -32,6 +32,7 @@ from model.evaluate import optional_fields
 from model.shards import Log, fit_log, open_log, read_split, schema_path
 from model.stream import StreamConfig, TrainStream, score_split
 from model.train import TEST_SPLIT, TrainConfig, TrainState, count_params, fit, seed_everything, sparse_embeddings
+from model.train import identity as train_identity
 from model.zoo import CTRModel, ModelConfig, build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -163,7 +164,7 @@ def train_log_run(
 ) -> dict:
     """``train_run`` for a log of shards (one rank of several under torchrun). Returns the metrics on every rank."""
     out, dist = Path(out), Dist.from_env()
-    identity = {"model": model_cfg.to_dict(), "train": asdict(cfg), "scale": asdict(scale) | {"nproc": 0}}
+    identity = {"model": model_cfg.to_dict(), "train": train_identity(cfg), "scale": asdict(scale) | {"nproc": 0}}
     device = dist.start(cfg.device)
     # --threads is per machine: torchrun's local ranks share it (two ranks with two threads each on two cores
     # wait on each other whenever one is descheduled)

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,14 @@ class TrainConfig:
     batch_size: int = field(default=256, metadata={"help": "rows per training step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=1e-6, metadata={"help": "Adam weight decay"})
+    emb_reg: float = field(
+        default=0.0,
+        metadata={
+            "help": "L2 on the embedding tables: emb_reg/2 times the sum of their squared weights (whole tables, "
+            "every batch: FuxiCTR's embedding_regularizer); 0 = off",
+            "identity": "when set",  # absent from a run's identity at its default: stores written before it match
+        },
+    )
     patience: int = field(default=2, metadata={"help": "epochs without a better validation AUC before stopping"})
     lr_decay: float = field(
         default=0.1,
@@ -73,6 +81,24 @@ class TrainConfig:
             "that leave optional features out get sensible scores"
         },
     )
+
+
+def identity(cfg: TrainConfig, leave: tuple[str, ...] = ()) -> dict:
+    """The config as a dict that identifies a run in the experiment stores: every field but ``leave``, and a field
+    added after the stores were written (metadata identity "when set") only when it is not at its default."""
+    out = asdict(cfg)
+    for f in fields(cfg):
+        if f.name in leave or (f.metadata.get("identity") == "when set" and out[f.name] == f.default):
+            out.pop(f.name)
+    return out
+
+
+def embedding_penalty(model: torch.nn.Module, weight: float) -> torch.Tensor | float:
+    """weight/2 · Σ‖E‖² over every embedding table of ``model`` (0 when weight is 0)."""
+    if not weight:
+        return 0.0
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    return weight / 2 * sum(t.pow(2).sum() for t in tables)
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -170,7 +196,7 @@ def fit(
             for xb, yb, worker in source.batches(s.epoch, s.positions):
                 loss = loss_fn(net(xb), yb)
                 opt.zero_grad()
-                loss.backward()
+                (loss + embedding_penalty(model, cfg.emb_reg)).backward()
                 opt.step()
                 s.step, s.loss, s.rows = s.step + 1, s.loss + loss.item() * len(yb), s.rows + len(yb)
                 s.positions[worker] = s.positions.get(worker, 0) + 1
@@ -223,6 +249,8 @@ def make_optimiser(model: torch.nn.Module, cfg: TrainConfig):
     sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     if not sparse:
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.emb_reg:
+        raise ValueError("--emb-reg regularises whole tables (dense gradients): it cannot train with sparse embeddings")
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
     return SparseAndDense(

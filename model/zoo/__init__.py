@@ -2,7 +2,7 @@
 
 from features import Schema
 from model.zoo.autoint import AutoInt
-from model.zoo.base import CTRModel, ModelConfig
+from model.zoo.base import CTRModel, ModelConfig, xavier_init
 from model.zoo.dcn import DCN, DCNv2
 from model.zoo.deepfm import DeepFM
 from model.zoo.dnn import DNN
@@ -23,7 +23,8 @@ MODELS: dict[str, type[CTRModel]] = {
 def build_model(schema: Schema, cfg: ModelConfig) -> CTRModel:
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; choose one of {sorted(MODELS)}")
-    return MODELS[cfg.model](schema, cfg)
+    model = MODELS[cfg.model](schema, cfg)
+    return xavier_init(model) if cfg.init == "xavier" else model
 
 
 __all__ = ["MODELS", "CTRModel", "ModelConfig", "build_model"]

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from features import Schema
-from model.apg import APGMLP, APGConfig, Condition
+from model.apg import APGMLP, APGConfig, APGLinear, Condition
 from model.layers import MLP, FieldEmbedding
+
+INITS = ("default", "xavier")
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,19 @@ class ModelConfig:
     cross_layers: int = field(default=2, metadata={"help": "cross layers (DCN, DCNv2)"})
     att_layers: int = field(default=2, metadata={"help": "self-attention layers (AutoInt)"})
     att_heads: int = field(default=2, metadata={"help": "attention heads per layer (AutoInt)"})
+    init: str = field(
+        default="default",
+        metadata={
+            "choices": INITS,
+            "help": "initialisation: default (embeddings normal std 0.01, PyTorch's layers) or xavier (FuxiCTR's: "
+            "embeddings normal std 1e-4, every dense layer and APG's U, V xavier normal with zero biases)",
+        },
+    )
     apg: APGConfig = field(default_factory=APGConfig)
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +51,7 @@ class ModelConfig:
         d = dict(d)
         apg = dict(d.pop("apg", {}))
         apg["mix_fields"] = tuple(apg.get("mix_fields", APGConfig.mix_fields))
+        apg["ranks"] = tuple(apg.get("ranks", ()))
         return cls(**{**d, "hidden": tuple(d.get("hidden", cls.hidden))}, apg=APGConfig(**apg))
 
 
@@ -64,3 +79,22 @@ class CTRModel(nn.Module):
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.sigmoid(self.logit(x))
+
+
+def xavier_init(model: nn.Module) -> nn.Module:
+    """FuxiCTR's initialisation (``ModelConfig.init == "xavier"``): every embedding table normal with std 1e-4,
+    every dense layer xavier normal with a zero bias, APG layers' static factors xavier normal (APGLinear.xavier_);
+    an APG generator's output layer keeps its zeros, so S_i = I at the start as before."""
+    keep = set()
+    for m in model.modules():
+        if isinstance(m, APGLinear):
+            m.xavier_()
+            keep |= {id(x) for x in m.g.modules()}  # G: xavier_() did its hidden layer, its output stays
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=1e-4)
+        elif isinstance(m, nn.Linear) and id(m) not in keep:
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +64,9 @@ class Plan:
 
     def budget(self) -> dict:
         """What identifies the training budget of a run (not its seed, device or threads)."""
-        out = asdict(replace(self.train, data=self.data))
-        for k in ("seed", "device", "threads"):
-            out.pop(k)
-        return out
+        from model.train import identity
+
+        return identity(replace(self.train, data=self.data), leave=("seed", "device", "threads"))
 
 
 def store_path(results: Path, data: str) -> Path:

@@ -114,9 +114,10 @@ class TunePlan:
 
     def budget(self) -> dict:
         """What identifies a search: not its trial count (which may grow), device or threads."""
-        train = asdict(replace(self.train, data=self.data))
-        for k in ("seed", "device", "threads", "lr", "batch_size"):  # the seed is SEED; lr and batch are searched
-            train.pop(k)
+        from model.train import identity
+
+        # the seed is SEED; lr and batch are searched
+        train = identity(replace(self.train, data=self.data), leave=("seed", "device", "threads", "lr", "batch_size"))
         return {
             "train": train,
             "space": asdict(self.space),

@@ -94,3 +94,27 @@ def test_config_is_validated():
         APGConfig("user")
     with pytest.raises(ValueError, match="over-parameterisation"):
         APGConfig("self", rank=16, overparam=8)
+
+
+def test_per_layer_ranks_and_their_checks():
+    tower = APGMLP(12, (10, 8), D, APGConfig("self", ranks=(6, 3), overparam=6))
+    assert [layer.k for layer in tower.layers] == [6, 3]
+    assert tower(torch.randn(B, 12), None).shape == (B, 8)
+    with pytest.raises(ValueError, match="2 per-layer ranks"):
+        APGMLP(12, (10, 8, 4), D, APGConfig("self", ranks=(6, 3)))
+    with pytest.raises(ValueError, match="P=4 must be >= rank K=6"):
+        APGConfig("self", ranks=(6, 3), overparam=4)
+    with pytest.raises(ValueError, match="rank K must be >= 1"):
+        APGConfig("self", ranks=(0,))
+
+
+def test_xavier_init_keeps_s_at_identity_and_scales_the_factors():
+    torch.manual_seed(0)
+    layer = APGLinear(M, N, D, APGConfig("group", rank=K))
+    before = layer.generate(torch.randn(B, D))["s"]
+    layer.xavier_()
+    assert torch.equal(layer.generate(torch.randn(B, D))["s"], before)  # G's output still zero: S_i = I
+    assert torch.allclose(before, torch.eye(K).expand(B, K, K))
+    # xavier normal: std sqrt(2 / (fan_in + fan_out)), here of U (N x K) and V (K x M)
+    assert layer.u.std().item() == pytest.approx((2 / (N + K)) ** 0.5, rel=0.35)
+    assert layer.v.std().item() == pytest.approx((2 / (K + M)) ** 0.5, rel=0.35)

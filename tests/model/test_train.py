@@ -83,3 +83,36 @@ def test_the_learning_rate_is_reduced_on_a_validation_plateau(tmp_path):
     for i in range(1, len(lrs)):  # the rate after epoch i halves exactly when epoch i brought no new best
         improved = aucs[i - 1] > max(aucs[: i - 1], default=-1.0)
         assert lrs[i] == (lrs[i - 1] if improved else lrs[i - 1] * 0.5)
+
+
+def test_embedding_regularisation_is_half_l2_of_whole_tables_and_refuses_sparse_tables(ml100k_small):
+    import torch
+
+    from model.train import embedding_penalty, identity, make_optimiser, sparse_embeddings
+    from model.zoo import build_model
+
+    model = build_model(ml100k_small.schema, ModelConfig("deepfm"))
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    expected = 0.01 / 2 * sum(float(t.detach().pow(2).sum()) for t in tables)
+    assert float(embedding_penalty(model, 0.01).detach()) == pytest.approx(expected, rel=1e-5)
+    assert embedding_penalty(model, 0.0) == 0.0
+    with pytest.raises(ValueError, match="cannot train with sparse embeddings"):
+        make_optimiser(sparse_embeddings(model), TrainConfig(emb_reg=0.01))
+    # a run's identity in the stores names emb_reg only when it is set (stores written before it still match)
+    assert "emb_reg" not in identity(TrainConfig()) and identity(TrainConfig(emb_reg=0.01))["emb_reg"] == 0.01
+    assert "seed" not in identity(TrainConfig(), leave=("seed",))
+
+
+def test_embedding_regularisation_shrinks_the_tables(ml100k_small):
+    import torch
+
+    from model.train import fit, seed_everything
+    from model.zoo import build_model
+
+    norms = []
+    for reg in (0.0, 1.0):
+        seed_everything(0, 1)
+        model = build_model(ml100k_small.schema, ModelConfig("deepfm", hidden=(16,)))
+        fit(model, ml100k_small, TrainConfig(epochs=1, emb_reg=reg), progress=False)
+        norms.append(sum(float(m.weight.detach().norm()) for m in model.modules() if isinstance(m, torch.nn.Embedding)))
+    assert norms[1] < 0.8 * norms[0]

@@ -48,3 +48,17 @@ def test_unknown_model_and_condition_fields_are_refused(ml100k_small):
 def test_model_config_round_trips():
     cfg = ModelConfig("pnn", hidden=(8, 4), apg=APGConfig("mix", mix_fields=("user_id", "age"), overparam=32))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_xavier_init_is_fuxictrs(ml100k_small):
+    from model.apg import APGConfig
+
+    torch.manual_seed(0)
+    model = build_model(ml100k_small.schema, ModelConfig("deepfm", init="xavier", apg=APGConfig("self")))
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert all(t.std().item() < 3e-4 for t in tables if t.numel() > 100)  # normal, std 1e-4
+    assert torch.equal(model.out.bias, torch.zeros_like(model.out.bias))
+    g_out = model.tower.layers[0].g[-1]
+    assert torch.equal(g_out.weight, torch.zeros_like(g_out.weight))  # S_i = I at the start, as by default
+    with pytest.raises(ValueError, match="init must be one of"):
+        ModelConfig(init="he")
