@@ -66,7 +66,10 @@ class Plan:
         """What identifies the training budget of a run (not its seed, device or threads)."""
         from model.train import identity
 
-        return identity(replace(self.train, data=self.data), leave=("seed", "device", "threads"))
+        leave = ("seed", "device", "threads")
+        if self.tuned is not None:  # each arm's tuned configuration sets them (and names them in the run's key)
+            leave += ("lr", "batch_size")
+        return identity(replace(self.train, data=self.data), leave=leave)
 
 
 def store_path(results: Path, data: str) -> Path:

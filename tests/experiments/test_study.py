@@ -224,3 +224,14 @@ def test_the_lift_by_user_activity_is_paired_per_bucket_and_pooled_over_models(t
     bare = [{**r, "by_activity": {}} for r in records]  # runs without buckets: no table, no plot
     assert "by user-activity bucket" not in report(bare, plan) and not activity_figure(bare, plan, tmp_path / "no.png")
     assert not (tmp_path / "no.png").exists()
+
+
+def test_a_tuned_plans_budget_leaves_the_tuned_learning_rate_and_batch_to_the_configuration():
+    from scripts.experiments import study
+
+    tuned = study.Plan(tuned={"deepfm": {"base": {"model": {}, "train": {"lr": 0.004, "batch_size": 2048}}}})
+    assert "lr" not in tuned.budget() and "batch_size" not in tuned.budget()
+    assert study.Plan().budget()["lr"] == 0.001  # untuned: every arm trains with the plan's
+    # the stored tuned runs say so too (they once recorded the plan's lr 0.001 beside their tuned one)
+    stored = study.read_store(study.store_path(study.RESULTS, "ml-1m")).values()
+    assert all("lr" not in r["budget"] for r in stored if r.get("tuned") is not None)
