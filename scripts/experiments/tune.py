@@ -41,9 +41,10 @@ from scripts.experiments.study import ARMS, RESULTS
 
 STORAGE = Path("runs/tune")
 SEED = 0  # every trial's initialisation seed: kept for choices, never reported by the study
-SHARED = ("lr", "batch_size", "embed_dim", "dropout", "hidden")  # every arm
-APG_KNOBS = ("rank", "overparam", "cond_hidden", "generate_bias", "gen_init_std")  # APG arms only
+SHARED = ("lr", "batch_size", "embed_dim", "dropout", "hidden", "batch_norm", "emb_reg", "init")  # every arm
+APG_KNOBS = ("rank", "rank_schedule", "overparam", "cond_hidden", "generate_bias", "gen_init_std")  # APG arms only
 GROUP_KNOBS = ("group_field", "cond_norm")  # group-wise arms only: which group, and LayerNorm on its z
+LATER_KNOBS = ("batch_norm", "emb_reg", "init", "rank_schedule", "start")  # added with the strong recipe
 
 
 def knobs(apg) -> tuple[str, ...]:
@@ -60,7 +61,11 @@ class Space:
     embed_dim: tuple[int, ...] = (8, 16, 32)
     dropout: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     hidden: tuple[str, ...] = ("128,64", "256,128", "400,400", "256,128,64")  # tower widths
+    batch_norm: tuple[bool, ...] = (False,)
+    emb_reg: tuple[float, ...] = (0.0,)  # TrainConfig.emb_reg
+    init: tuple[str, ...] = ("default",)  # ModelConfig.init
     rank: tuple[int, ...] = (4, 8, 16, 32)  # K
+    rank_schedule: tuple[str, ...] = ("same",)  # per-layer K: the same in every layer, or halving (K, K/2, ...)
     overparam: tuple[int, ...] = (0, 2, 4)  # P = this × K (0: off)
     cond_hidden: tuple[int, ...] = (0, 32, 64)  # 0: linear G
     generate_bias: tuple[bool, ...] = (False, True)
@@ -69,6 +74,13 @@ class Space:
     # the group's own embedding table, cond_embed, as the group arms have); the first is the arm's default
     group_field: tuple[str, ...] = ("user_activity", "occupation", "age", "item_popularity", "user_id")
     cond_norm: tuple[bool, ...] = (False, True)
+    start: str = "defaults"  # the first trial: the study's defaults, or "first" (every knob's first choice, lr 1e-3)
+
+    def identity(self) -> dict:
+        """What names the space in a search's identity: knobs added after searches were stored only when they
+        differ from their single default, so those searches keep their names."""
+        default = Space()
+        return {k: v for k, v in asdict(self).items() if k not in LATER_KNOBS or v != getattr(default, k)}
 
     def suggest(self, trial, apg) -> dict:
         """One trial's values (an optuna Trial) for an arm (its APGConfig): the shared knobs, the APG ones for an
@@ -79,7 +91,11 @@ class Space:
         return params
 
     def untuned(self, arm: str, lr: float) -> dict:
-        """The values of the arm as the untuned study trains it (ModelConfig's and the arm's defaults)."""
+        """The search's first trial: the arm as the untuned study trains it (ModelConfig's and the arm's defaults),
+        or, for a space that starts from its "first" choices (the strong recipe), each knob's first choice."""
+        if self.start == "first":
+            params = {"lr": lr} | {k: getattr(self, k)[0] for k in knobs(ARMS[arm])[1:]}
+            return params
         m, a = ModelConfig(), ARMS[arm]
         params = {
             "lr": lr,
@@ -87,10 +103,14 @@ class Space:
             "embed_dim": m.embed_dim,
             "dropout": m.dropout,
             "hidden": ",".join(map(str, m.hidden)),
+            "batch_norm": m.batch_norm,
+            "emb_reg": TrainConfig.emb_reg,
+            "init": m.init,
         }
         if a.enabled:
             params |= {
                 "rank": a.rank,
+                "rank_schedule": "same",
                 "overparam": a.overparam // a.rank,
                 "cond_hidden": a.cond_hidden,
                 "generate_bias": a.generate_bias,
@@ -99,6 +119,28 @@ class Space:
         if a.condition == "group":
             params |= {"group_field": a.group_field, "cond_norm": a.cond_norm}
         return params
+
+
+# The strong shared recipe (issue 24): BARS's MovieLens choices first (embedding regularisation 0.01, BatchNorm,
+# dropout 0.3, a [400, 400, 400] tower; FuxiCTR's xavier initialisation) and APG's known-good knobs first (a linear
+# G, generated bias, halving per-layer K, over-parameterisation); the first trial is every knob's first choice.
+STRONG = Space(
+    lr=(1e-4, 1e-2),
+    embed_dim=(16, 32),
+    dropout=(0.3, 0.2, 0.1, 0.0),
+    hidden=("400,400,400", "256,128", "1024,512"),
+    batch_norm=(True, False),
+    emb_reg=(0.01, 0.001, 0.0),
+    init=("xavier", "default"),
+    rank=(32, 16, 8),
+    rank_schedule=("halving", "same"),
+    overparam=(2, 0, 4),
+    cond_hidden=(0, 32, 128),
+    generate_bias=(True, False),
+    gen_init_std=(0.0, 0.01),
+    start="first",
+)
+SPACES = {"default": Space(), "strong": STRONG}
 
 
 @dataclass(frozen=True)
@@ -111,6 +153,7 @@ class TunePlan:
     prune_from: int = 2  # the first epoch the median pruner may stop a trial at (0: no pruning)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, patience=2, batch_size=1024))
     space: Space = field(default_factory=Space)
+    space_name: str = "default"  # SPACES' name: where the best configurations go (best_path)
 
     def budget(self) -> dict:
         """What identifies a search: not its trial count (which may grow), device or threads."""
@@ -120,7 +163,7 @@ class TunePlan:
         train = identity(replace(self.train, data=self.data), leave=("seed", "device", "threads", "lr", "batch_size"))
         return {
             "train": train,
-            "space": asdict(self.space),
+            "space": self.space.identity(),
             "sampler_seed": self.sampler_seed,
             "prune_from": self.prune_from,
         }
@@ -131,13 +174,17 @@ class TunePlan:
 
 
 def configs(plan: TunePlan, params: dict, model: str, arm: str) -> tuple[ModelConfig, TrainConfig]:
-    """What a trial's values train: the arm's APGConfig with the APG knobs set, and the plan's TrainConfig."""
+    """What a trial's values train: the arm's APGConfig with the APG knobs set, and the plan's TrainConfig. (A
+    search stored before a knob existed has no value for it: the knob's default.)"""
     apg = ARMS[arm]
+    hidden = tuple(int(w) for w in params["hidden"].split(","))
     if apg.enabled:
         k = params["rank"]
+        halving = params.get("rank_schedule", "same") == "halving"
         apg = replace(
             apg,
             rank=k,
+            ranks=tuple(max(1, k >> i) for i in range(len(hidden))) if halving else (),
             overparam=params["overparam"] * k,
             cond_hidden=params["cond_hidden"],
             generate_bias=params["generate_bias"],
@@ -145,9 +192,17 @@ def configs(plan: TunePlan, params: dict, model: str, arm: str) -> tuple[ModelCo
         )
     if apg.condition == "group":
         apg = replace(apg, group_field=params["group_field"], cond_norm=params["cond_norm"])
-    hidden = tuple(int(w) for w in params["hidden"].split(","))
-    model_cfg = ModelConfig(model, embed_dim=params["embed_dim"], hidden=hidden, dropout=params["dropout"], apg=apg)
+    model_cfg = ModelConfig(
+        model,
+        embed_dim=params["embed_dim"],
+        hidden=hidden,
+        dropout=params["dropout"],
+        batch_norm=params.get("batch_norm", False),
+        init=params.get("init", "default"),
+        apg=apg,
+    )
     cfg = replace(plan.train, data=plan.data, seed=SEED, lr=params["lr"], batch_size=params["batch_size"])
+    cfg = replace(cfg, emb_reg=params.get("emb_reg", 0.0))
     return model_cfg, cfg
 
 
@@ -241,7 +296,7 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
     model_cfg, cfg = configs(plan, best.params, model, arm)
     return {
         "model": model_cfg.to_dict(),
-        "train": {"lr": cfg.lr, "batch_size": cfg.batch_size},
+        "train": {"lr": cfg.lr, "batch_size": cfg.batch_size} | ({"emb_reg": cfg.emb_reg} if cfg.emb_reg else {}),
         "valid_auc": best.value,
         "untuned_valid_auc": next((t.value for t in complete if t.params == untuned), None),
         "trial": best.number,
@@ -253,8 +308,9 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
     }
 
 
-def best_path(results: Path, data: str) -> Path:
-    return results / "tune" / f"{data}.json"
+def best_path(results: Path, data: str, space: str = "default") -> Path:
+    """The best configurations of a space's searches: tune/<data>.json (the default space), tune/<data>-<space>.json."""
+    return results / "tune" / (f"{data}.json" if space == "default" else f"{data}-{space}.json")
 
 
 def write_best(path: Path, data: str, model: str, arm: str, entry: dict) -> None:
@@ -281,9 +337,9 @@ def run(plan: TunePlan, storage_path: Path, results: Path = RESULTS) -> dict:
             if todo:
                 study.optimize(objective(plan, model, arm), n_trials=todo, callbacks=[log_trial])
             entry = best_entry(plan, study, model, arm)
-            write_best(best_path(results, plan.data), plan.data, model, arm, entry)
+            write_best(best_path(results, plan.data, plan.space_name), plan.data, model, arm, entry)
             print(f"tune {plan.data} {model} {arm}: best valid AUC {entry['valid_auc']:.4f} {entry['params']}")
-    return json.loads(best_path(results, plan.data).read_text())
+    return json.loads(best_path(results, plan.data, plan.space_name).read_text())
 
 
 def log_trial(study, trial) -> None:
@@ -300,7 +356,11 @@ HEADS = (
     "embed",
     "dropout",
     "widths",
+    "BN",
+    "emb reg",
+    "init",
     "K",
+    "K per layer",
     "P",
     "G hidden",
     "gen. bias",
@@ -317,6 +377,8 @@ def run_command(saved: dict, plan: TunePlan) -> str:
     command = (
         f"apg experiment tune run --data {saved['data']} --models {','.join(plan.models)} --arms {','.join(plan.arms)}"
     )
+    if plan.space_name != "default":
+        command += f" --space {plan.space_name}"
     if e is None:
         return command
     b = e["budget"]
@@ -345,7 +407,8 @@ def report(saved: dict, plan: TunePlan) -> str:
             else "no pruning"
         )
         + ". The test split is never read. `untuned` is the arm's first trial (the study's defaults). P is the "
-        "over-parameterisation width (0: off), G hidden 0 a linear G.",
+        "over-parameterisation width (0: off), G hidden 0 a linear G, K per layer the same K in every layer or "
+        "halving (K, K/2, ...), emb reg the L2 on the embedding tables, init default or xavier (FuxiCTR's).",
     ]
     if len(budgets) > 1:
         lines.append("**The arms below were tuned under different budgets** (see `budget` in the JSON file).")
@@ -399,6 +462,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cuda where a GPU is lent)")
     p.add_argument("--storage", type=Path, help="the searches' SQLite file (default runs/tune/<data>.sqlite3)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where tune/<data>.json and the report go")
+    p.add_argument(
+        "--space",
+        choices=tuple(SPACES),
+        default="default",
+        help="the knobs' choices: default (issue 11's), or strong (BARS's MovieLens recipe and APG's known-good "
+        "knobs first, with BatchNorm, embedding regularisation and FuxiCTR's init searched; its best configurations "
+        "go to tune/<data>-strong.json)",
+    )
 
 
 def plan_from_args(a: argparse.Namespace) -> TunePlan:
@@ -410,8 +481,9 @@ def plan_from_args(a: argparse.Namespace) -> TunePlan:
     train = TrainConfig(
         epochs=a.epochs, patience=a.patience, batch_size=batches[0], limit=a.limit, threads=a.threads, device=a.device
     )
-    space = replace(Space(), batch_size=batches)
-    return TunePlan(a.data, tuple(a.models.split(",")), arms, a.trials, a.sampler_seed, a.prune_from, train, space)
+    space = replace(SPACES[a.space], batch_size=batches)
+    models = tuple(a.models.split(","))
+    return TunePlan(a.data, models, arms, a.trials, a.sampler_seed, a.prune_from, train, space, a.space)
 
 
 def run_from_args(a: argparse.Namespace) -> int:
@@ -419,10 +491,12 @@ def run_from_args(a: argparse.Namespace) -> int:
     if a.what == "run":
         run(plan, a.storage or STORAGE / f"{plan.data}.sqlite3", a.results)
         return 0
-    path = best_path(a.results, plan.data)
+    path = best_path(a.results, plan.data, plan.space_name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `apg experiment tune run --data {plan.data}` first")
-    out = a.results / f"tune-{plan.data}.md"
+        raise FileNotFoundError(
+            f"{path} is missing: run `apg experiment tune run --data {plan.data} --space {plan.space_name}` first"
+        )
+    out = a.results / f"tune-{path.stem}.md"
     saved = json.loads(path.read_text())
     out.write_text(
         f"Command: `{run_command(saved, plan)}` (then `apg experiment tune report`).\n\n{report(saved, plan)}"

@@ -79,7 +79,11 @@ def test_a_trials_values_map_to_model_and_train_config():
         "embed_dim": 32,
         "dropout": 0.2,
         "hidden": "400,400",
+        "batch_norm": True,
+        "emb_reg": 0.01,
+        "init": "xavier",
         "rank": 8,
+        "rank_schedule": "halving",
         "overparam": 2,
         "cond_hidden": 0,
         "generate_bias": True,
@@ -98,7 +102,9 @@ def test_a_trials_values_map_to_model_and_train_config():
     assert (a.condition, a.cond_embed) == ("group", True)  # the arm's own definition
     assert (a.group_field, a.cond_norm) == ("occupation", True)  # the group's knobs
     assert (a.rank, a.overparam, a.cond_hidden, a.generate_bias, a.gen_init_std) == (8, 16, 0, True, 0.01)
+    assert a.ranks == (8, 4) and model_cfg.batch_norm and model_cfg.init == "xavier"  # halving: K, K/2 per layer
     assert (cfg.lr, cfg.batch_size, cfg.seed, cfg.data, cfg.epochs) == (3e-3, 1024, 0, "ml-100k", plan.train.epochs)
+    assert cfg.emb_reg == 0.01
     base, _ = tune.configs(plan, {k: params[k] for k in SHARED}, "deepfm", "base")
     assert not base.apg.enabled and base.apg == ARMS["base"]
     # the untuned values train exactly the untuned study's arm, with seed 0
@@ -262,3 +268,25 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
     assert f"--seeds 1 --tuned {path}`" in lines[0]  # the seeds stored, not the plan's
     assert "each arm with its tuned learning rate" in lines[2] and "| dnn | self |" in lines[2]
     assert (tmp_path / "figures" / "study-ml-100k-tuned.png").stat().st_size > 1000
+
+
+def test_the_strong_space_starts_from_barss_recipe_and_leaves_the_default_searches_named_as_stored():
+    from scripts.experiments.tune import SPACES, STRONG, best_path
+
+    first = STRONG.untuned("self", 1e-3)
+    assert (first["hidden"], first["batch_norm"], first["emb_reg"], first["dropout"], first["init"]) == (
+        "400,400,400",
+        True,
+        0.01,
+        0.3,
+        "xavier",
+    )
+    assert (first["cond_hidden"], first["generate_bias"], first["rank_schedule"]) == (0, True, "halving")
+    model_cfg, cfg = tune.configs(TunePlan(space=STRONG), first, "deepfm", "self")
+    assert model_cfg.apg.ranks == (32, 16, 8) and model_cfg.apg.overparam == 64 and cfg.emb_reg == 0.01
+    assert set(STRONG.untuned("base", 1e-3)) == set(SHARED)
+    # the default space's identity is the one the stored searches were made with: their names do not change
+    stored = json.loads(best_path(study.RESULTS, "ml-1m").read_text())["configs"]["deepfm"]["self"]
+    assert json.loads(json.dumps(Space().identity())) == stored["budget"]["space"]
+    assert STRONG.identity() != Space().identity() and set(SPACES) == {"default", "strong"}
+    assert best_path(study.RESULTS, "ml-1m", "strong").name == "ml-1m-strong.json"
