@@ -1,0 +1,186 @@
+"""RESULTS.md's opening verdict (issue 24, item 5): one paragraph per question, every number computed from the stores
+(the reference-parity runs, the positive control, the ML-1M study, the efficiency front, the strong-recipe search);
+a question without runs says which command answers it. `apg experiment report` puts it first."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from scripts.experiments.paired import fmt
+
+
+def _pts(x: float) -> str:
+    return f"{x * 100:+.2f}"
+
+
+def reference_paragraph(results: Path) -> str:
+    from scripts.experiments import reference
+
+    done = reference.read_store(reference.store_path(results))
+    s = reference.summarise(reference.Plan(), done)
+    libs = s["libs"]
+    if not all(libs.get(lib, {}).get("lift", {}).get("n", 0) >= 2 for lib in reference.LIBS):
+        return (
+            "**Does our APG match the reference?** Not answered yet: FuxiCTR's runs are not all stored "
+            "(`apg experiment reference run --fuxictr-zoo PATH`, docs/results/reference-ml-1m.md)."
+        )
+    ours, ref, d, b = libs["ours"], libs["fuxictr"], s["lift_difference"], s["base_difference"]
+    base_auc = {k: sum(r["test"]["auc"] for r in v["arms"]["base"]["runs"].values()) for k, v in libs.items()}
+    n = {k: len(v["arms"]["base"]["runs"]) for k, v in libs.items()}
+    within = d["ci"][0] >= -0.001 and d["ci"][1] <= 0.001
+    return (
+        "**Does our APG match the reference?** On our exact ML-1M split and one shared recipe, FuxiCTR's own "
+        f"DeepFM scores {base_auc['fuxictr'] / n['fuxictr'] * 100:.2f} test AUC and ours "
+        f"{base_auc['ours'] / n['ours'] * 100:.2f} (ours minus FuxiCTR's {_pts(b['mean'])} "
+        f"[{_pts(b['ci'][0])}, {_pts(b['ci'][1])}], 95 % Welch). Self-wise APG moves FuxiCTR's DeepFM by "
+        f"{fmt(ref['lift'])} and ours by {fmt(ours['lift'])} AUC points; our lift minus FuxiCTR's is "
+        f"{_pts(d['mean'])} [{_pts(d['ci'][0])}, {_pts(d['ci'][1])}] (90 % Welch): "
+        + (
+            "within the ±0.10 target, so the reference shows no more lift than ours."
+            if within
+            else "the 90 % interval is not inside ±0.10, so parity is not shown at this number of seeds."
+        )
+        + " Details and the recipe differences FuxiCTR's code fixes: [reference-ml-1m.md](results/reference-ml-1m.md)."
+    )
+
+
+def control_paragraph(results: Path) -> str:
+    from scripts.experiments import control
+
+    records = control.read_store(control.store_path(results))
+    if not records:
+        return "**Can APG lift anywhere?** Not answered yet: `apg experiment control run`."
+    budget = json.loads(Counter(json.dumps(r["budget"], sort_keys=True) for r in records).most_common(1)[0][0])
+    s = control.summarise(records, budget)
+    parts = []
+    for h, row in s.items():
+        arms = row["arms"]
+        said = ", ".join(
+            f"{a}-wise {fmt(v['lift'])}"
+            + (f" ({v['gap_closed']['mean'] * 100:.0f} % of the gap to Bayes)" if h else "")
+            for a, v in arms.items()
+            if a != "base" and v["lift"]["n"]
+        )
+        parts.append(
+            f"at heterogeneity {h:g} (base {arms['base']['auc'] * 100:.2f}, Bayes-optimal "
+            f"{row['bayes_auc'] * 100:.2f}, {len(arms['base']['seeds'])} seeds): {said}"
+        )
+    top = s[max(s)]["arms"]
+    lifting = [a for a, v in top.items() if a != "base" and v["lift"]["n"] >= 2 and v["lift"]["ci"][0] > 0]
+    flat = [a for a, v in top.items() if a != "base" and a not in lifting and v["lift"]["n"]]
+    answer = (
+        f"Yes: at the highest heterogeneity {', '.join(lifting)}-wise APG lifts with an interval above 0"
+        + (f" ({' and '.join(f'{a}-wise' for a in flat)} {'does' if len(flat) == 1 else 'do'} not)" if flat else "")
+        if lifting
+        else "No arm's lift has an interval above 0"
+    )
+    return (
+        f"**Can APG lift anywhere?** {answer}. On the synthetic log whose clicks come from a teacher whose weights "
+        f"differ by segment ({budget['model']}, {budget['epochs']} epochs; AUC points, paired on seeds): "
+        + "; ".join(parts)
+        + ". Details: [control.md](results/control.md)."
+    )
+
+
+def ml1m_paragraph(results: Path) -> str:
+    from dataclasses import replace
+
+    from scripts.experiments import study
+    from scripts.experiments.paired import pooled
+    from scripts.experiments.results_report import stored_arms, untuned_plan
+
+    plan = stored_arms(untuned_plan("ml-1m"), results)
+    records = study.stored(plan, results)
+    if not records:
+        return "**Does APG lift on ML-1M?** Not answered yet: `apg experiment study run --data ml-1m`."
+    plan = replace(plan, seeds=tuple(sorted({r["seed"] for r in records})))
+    by, arms, common = study.coverage(records, plan)
+    said = {}
+    for a in ("self", "group"):
+        models = [m for m in plan.models if a in arms[m]]
+        diffs = {
+            m: {s: by[(m, a, s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in common(m, a, "base")}
+            for m in models
+        }
+        if models:
+            said[a] = (pooled(diffs), models)
+    if "self" not in said:
+        return "**Does APG lift on ML-1M?** Not answered yet: `apg experiment study run --data ml-1m --arms base,self`."
+    lift, models = said["self"]
+    shown = lift["ci"][0] > 0
+    text = (
+        f"**Does APG lift on MovieLens-1M?** {'Yes' if shown else 'No lift shown'}. Self-wise APG at the study's "
+        f"defaults, pooled over {len(models)} base models ({', '.join(models)}): {fmt(lift)} AUC points."
+    )
+    if "group" in said:
+        text += f" Group-wise APG keyed on user activity ({', '.join(said['group'][1])}): {fmt(said['group'][0])}."
+    return text + " Section 1 below; the tuned arms in section 2."
+
+
+def front_paragraph(results: Path) -> str:
+    from scripts.experiments import front
+
+    if not front.store_path(results).exists():
+        return "**The efficiency front.** Not measured yet: `apg experiment front run`, then `measure` and `report`."
+    s = front.summarise(results)
+    best = s["best_base"]
+    if not best or not any(p["latency"] for p in s["points"].values()):
+        return "**The efficiency front.** Runs stored, latency not measured yet: `apg experiment front measure`."
+    b = s["points"][best]
+    head = (
+        f"**The efficiency front.** The best base tower is {best} ({b['auc']['mean'] * 100:.2f} test AUC"
+        + (f", 95 % CI [{b['auc']['ci'][0] * 100:.2f}, {b['auc']['ci'][1] * 100:.2f}]" if b["auc"]["n"] >= 2 else "")
+        + f", {b['latency'][1024] * 1000:.2f} ms per batch of 1024). "
+    )
+    if s["cheapest_apg"]:
+        head += (
+            f"The cheapest APG model inside its interval is {s['cheapest_apg']}, at {s['cheapest_ratio']:.2f}× its "
+            "latency at batch 1024 (the target was ≤ 0.6×)."
+        )
+    else:
+        head += "No APG point's AUC lies inside the best base's interval."
+    return head + " Details and the plot: [front-ml-1m.md](results/front-ml-1m.md)."
+
+
+def strong_paragraph(results: Path) -> str:
+    from scripts.experiments import tune
+
+    path = tune.best_path(results, "ml-1m", "strong")
+    if not path.exists():
+        return (
+            "**APG on a strong recipe.** Not run yet: the strong search space exists (`apg experiment tune run "
+            "--data ml-1m --models dnn,deepfm --arms base,self --space strong --trials 20`, every trial at the full "
+            "10-epoch budget, BARS's MovieLens recipe as each arm's first trial), but its 80 trials are ~7 hours "
+            "on 2 cores and have not been run."
+        )
+    saved = json.loads(path.read_text())["configs"]
+    cells = [
+        f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)"
+        for m, arms in saved.items()
+        for a, e in arms.items()
+    ]
+    return (
+        "**APG on a strong recipe.** Best validation AUC per arm of the strong search: " + "; ".join(cells) + ". "
+        "The test seeds: `apg experiment study run --data ml-1m --tuned docs/results/tune/ml-1m-strong.json`."
+    )
+
+
+def verdict(results: Path) -> list[str]:
+    return [
+        "## Verdict (third edition)",
+        "",
+        reference_paragraph(results),
+        "",
+        control_paragraph(results),
+        "",
+        ml1m_paragraph(results),
+        "",
+        front_paragraph(results),
+        "",
+        strong_paragraph(results),
+        "",
+        "The second edition's sections follow unchanged.",
+        "",
+    ]

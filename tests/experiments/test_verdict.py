@@ -1,0 +1,90 @@
+"""RESULTS.md's verdict: each paragraph's numbers come from its store, and a question without runs names the
+command that answers it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from scripts.experiments import control, front, reference
+from scripts.experiments.verdict import control_paragraph, front_paragraph, reference_paragraph, verdict
+
+
+def test_without_runs_every_question_names_its_command(tmp_path):
+    text = "\n".join(verdict(tmp_path))
+    assert "`apg experiment reference run --fuxictr-zoo PATH`" in text
+    assert "`apg experiment control run`" in text and "`apg experiment front run`" in text
+    assert "`apg experiment study run --data ml-1m`" in text and "--space strong" in text
+
+
+def write_lines(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_control_answer_follows_the_intervals(tmp_path):
+    budget = control.Plan().budget()
+
+    def rec(h, arm, seed, auc):
+        adaptation = None if arm == "base" else {"mean_s_cost": 0.01}
+        test = {"auc": auc}
+        return {
+            "heterogeneity": h,
+            "arm": arm,
+            "seed": seed,
+            "budget": budget,
+            "test": test,
+            "bayes": {"bayes_auc": 0.80},
+            "adaptation": adaptation,
+        }
+
+    records = [rec(1.0, "base", s, 0.70 + 0.001 * s) for s in (1, 2, 3)]
+    records += [rec(1.0, "group", s, 0.73 + 0.001 * s + 0.0005 * (s == 2)) for s in (1, 2, 3)]
+    records += [rec(1.0, "self", s, 0.70 + 0.001 * s + 0.002 * (s == 2) - 0.002 * (s == 3)) for s in (1, 2, 3)]
+    write_lines(control.store_path(tmp_path), records)
+    text = control_paragraph(tmp_path)
+    assert text.startswith("**Can APG lift anywhere?** Yes: at the highest heterogeneity group-wise APG lifts")
+    assert "(self-wise does not)" in text and "group-wise +3.02 [" in text and "(31 % of the gap to Bayes)" in text
+
+
+def test_reference_parity_and_the_front_are_read_from_their_stores(tmp_path):
+    rows = []
+    for s in (1, 2, 3):
+        for lib, base, lift in (("ours", 0.818, 0.0005 * s), ("fuxictr", 0.815, 0.0002 * s + 0.0001)):
+            for arm, auc in (("base", base + 0.001 * s), ("self", base + 0.001 * s + lift)):
+                rows.append(
+                    {
+                        "lib": lib,
+                        "arm": arm,
+                        "seed": s,
+                        "recipe": asdict(reference.Recipe()),
+                        "valid": {"auc": 0.8},
+                        "test": {"auc": auc, "logloss": 0.5},
+                    }
+                )
+    write_lines(reference.store_path(tmp_path), rows)
+    text = reference_paragraph(tmp_path)
+    assert "FuxiCTR's own DeepFM scores 81.70 test AUC and ours 82.00" in text
+    assert "ours by +0.10 [" in text and "(90 % Welch)" in text
+    base, apg = front.Point((256, 128)), front.Point((256, 128), 8)
+    write_lines(
+        front.store_path(tmp_path),
+        [
+            {
+                "point": p.name,
+                "hidden": list(p.hidden),
+                "rank": p.rank,
+                "seed": s,
+                "test": {"auc": a},
+                "params": 10,
+                "bundle_bytes": 100,
+            }
+            for p, s, a in ((base, 1, 0.81), (base, 2, 0.812), (base, 3, 0.811), (apg, 1, 0.8105))
+        ],
+    )
+    front.latency_path(tmp_path).write_text(
+        json.dumps({"seconds": {base.name: {"1": 1e-4, "1024": 2e-3}, apg.name: {"1": 1e-4, "1024": 3e-3}}})
+    )
+    text = front_paragraph(tmp_path)
+    assert "The best base tower is base 256x128 (81.10 test AUC, 95 % CI [" in text
+    assert "The cheapest APG model inside its interval is APG 256x128 K=8, at 1.50× its latency" in text
