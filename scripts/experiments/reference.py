@@ -230,8 +230,9 @@ RECIPE_DIFFERENCES = (
     ),
     (
         "first-order term",
-        "a width-1 embedding per field, multi-valued fields sum-pooled",
-        "ours: see model/layers.py Linear1",
+        "a width-1 embedding per field (normal, std 1e-4) and a global bias; multi-valued fields sum-pooled",
+        "a width-1 embedding per field (zeros at the start), multi-valued fields mean-pooled; the bias is the "
+        "output layer's",
     ),
     ("multi-valued field in FM and tower", "masked average pooling", "masked mean pooling"),
     ("loss", "binary cross-entropy, batch mean", "binary cross-entropy, batch mean"),
@@ -292,6 +293,12 @@ def report(plan: Plan) -> str:
         f"The shared recipe: {asdict(Recipe())} (a point overrides some of it). AUC in points; a library's lift is "
         "paired on its seeds (95 % t interval); across libraries the seeds do not pair, so differences are Welch "
         "intervals (the lift difference at 90 %, the base difference at 95 %).",
+        "",
+        "To re-run: `python -m scripts.experiments.reference_fuxictr setup` (FuxiCTR's virtual environment, "
+        "`.venv-fuxictr`), `git clone https://github.com/reczoo/FuxiCTR && git -C FuxiCTR checkout 0245987` (its "
+        "model zoo: this project does not copy it), then the command above with `--fuxictr-zoo FuxiCTR`. FuxiCTR's "
+        "models run from that checkout through scripts/experiments/fuxictr_launch.py, which seeds its training "
+        "shuffle (2.3.10 shuffles unseeded, so two runs of one seed differ).",
         "",
         "| library | arm | point | seeds | test AUC | valid AUC | logloss | params | epochs |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -447,7 +447,13 @@ def _cell(name: str, params: dict) -> str:
 
 # ---------------------------------------------------------------- the command
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["run", "report"], help="run the missing trials, or write the report")
+    p.add_argument(
+        "what",
+        choices=["run", "report", "first"],
+        help="run the missing trials, write the report, or write the space's first trial per arm as a "
+        "configuration file without searching (tune/<data>-<space>-first.json: the recipe itself, for "
+        "`apg experiment study run --tuned`)",
+    )
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
     p.add_argument("--arms", default="base,static,self,group", help=f"arms, comma-separated, of: {', '.join(ARMS)}")
@@ -486,10 +492,28 @@ def plan_from_args(a: argparse.Namespace) -> TunePlan:
     return TunePlan(a.data, models, arms, a.trials, a.sampler_seed, a.prune_from, train, space, a.space)
 
 
+def first_configs(plan: TunePlan, results: Path) -> Path:
+    """The space's first trial of every (model, arm) as a configuration file in the best-config format (nothing
+    searched, nothing trained: `trials` 0), so the study can train the recipe itself on its test seeds."""
+    path = results / "tune" / f"{plan.data}-{plan.space_name}-first.json"
+    for model in plan.models:
+        for arm in plan.arms:
+            params = plan.space.untuned(arm, plan.train.lr)
+            model_cfg, cfg = configs(plan, params, model, arm)
+            train = {"lr": cfg.lr, "batch_size": cfg.batch_size} | ({"emb_reg": cfg.emb_reg} if cfg.emb_reg else {})
+            entry = {"model": model_cfg.to_dict(), "train": train, "params": params, "trials": 0}
+            write_best(path, plan.data, model, arm, entry | {"budget": plan.budget(), "valid_auc": None})
+    return path
+
+
 def run_from_args(a: argparse.Namespace) -> int:
     plan = plan_from_args(a)
     if a.what == "run":
         run(plan, a.storage or STORAGE / f"{plan.data}.sqlite3", a.results)
+        return 0
+    if a.what == "first":
+        path = first_configs(plan, a.results)
+        print(f"wrote {path}: train it with `apg experiment study run --data {plan.data} --tuned {path}`")
         return 0
     path = best_path(a.results, plan.data, plan.space_name)
     if not path.exists():

@@ -290,3 +290,17 @@ def test_the_strong_space_starts_from_barss_recipe_and_leaves_the_default_search
     assert json.loads(json.dumps(Space().identity())) == stored["budget"]["space"]
     assert STRONG.identity() != Space().identity() and set(SPACES) == {"default", "strong"}
     assert best_path(study.RESULTS, "ml-1m", "strong").name == "ml-1m-strong.json"
+
+
+def test_the_first_configs_file_is_the_recipe_itself_and_the_study_trains_it(tmp_path):
+    from scripts.experiments.tune import STRONG, first_configs
+
+    plan = TunePlan(models=("deepfm",), arms=("base", "self"), space=STRONG, space_name="strong")
+    path = first_configs(plan, tmp_path)
+    assert path.name == "ml-1m-strong-first.json"
+    tuned = study.load_tuned(path, "ml-1m")
+    model_cfg, cfg = study.arm_configs(Plan(models=("deepfm",), arms=("self",), tuned=tuned), "deepfm", "self", 3)
+    assert model_cfg.hidden == (400, 400, 400) and model_cfg.batch_norm and model_cfg.apg.ranks == (32, 16, 8)
+    assert (cfg.emb_reg, cfg.lr, cfg.seed) == (0.01, 1e-3, 3)
+    saved = json.loads(path.read_text())["configs"]["deepfm"]
+    assert saved["base"]["trials"] == 0 and saved["base"]["train"] == {"lr": 1e-3, "batch_size": 1024, "emb_reg": 0.01}
