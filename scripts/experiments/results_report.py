@@ -372,7 +372,7 @@ def render(store: Store, budget: Budget, results: Path, figs: Path) -> list[str]
         "the split too; the condition was chosen on a seed it then reported): kept for what the paired study does "
         "not cover (mix-wise, the ablation), to be read with that caution.",
         "",
-        *verdict(results),
+        *verdict(results, stored_arms(untuned_plan("ml-1m"), results)),
         *ml1m,
         "",
         *ml100k_section(results, figs),

@@ -84,14 +84,13 @@ def control_paragraph(results: Path) -> str:
     )
 
 
-def ml1m_paragraph(results: Path) -> str:
+def ml1m_paragraph(results: Path, plan) -> str:
+    """``plan``: the untuned ML-1M study as RESULTS.md's section 1 reports it (results_report.untuned_plan)."""
     from dataclasses import replace
 
     from scripts.experiments import study
     from scripts.experiments.paired import pooled
-    from scripts.experiments.results_report import stored_arms, untuned_plan
 
-    plan = stored_arms(untuned_plan("ml-1m"), results)
     records = study.stored(plan, results)
     if not records:
         return "**Does APG lift on ML-1M?** Not answered yet: `apg experiment study run --data ml-1m`."
@@ -193,7 +192,8 @@ def strong_paragraph(results: Path) -> str:
     return head + " Best validation AUC per arm of the strong search: " + "; ".join(cells) + "."
 
 
-def verdict(results: Path) -> list[str]:
+def verdict(results: Path, ml1m_plan) -> list[str]:
+    """The section; ``ml1m_plan``: the untuned ML-1M study plan of section 1 (each model with its stored arms)."""
     return [
         "## Verdict (third edition)",
         "",
@@ -201,7 +201,7 @@ def verdict(results: Path) -> list[str]:
         "",
         control_paragraph(results),
         "",
-        ml1m_paragraph(results),
+        ml1m_paragraph(results, ml1m_plan),
         "",
         front_paragraph(results),
         "",

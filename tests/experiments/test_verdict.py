@@ -11,7 +11,9 @@ from scripts.experiments.verdict import control_paragraph, front_paragraph, refe
 
 
 def test_without_runs_every_question_names_its_command(tmp_path):
-    text = "\n".join(verdict(tmp_path))
+    from scripts.experiments.results_report import untuned_plan
+
+    text = "\n".join(verdict(tmp_path, untuned_plan("ml-1m")))
     assert "`apg experiment reference run --fuxictr-zoo PATH`" in text
     assert "`apg experiment control run`" in text and "`apg experiment front run`" in text
     assert "`apg experiment study run --data ml-1m`" in text and "--space strong" in text
