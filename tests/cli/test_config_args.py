@@ -42,7 +42,7 @@ def changed(cfg, **fixed):
     return dataclasses.replace(cfg, **values)
 
 
-CHANGED_MODEL = changed(ModelConfig(), model="dnn", condition="mix", overparam=32)  # P >= K; a zoo model
+CHANGED_MODEL = changed(ModelConfig(), model="dnn", condition="mix", overparam=32, ranks=(4, 8, 16))  # P >= K
 CHANGED_TRAIN = changed(TrainConfig())
 
 
