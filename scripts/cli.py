@@ -194,8 +194,8 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
         sub,
         "peers",
         "Triton and KServe vs the service's v2 routes over HTTP and gRPC (issue 15)",
-        "scripts.bench.peers:add_arguments",
-        "scripts.bench.peers:run_from_args",
+        "scripts.bench.peers.command:add_arguments",
+        "scripts.bench.peers.command:run_from_args",
         "serve,loadtest",
     )
     add_command(

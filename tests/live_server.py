@@ -1,32 +1,25 @@
 """Live-server helpers shared by the test suites: free ports, HTTP, bounded waits, a real `apg serve` subprocess.
 
-Everything runs on 127.0.0.1, every wait is bounded, and `stop` ends what `start_apg` started.
+Everything runs on 127.0.0.1, every wait is bounded, and `stop` ends what `start_apg` started. Starting, waiting for
+and stopping servers is the tools' own launcher (scripts/clients/launch.py); this adds the tests' settings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-READY_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from features import example_rows, read_schema
+from scripts.clients import launch
+from scripts.clients.http import log_tail  # noqa: F401 (for the tests that start servers)
+from scripts.clients.launch import READY_TIMEOUT_S, REPO, Server, clean_env, free_port, stop  # noqa: F401 (same)
 
 
 def http(method: str, url: str, body: dict | bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -77,85 +70,14 @@ def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.25
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
 
 
-def stop(process: subprocess.Popen) -> int:
-    """SIGTERM, then SIGKILL after 15 s: never leave a server behind. Returns the exit code."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-    return process.returncode
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-    bundle: Path
-
-    def example_row(self) -> dict:
-        """One raw row with every source feature of the bundle's schema, values from its vocabularies."""
-        schema = json.loads((self.bundle / "bundle.json").read_text())["schema"]
-        row: dict = {}
-        for f in schema["fields"]:
-            source = f.get("source") or f["name"]
-            if source in row:
-                continue
-            if f["kind"] == "numeric":
-                edges = f.get("edges") or [1]
-                row[source] = edges[len(edges) // 2]
-            else:
-                vocab = f.get("vocab") or ["x"]
-                row[source] = vocab[0] if f["kind"] == "categorical" else vocab[:2]
-        return row
-
-    def score(self, rows: int = 4) -> int:
-        status, _ = http("POST", f"{self.url}/score", {"instances": [self.example_row()] * rows})
-        return status
-
-
 def start_apg(bundle: Path, log: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """`apg serve` (as `python -m scripts.cli serve`, torch-free) on a free port; returns once /readyz is 200."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APG_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env |= {"APG_PROVIDERS": "cpu", "APG_LOG_LEVEL": "warning", "APG_WARMUP_BATCH_SIZES": "1,8"}
-    env |= {"APG_DRAIN_GRACE_S": "0"}  # stop() would wait the drain grace out
-    env |= extra_env or {}
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.cli",
-        "serve",
-        "--bundle",
-        str(bundle),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", port, process, log, Path(bundle))
+    """`apg serve` of `bundle` on a free port with the tests' settings (CPU, quick warm-up, no drain grace: stop()
+    would wait it out) and `extra_env`; returns once /readyz is 200."""
+    env = clean_env(APG_PROVIDERS="cpu", APG_LOG_LEVEL="warning", APG_WARMUP_BATCH_SIZES="1,8", APG_DRAIN_GRACE_S="0")
+    return launch.start_apg(bundle, log, env | (extra_env or {}))
 
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"apg serve exited with {process.returncode}:\n{log_tail(log)}")
-        return http("GET", f"{server.url}/readyz", timeout=2)[0] == 200
 
-    try:
-        wait_for(ready, READY_TIMEOUT_S, what=f"apg serve on port {port} to be ready")
-    except BaseException:
-        stop(process)
-        raise
-    return server
+def score(server: Server, rows: int = 4) -> int:
+    """The status of a POST /score of `rows` known rows of the served bundle (features.example_rows)."""
+    schema, _ = read_schema(server.bundle)
+    return http("POST", f"{server.url}/score", {"instances": example_rows(schema, rows)})[0]

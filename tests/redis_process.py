@@ -16,15 +16,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from scripts.clients.launch import free_port
+
 
 class RedisProcess:
     """A redis-server on a fixed free 127.0.0.1 port, without persistence: start, stop, pause (SIGSTOP), resume."""
 
     def __init__(self, directory: Path) -> None:
         self.directory, self.process = directory, None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 MAX_REQUESTS = 200_000  # --limit's bound: a replay is a measurement, not a soak
@@ -54,6 +53,7 @@ def run_from_args(args) -> int:
     from scripts.abtest.replay import replay
     from scripts.abtest.report import format_report, plot_over_time, summarise
     from scripts.abtest.traffic import replay_requests
+    from scripts.clients.http import wait_ready
     from scripts.loadtest.plan import check_target
 
     check_target(args.url, args.allow_remote)
@@ -62,8 +62,8 @@ def run_from_args(args) -> int:
     )
     token = args.token or os.environ.get("APG_AUTH_TOKEN")
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    wait_ready(args.url, args.ready_timeout, token=token)
     with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
-        wait_ready(client, args.ready_timeout)
         result = replay(client, requests, args.feedback_delay, args.feedback_batch, progress=not args.quiet)
     report = summarise(result.answers, args.baseline, args.bootstrap, args.seed)
     report.update(
@@ -89,18 +89,3 @@ def run_from_args(args) -> int:
     print(f"-> {out / 'abtest.json'}, {out / 'abtest.png'}")
     clean = not result.failures and not any(n for outcome, n in result.feedback.items() if outcome != "accepted")
     return 0 if clean else 1  # a failed request or a label the service did not accept: exit 1, after the report
-
-
-def wait_ready(client, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{client.base_url} was not ready (GET /readyz) within {timeout:g} s")
-        time.sleep(0.1)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.clients.launch import free_port
 from service.feedback import FeedbackConfig, open_store
 
 READY_TIMEOUT_S = 10.0
@@ -36,9 +37,7 @@ def redis_server(directory: str | Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (bash scripts/install_debian.sh)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     log = open(Path(directory) / "redis.log", "wb")  # noqa: SIM115 (closed below, after the process)
     process = subprocess.Popen([*argv, "--dir", str(directory)], stdout=log, stderr=subprocess.STDOUT)

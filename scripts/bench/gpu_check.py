@@ -20,14 +20,16 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import orjson
 
 from features import RowSampler, read_schema
-from scripts.bench.http_io import Connection, Servers, build_request, service_command
 from scripts.bench.measure import Budget, stats, timed
+from scripts.clients.http import Connection, build_request
+from scripts.clients.launch import Servers, serve_command
 from scripts.loadtest.plan import encode_body
 
 CUDA = "CUDAExecutionProvider"
@@ -90,7 +92,7 @@ def over_http(
                 "APG_LOG_LEVEL": "warning",
                 "APG_CUDA_TF32": str(tf32).lower(),
             }
-            servers.start(f"service-{provider}", lambda port: service_command(bundle, port), env=env)
+            servers.start(f"service-{provider}", partial(serve_command, bundle), env=env)
         servers.wait_ready()
         for name, server in servers.servers.items():
             with Connection(server.port, timeout=120) as conn:
@@ -131,7 +133,7 @@ def batching_sweep(bundle: Path, out: Path, cuda: bool, rates: list[float], dura
     with Servers(out / "logs") as servers:
         for mode in ("off", "on"):
             batching = {"APG_BATCHING": "true" if mode == "on" else "false"}
-            servers.start(f"batching-{mode}", lambda port: service_command(bundle, port), {**env, **batching})
+            servers.start(f"batching-{mode}", partial(serve_command, bundle), {**env, **batching})
         servers.wait_ready()
         ports = {mode: servers.servers[f"batching-{mode}"].port for mode in ("off", "on")}
         sweep = sweep_batching(ports, schema, rates, duration, 10.0, 0.01, say=_say)

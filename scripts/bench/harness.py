@@ -4,9 +4,9 @@ on one bundle and one thread budget.
     apg bench                                         # full run on bundles/default, results in runs/bench
     apg bench --run runs/deepfm-self --markdown docs/PERFORMANCE.md
     apg bench --quick                                 # batch 1 and 64, a few calls each: under a minute (CI)
-    apg bench --mlserver                              # also MLServer 1.7.1 (see scripts/bench/mlserver_peer.py)
+    apg bench --mlserver                              # also MLServer 1.7.1 (see scripts/bench/peers/mlserver_peer.py)
     apg bench --whole-machine 2                       # also `apg serve --workers 2` vs the 2-thread floor
-    apg bench peers --bundle B                        # Triton and KServe vs our v2 HTTP and gRPC (peers.py)
+    apg bench peers --bundle B                        # Triton and KServe vs our v2 HTTP and gRPC (peers/)
     apg bench --only-by-id --ranking 100,1000 --markdown docs/PERFORMANCE.md   # ranking by id alone: its section
 
 (a) floor: `session.run` on pre-encoded rows per batch size, the service's own loader and session options;
@@ -18,7 +18,7 @@ on one bundle and one thread budget.
 (e) ranking: one user against N candidate items as rows, columns and the {"context", "candidates"} shape
     (scripts/bench/ranking.py), at each N of --ranking;
 (f) with --mlserver, MLServer 1.7.1's v2 endpoint on the same session and encoder, sent the v2-json path's very
-    requests, its scores checked against the service's (scripts/bench/mlserver_peer.py, mlserver_runtime.py);
+    requests, its scores checked against the service's (scripts/bench/peers/mlserver_peer.py, mlserver_runtime.py);
 (g) with --whole-machine W, `apg serve --workers W` driven by W connections against the best W-thread floor at
     batch 1024, unpinned (scripts/bench/machine.py);
 (h) ranking by item id (--by-id file,redis, on by default with the ranking section): the same candidates by id to
@@ -42,8 +42,8 @@ from pathlib import Path
 import orjson
 
 from features import RowSampler
-from scripts.bench import machine, mlserver_peer, performance_report, ranking_ids, ranking_ids_report, saturate
-from scripts.bench.http_io import MLSERVER_PATH, PATHS, Servers, request_bytes, service_command, thin_command
+from scripts.bench import machine, performance_report, ranking_ids, ranking_ids_report, saturate
+from scripts.bench.http_io import MLSERVER_PATH, PATHS, request_bytes, thin_command
 from scripts.bench.measure import (
     Budget,
     floor_call,
@@ -54,7 +54,9 @@ from scripts.bench.measure import (
     sweep_batching,
     timed,
 )
+from scripts.bench.peers import mlserver_peer
 from scripts.bench.ranking import measure_ranking
+from scripts.clients.launch import Servers, serve_command
 
 FULL = {
     "batch_sizes": (1, 8, 64, 256, 1024, 4096),
@@ -128,9 +130,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     cpus = os.sched_getaffinity(0)
     with contextlib.ExitStack() as stack, Servers(cfg.out / "logs", cpu=0 if cfg.pin else None) as servers:
         by_id = ranking_ids.start(cfg, bundle, env, servers, stack) if cfg.ranking and cfg.by_id else None
-        servers.start("service", partial(service_command, cfg.bundle), env)
+        servers.start("service", partial(serve_command, cfg.bundle), env)
         servers.start("thin", partial(thin_command, cfg.bundle), env)
-        servers.start("service-batching", partial(service_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
+        servers.start("service-batching", partial(serve_command, cfg.bundle), {**env, "APG_BATCHING": "true"})
         servers.start("bare", saturate.bare_command, env)
         servers.start("bare-onnx", partial(saturate.bare_command, bundle=cfg.bundle), env)
         if cfg.mlserver:

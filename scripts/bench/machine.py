@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from scripts.bench.http_io import PATHS as HTTP_PATHS
-from scripts.bench.http_io import Connection, Servers, request_bytes, service_command
+from scripts.bench.http_io import request_bytes
 from scripts.bench.measure import MIN_CALLS, Budget, floor_call, floor_model, stats, timed
+from scripts.clients.http import Connection
+from scripts.clients.launch import Servers, serve_command
 
 BATCH = 1024
 PATHS = ("score-columns", "v2-binary")
@@ -37,12 +39,12 @@ def measure(
     out: dict = {"workers": workers, "batch": BATCH, "cpus_usable": len(os.sched_getaffinity(0)), "pinned": False}
     feeds = [bundle.encoder.encode_rows(r) for r in rows]
     out["floor"] = measure_floors(bundle_dir, workers, feeds, budget)
-    command = partial(service_command, bundle_dir, workers=workers)
+    command = partial(serve_command, bundle_dir, workers=workers)
     server = servers.start("service-workers", command, {**env, "APG_INTRA_OP_THREADS": "1"})
     servers.wait_ready()
     for path in (p for p in HTTP_PATHS if p.name in PATHS):
         reqs = [request_bytes(path, r, numeric, bundle.name) for r in rows]
-        out[path.name] = measure_service(server.port, server.proc.pid, workers, reqs, budget)
+        out[path.name] = measure_service(server.port, server.process.pid, workers, reqs, budget)
         best = out["floor"][out["floor"]["best"]]["rows_per_s"]
         ratio = out[path.name]["rows_per_s"] / best
         say(f"whole machine, {workers} workers, {path.name} at batch {BATCH}: {ratio:.2f}x the {workers}-thread floor")

@@ -17,7 +17,9 @@ import numpy as np
 import orjson
 
 from features import RowSampler
-from scripts.bench.http_io import HOST, Connection, build_request, count_scores, scrape, stage_means
+from scripts.bench.http_io import scrape, stage_means
+from scripts.clients.http import HOST, Connection, build_request
+from scripts.clients.v2 import count_scores
 from scripts.loadtest.latency_report import find_knee, passes, summarise
 from scripts.loadtest.plan import build_bodies, build_schedule
 from scripts.loadtest.raw_engine import open_loop

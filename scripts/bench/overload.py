@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
-import urllib.request
+import tempfile
 from pathlib import Path
 
 from features import RowSampler, read_schema
+from scripts.clients.http import build_request
+from scripts.clients.launch import clean_env, start_apg, stop
 from scripts.loadtest.plan import build_bodies, build_schedule
-from scripts.loadtest.raw_engine import build_request, open_loop
+from scripts.loadtest.raw_engine import open_loop
 
 LIMITS = {"APG_MAX_CONCURRENCY": "2", "APG_MAX_QUEUE": "4"}
 
@@ -60,18 +60,6 @@ def measure(pid: int, port: int, requests: list[bytes], seconds: float) -> dict:
     }
 
 
-def wait_ready(url: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the server did not become ready ({url})")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.bench.overload", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, default=Path("bundles/default"), help="bundle directory to serve")
@@ -82,22 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8077)
     args = p.parse_args(argv)
     bundle = args.bundle.resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APG_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env |= LIMITS | {"APG_PROVIDERS": "cpu", "APG_WARMUP_BATCH_SIZES": "1", "APG_DRAIN_GRACE_S": "0"}
-    cmd = [sys.executable, "-m", "service", "--bundle", str(bundle), "--port", str(args.port)]
-    server = subprocess.Popen(cmd, cwd=args.repo, env=env, stderr=subprocess.DEVNULL)  # its access log is dropped
-    try:
-        wait_ready(f"http://127.0.0.1:{args.port}/readyz", server)
-        schema, _ = read_schema(bundle)
-        bodies = build_bodies(RowSampler(schema, seed=0), "rows", args.rows, 64)
-        requests = [build_request("/score", b) for b in bodies]
-        run(server.pid, args.port, requests, 200, 1, 6)  # warm-up
-        for i in range(args.rounds):
-            out = measure(server.pid, args.port, requests, args.seconds)
-            print(f"round {i + 1}, {args.rows} rows: " + ", ".join(f"{k} {v:.3g}" for k, v in out.items()), flush=True)
-    finally:
-        server.terminate()
-        server.wait(30)
+    env = clean_env(APG_PROVIDERS="cpu", APG_WARMUP_BATCH_SIZES="1", APG_DRAIN_GRACE_S="0", **LIMITS)
+    with tempfile.TemporaryDirectory(prefix="apg-overload-") as logs:  # its log (the access log: dropped after)
+        server = start_apg(bundle, Path(logs) / "serve.log", env, port=args.port, cwd=args.repo)
+        pid = server.process.pid
+        try:
+            schema, _ = read_schema(bundle)
+            bodies = build_bodies(RowSampler(schema, seed=0), "rows", args.rows, 64)
+            requests = [build_request("/score", b) for b in bodies]
+            run(pid, args.port, requests, 200, 1, 6)  # warm-up
+            for i in range(args.rounds):
+                out = measure(pid, args.port, requests, args.seconds)
+                cells = ", ".join(f"{k} {v:.3g}" for k, v in out.items())
+                print(f"round {i + 1}, {args.rows} rows: {cells}", flush=True)
+        finally:
+            stop(server.process)
     return 0
 
 

@@ -214,9 +214,9 @@ def _section_notes(doc: dict) -> list[str]:
         v = doc["mlserver"]["versions"]
         out.append(
             f"- **mlserver-v2-json**: MLServer {v['mlserver']} from its own virtual environment "
-            f"(`python -m scripts.bench.mlserver_peer setup`: uvloop {v['uvloop']}; onnxruntime {v['onnxruntime']}, "
-            "numpy, orjson and httptools as the service's) with a small custom runtime "
-            "(scripts/bench/mlserver_runtime.py) that "
+            f"(`python -m scripts.bench.peers.mlserver_peer setup`: uvloop {v['uvloop']}; "
+            f"onnxruntime {v['onnxruntime']}, numpy, orjson and httptools as the service's) with a small custom "
+            "runtime (scripts/bench/peers/mlserver_runtime.py) that "
             "runs the service's encoder and session inline; sent the very v2-json requests, its scores checked equal "
             "to the service's before timing (*max abs diff*). One process, parallel workers off, debug (access log) "
             "off, metrics on (its default), adaptive batching off."

@@ -22,8 +22,8 @@ import numpy as np
 import orjson
 
 from features import RowSampler
-from scripts.bench.http_io import Connection, build_request
 from scripts.bench.measure import Budget, measure_path, stats, timed
+from scripts.clients.http import Connection, build_request
 from scripts.loadtest.plan import context_features, encode_body
 
 __all__ = ["SHAPES", "context_features", "measure_ranking", "ranking_requests", "same_scores"]

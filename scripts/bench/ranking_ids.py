@@ -38,8 +38,9 @@ import numpy as np
 import orjson
 
 from features import RowSampler, Schema
-from scripts.bench.http_io import Connection, build_request, service_command
 from scripts.bench.measure import Budget, measure_path, stats, timed
+from scripts.clients.http import Connection, build_request
+from scripts.clients.launch import serve_command
 from scripts.items.bench import time_lookups
 from scripts.items.publish import publish
 from scripts.items.sync import encode_catalogue
@@ -230,7 +231,7 @@ def start(cfg, bundle, env: dict, servers, stack: contextlib.ExitStack) -> tuple
         (cfg.out / "redis").mkdir(parents=True, exist_ok=True)
         urls["redis"] = stack.enter_context(redis_server(cfg.out / "redis"))
     publish_stores(catalogue, urls)
-    command = partial(service_command, cfg.bundle)
+    command = partial(serve_command, cfg.bundle)
     if cfg.only_by_id:
         servers.start("service", command, env)
     for kind, url in urls.items():

@@ -4,8 +4,8 @@ loop (no thread per connection, no HTTP library), so the client is not what limi
     cell = saturate(port, [raw_request, ...], connections=8, duration=2.0, warmup=0.3)   # closed loop, N in flight
 
 One closed-loop connection measures a round trip (client + loopback + server); N connections with one request in
-flight each measure how many requests per second the server's core can finish. (The open-loop engine with the same
-framing is scripts/loadtest/raw_engine.py: `apg loadtest`'s default client, used by the bench's batching sweep.)
+flight each measure how many requests per second the server's core can finish. (The sockets and the framing are
+scripts/clients/http.py's, as in the open-loop engine of `apg loadtest`, used by the bench's batching sweep.)
 
 Two more references besides the floor and the thin app, raw ASGI apps under the same uvicorn: `bare` reads the
 body and answers a constant, the HTTP stack's own ceiling on this core (nothing of FastAPI, the encoder or
@@ -24,8 +24,7 @@ import time
 
 import numpy as np
 
-from scripts.bench.http_io import HOST
-from scripts.loadtest.raw_engine import connect, read_answer, send
+from scripts.clients.http import HOST, connect, read_answer, send
 
 BARE_BODY = b'{"scores":[0.5]}'
 

@@ -23,4 +23,5 @@ One concern per module:
   grpc_engine.py     KServe v2 ModelInfer over grpc.aio (--protocol grpc)
   latency_report.py  percentiles, achieved rate, the knee, the table and the files
   locustfile.py      a closed-loop Locust user, for Locust's UI and ramps (not for latency numbers)
+Shared with the other tools (scripts/clients/): the v2 codec, the raw HTTP client and the readiness wait.
 """

@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from features import RowSampler, read_schema
-from scripts.loadtest.httpx_engine import run_load, wait_ready
+from scripts.clients.http import build_request, wait_ready
+from scripts.loadtest.httpx_engine import run_load
 from scripts.loadtest.latency_report import find_knee, format_table, passes, summarise, write_results
 from scripts.loadtest.plan import build_bodies, build_schedule, check_target, context_features, endpoint, sweep_rates
-from scripts.loadtest.raw_engine import build_request, open_loop
+from scripts.loadtest.raw_engine import open_loop
 from scripts.loadtest.records import LoadConfig, Records
 
 
@@ -43,7 +44,7 @@ def run_from_args(args) -> int:
         pin = args.model if args.format != "v2" else None
         bodies = build_bodies(sampler, args.format, args.rows, args.pool, context, pin, args.id_column)
     token = args.token or os.environ.get("APG_AUTH_TOKEN")
-    asyncio.run(wait_ready(args.url, args.ready_timeout, token))
+    wait_ready(args.url, args.ready_timeout, token=token)
     base = LoadConfig(
         url=url,
         rate=args.rate,

@@ -13,38 +13,24 @@ connection, so that a server with several workers (which share the port with SO_
 from __future__ import annotations
 
 import asyncio
-import struct
 from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
 
 from features import RowSampler
+from scripts.clients.v2 import grpc_request, to_tensors
 from scripts.loadtest.records import LoadConfig, Records, dispatch
-from service.grpc.messages import SERVICE, ModelInferRequest
+from service.grpc.messages import SERVICE
 
 METHOD = f"/{SERVICE}/ModelInfer"
 CHANNELS = 8
 
 
 def build_requests(sampler: RowSampler, model: str, rows: int, pool: int) -> list[bytes]:
-    """`pool` distinct serialised requests of `rows` rows each: one tensor per raw feature, BYTES (multi-valued ones
-    '|'-joined) or FP64 for numeric features."""
-    return [_request(sampler.rows(rows), model, sampler.numeric) for _ in range(pool)]
-
-
-def _request(rows: list[dict], model: str, numeric: set[str]) -> bytes:
-    request = ModelInferRequest(model_name=model)
-    for name in rows[0]:
-        column = [r[name] for r in rows]
-        if name in numeric:
-            data, datatype = np.asarray(column, dtype="<f8").tobytes(), "FP64"
-        else:
-            texts = [("|".join(map(str, v)) if isinstance(v, list) else str(v)).encode() for v in column]
-            data, datatype = b"".join(struct.pack("<I", len(t)) + t for t in texts), "BYTES"
-        request.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
-        request.raw_input_contents.append(data)
-    return request.SerializeToString()
+    """`pool` distinct serialised requests of `rows` rows each: one tensor per raw feature, as the v2 JSON and binary
+    bodies carry them (scripts/clients/v2.py)."""
+    return [grpc_request(to_tensors(sampler.rows(rows), sampler.numeric), model) for _ in range(pool)]
 
 
 async def run_load(target: str, cfg: LoadConfig, bodies: list[bytes], schedule: np.ndarray) -> Records:

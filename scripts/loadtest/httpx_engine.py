@@ -1,4 +1,4 @@
-"""The httpx engine of `apg loadtest` (https:// URLs, or `--client httpx`), and the readiness wait before a run.
+"""The httpx engine of `apg loadtest` (https:// URLs, or `--client httpx`).
 
 One asyncio task per request on an ``httpx.AsyncClient`` with `concurrency` connections. Same open-loop contract
 as the raw-socket engine (raw_engine.py): requests start at their scheduled times, latency runs from the scheduled
@@ -10,7 +10,6 @@ time. It falls behind its schedule above ~400 requests/s on one core; the report
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import numpy as np
@@ -58,21 +57,3 @@ async def _send(client, gate, cfg: LoadConfig, rec: Records, i: int, body: bytes
     except Exception as exc:  # anything else is still one failed request, named, not a crashed run
         rec.error[i] = f"error_{type(exc).__name__}"
     rec.done[i] = loop.time() - t0
-
-
-async def wait_ready(url: str, timeout: float, token: str | None = None) -> None:
-    """Poll GET /readyz until 200, or raise RuntimeError after `timeout` seconds."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    deadline, last = time.monotonic() + timeout, "no answer"
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=2.0, trust_env=False) as client:
-        while True:
-            try:
-                resp = await client.get("/readyz")
-                if resp.status_code == 200:
-                    return
-                last = f"HTTP {resp.status_code}"
-            except httpx.TransportError as exc:
-                last = type(exc).__name__
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url}/readyz not ready after {timeout:g} s ({last})")
-            await asyncio.sleep(0.2)

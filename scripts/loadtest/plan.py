@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from features import RowSampler
+from scripts.clients.v2 import json_body, to_tensors
 from scripts.loadtest.args import FORMATS
 
 # ---------------------------------------------------------------- safety
@@ -109,8 +110,8 @@ def encode_body(
     """One request body: rows {"instances"}, columns {"inputs": {f: [...]}}, ranking (the first row's `context`
     features, e.g. the user, against every row's others as candidates: one user per request, as an experiment's
     split wants), ranking-ids (the same context against the rows' `id_column` values alone: candidates by id, whose
-    item features the service's item store gives), or v2 (one tensor per feature). `model` pins a /score body to one
-    model."""
+    item features the service's item store gives), or v2 (one tensor per feature: scripts/clients/v2.py). `model`
+    pins a /score body to one model."""
     pin = {"model": model} if model else {}
     if fmt == "rows":
         return orjson.dumps({"instances": rows, **pin})
@@ -125,17 +126,7 @@ def encode_body(
         return orjson.dumps({"inputs": columns, **pin})
     if fmt != "v2":
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return orjson.dumps({"inputs": [_tensor(k, col, k in numeric) for k, col in columns.items()]})
-
-
-def _tensor(name: str, col: list, numeric: bool) -> dict:
-    if numeric:
-        return {"name": name, "shape": [len(col)], "datatype": "FP64", "data": [float(v) for v in col]}
-    if any(isinstance(v, list) for v in col):  # multi-valued without a separator: [B, K], padded with missing
-        k = max(len(v) for v in col)
-        data = [list(v) + [""] * (k - len(v)) for v in col]
-        return {"name": name, "shape": [len(col), k], "datatype": "BYTES", "data": data}
-    return {"name": name, "shape": [len(col)], "datatype": "BYTES", "data": col}
+    return json_body(to_tensors(rows, numeric))
 
 
 def build_bodies(

@@ -1,4 +1,4 @@
-"""The raw-socket engine of `apg loadtest --client raw` (the default for http:// URLs), also `apg bench`'s client.
+"""The raw-socket engine of `apg loadtest --client raw` (the default for http:// URLs), also `apg bench`'s open loop.
 
 Plain HTTP/1.1 over keep-alive sockets driven by one selector loop: no HTTP library and no task per request, so one
 client core keeps up with several thousand requests/s (the httpx engine falls behind its schedule above ~400/s on
@@ -6,9 +6,9 @@ one core: its *lag* column shows it). Same open-loop contract as the httpx engin
 times on an idle connection or wait for one, and latency runs from the scheduled time (no coordinated omission).
 
     rec = open_loop("127.0.0.1", 8000, [build_request("/score", body)], schedule, connections=64, timeout=10)
-    status = read_answer(key)      # on a selector key whose data holds {"buf": bytearray()}: a status, or None
 
-No TLS (https:// URLs use the httpx engine), no chunked answers (the service always sends Content-Length).
+The sockets, the request bytes and the answers' framing are the tools' raw HTTP client (scripts/clients/http.py):
+no TLS (https:// URLs use the httpx engine), no chunked answers (the service always sends Content-Length).
 """
 
 from __future__ import annotations
@@ -20,54 +20,8 @@ from collections import deque
 
 import numpy as np
 
+from scripts.clients.http import connect, read_answer, send
 from scripts.loadtest.records import Records
-
-
-def build_request(
-    path: str, body: bytes, content_type: str = "application/json", headers: dict | None = None, host: str = "127.0.0.1"
-) -> bytes:
-    """A whole HTTP/1.1 request (head + body)."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def read_answer(key) -> int | None:
-    """Reads what arrived on the connection; the HTTP status once a whole answer is in (one is in flight), else
-    None. The answer's body is left in key.data["last"]."""
-    chunk = key.fileobj.recv(1 << 18)
-    if not chunk:
-        raise ConnectionError("the server closed a connection")
-    buf = key.data["buf"]
-    buf += chunk
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = bytes(buf[:end]).lower()
-    at = head.find(b"\r\ncontent-length:")  # (not inference-header-content-length)
-    if at < 0:
-        raise ConnectionError(f"answer without Content-Length: {head[:80]!r}")
-    n = int(head[at + 17 :].split(b"\r\n", 1)[0])
-    if len(buf) < end + 4 + n:
-        return None
-    key.data["last"] = bytes(buf[end + 4 : end + 4 + n])
-    del buf[: end + 4 + n]
-    return int(head[9:12])
-
-
-def connect(host: str, port: int, timeout: float = 30.0) -> socket.socket:
-    s = socket.create_connection((host, port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.setblocking(False)
-    return s
-
-
-def send(key, raw: bytes, timeout: float = 30.0) -> None:
-    key.fileobj.settimeout(timeout)  # requests are small: one sendall, then back to non-blocking reads
-    try:
-        key.fileobj.sendall(raw)
-    finally:
-        key.fileobj.setblocking(False)
 
 
 def open_loop(

@@ -1,20 +1,18 @@
 """`apg bench`: --quick end to end against a real bundle (servers on 127.0.0.1), and its pure parts.
 
 No timing assertions (shared, noisy machines): the checks are on the shape of the results, the ratios being
-present and positive, the files, and the bodies and the client agreeing with the service's own decoders."""
+present and positive, and the files. (The bodies and the client: tests/clients/.)"""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import orjson
 import pytest
 
 import service.metrics
-from features import RowSampler
 from scripts.bench import harness
-from scripts.bench.http_io import Connection, build_request, count_scores, stage_means, v2_binary_body
+from scripts.bench.http_io import stage_means
 from scripts.cli import main
 
 PATHS = {"score-rows", "score-columns", "v2-json", "v2-binary", "thin-columns"}
@@ -154,42 +152,6 @@ def test_bad_options_and_a_missing_bundle_are_clear_errors(tmp_path, capsys):
         assert exc.value.code == 2
     assert main(["bench", "--bundle", str(tmp_path), "--whole-machine", "1"]) == 2  # (the bundle is checked later)
     assert "--whole-machine needs 2 or more workers" in capsys.readouterr().err
-
-
-def test_v2_binary_bodies_decode_with_the_service_decoder(schema):
-    from service.tensors import decode_inputs
-
-    sampler = RowSampler(schema, seed=0, unseen=0.1)
-    rows = sampler.rows(7)
-    body, n = v2_binary_body(rows, sampler.numeric)
-    header = orjson.loads(body[:n])
-    columns, batch = decode_inputs(header, body[n:], 1 << 20)
-    assert batch == 7 and header["outputs"] == [{"name": "score", "parameters": {"binary_data": True}}]
-    for name in rows[0]:
-        expected = [float(r[name]) if name in sampler.numeric else r[name] for r in rows]
-        assert list(columns[name]) == expected  # numbers may stay a numpy array (service/tensors.py)
-    padded = v2_binary_body([{"tags": ["x"]}, {"tags": ["y", "z"]}], set())
-    columns, _ = decode_inputs(orjson.loads(padded[0][: padded[1]]), padded[0][padded[1] :], 1 << 20)
-    assert columns["tags"] == [["x", ""], ["y", "z"]]
-
-
-def test_the_client_keeps_one_connection_and_reads_content_length(slow_server):
-    server = slow_server(0.0)
-    port = int(server.url.rsplit(":", 1)[1])
-    with Connection(port) as conn:
-        for _ in range(3):
-            status, headers, body = conn.request(build_request("/score", b'{"instances": [{}]}'))
-            assert status == 200 and orjson.loads(body) == {"scores": [0.5]} and count_scores(headers, body) == 1
-    posts = [r for r in server.requests if r[0] == "POST"]
-    assert len(posts) == 3 and posts[0][3] == b'{"instances": [{}]}'
-    assert posts[0][2]["content-type"] == "application/json"
-
-
-def test_count_scores_of_a_binary_v2_answer():
-    head = orjson.dumps({"outputs": [{"name": "score"}]})
-    raw = np.arange(5, dtype="<f4").tobytes()
-    assert count_scores({"inference-header-content-length": str(len(head))}, head + raw) == 5
-    assert count_scores({}, orjson.dumps({"outputs": [{"data": [0.1, 0.2]}]})) == 2
 
 
 def test_stage_means_are_deltas_per_observation_of_one_route():

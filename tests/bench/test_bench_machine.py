@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from scripts.bench.http_io import Connection
 from scripts.bench.machine import children, listeners, owner_of, parallel, spread
 from scripts.bench.measure import MIN_CALLS, Budget
+from scripts.clients.http import Connection
 
 BUDGET = Budget(duration=0.05, iterations=50, warmup=0.0)
 

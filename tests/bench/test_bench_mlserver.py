@@ -13,9 +13,11 @@ from importlib import metadata
 import orjson
 import pytest
 
-from scripts.bench import harness, mlserver_peer
-from scripts.bench.http_io import HOST, REPO
+from scripts.bench import harness
+from scripts.bench.peers import mlserver_peer
 from scripts.cli import main
+from scripts.clients.http import HOST
+from scripts.clients.launch import REPO
 
 
 def test_setup_pins_mlserver_and_uvloop_and_matches_this_environment():
@@ -28,7 +30,10 @@ def test_the_model_repository_serves_the_bundle_under_its_name(tmp_path):
     bundle = tmp_path / "bundle"
     folder = mlserver_peer.write_repository(tmp_path / "repo", bundle, "deepfm", "v7")
     settings = json.loads((folder / "deepfm" / "model-settings.json").read_text())
-    assert settings["name"] == "deepfm" and settings["implementation"] == "scripts.bench.mlserver_runtime.BundleRuntime"
+    assert (
+        settings["name"] == "deepfm"
+        and settings["implementation"] == "scripts.bench.peers.mlserver_runtime.BundleRuntime"
+    )
     assert settings["parameters"] == {"uri": str(bundle.resolve()), "version": "v7"}
     assert settings["max_batch_size"] == 0  # adaptive batching off
     argv = mlserver_peer.command(tmp_path / "venv", folder, 18080)
@@ -45,14 +50,14 @@ def test_the_server_environment_puts_the_repository_on_the_path():
 
 
 def test_a_missing_environment_names_the_setup_command(tmp_path, bundle_json, capsys):
-    with pytest.raises(FileNotFoundError, match="python -m scripts.bench.mlserver_peer setup --venv"):
+    with pytest.raises(FileNotFoundError, match="python -m scripts.bench.peers.mlserver_peer setup --venv"):
         mlserver_peer.require_venv(tmp_path / "nowhere")
     argv = ["--bundle", str(bundle_json), "--out", str(tmp_path / "out"), "--mlserver", str(tmp_path / "nowhere")]
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
-    assert "MLServer's own virtual environment" in err and "python -m scripts.bench.mlserver_peer setup" in err
+    assert "MLServer's own virtual environment" in err and "python -m scripts.bench.peers.mlserver_peer setup" in err
     assert not (tmp_path / "out").exists()  # refused before anything ran
-    with pytest.raises(RuntimeError, match="python -m scripts.bench.mlserver_peer setup"):
+    with pytest.raises(RuntimeError, match="python -m scripts.bench.peers.mlserver_peer setup"):
         mlserver_peer.check(_fake_venv(tmp_path, '{"mlserver": "1.7.1", "uvloop": "0.23.0"}'))
 
 
@@ -82,7 +87,7 @@ def _fake_venv(tmp_path, printed: str):
 RUNTIME_CHECK = """
 import sys, orjson
 from mlserver.types import InferenceRequest
-from scripts.bench.mlserver_runtime import tensor_columns
+from scripts.bench.peers.mlserver_runtime import tensor_columns
 print(orjson.dumps(tensor_columns(InferenceRequest.model_validate_json(sys.stdin.buffer.read()).inputs)).decode())
 """
 
@@ -91,7 +96,7 @@ def test_the_runtime_decodes_v2_json_as_the_service_does(schema):
     """MLServer's side of the comparison does the service's work: its columns equal service.tensors.decode_inputs'."""
     python = mlserver_peer.venv_python(mlserver_peer.DEFAULT_VENV)
     if not python.exists():
-        pytest.skip(f"no {mlserver_peer.DEFAULT_VENV.name}/ (python -m scripts.bench.mlserver_peer setup)")
+        pytest.skip(f"no {mlserver_peer.DEFAULT_VENV.name}/ (python -m scripts.bench.peers.mlserver_peer setup)")
     from features import RowSampler
     from scripts.loadtest.plan import encode_body
     from service.tensors import decode_inputs

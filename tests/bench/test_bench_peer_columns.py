@@ -1,6 +1,6 @@
 """The v2 tensors → raw-feature columns of both peer runtimes (MLServer's and KServe's), without either installed."""
 
-from scripts.bench.peer_columns import tensor_columns
+from scripts.bench.peers.columns import tensor_columns
 
 
 def test_bytes_numbers_nested_data_and_multi_valued_rows():

@@ -1,4 +1,4 @@
-"""scripts/bench/peers.py and its Triton and KServe peers. The service's gRPC route runs for real (the same
+"""scripts/bench/peers/ (command.py) and its Triton and KServe peers. The service's gRPC route runs for real (the same
 process as its HTTP route): the bench's requests, as ModelInferRequests, score as over HTTP and answer the timed
 loops. The Triton half runs for real too (`make test` installs the PyPI wheel's tritonserver): the bench's own
 requests score the same on the service and on every Triton variant, over HTTP and Triton's gRPC port, and each
@@ -8,48 +8,38 @@ real run is `apg bench peers` (docs/PERFORMANCE.md)."""
 from __future__ import annotations
 
 import os
-import struct
 from functools import partial
 from importlib import metadata
 
-import numpy as np
 import orjson
 import pytest
 from synthetic_bundle import build_bundle
 
 from features import RowSampler, read_schema
-from scripts.bench import grpc_io, kserve_peer, peers, peers_report, triton_peer
-from scripts.bench.http_io import Servers, free_port, service_command
 from scripts.bench.measure import Budget, measure_path
+from scripts.bench.peers import command as peers
+from scripts.bench.peers import grpc_io, kserve_peer, triton_peer
+from scripts.bench.peers import report as peers_report
 from scripts.cli import build_parser
+from scripts.clients.launch import Servers, free_port, serve_command
 from service.grpc.messages import ModelInferRequest
 
 TINY = Budget(0.2, 20, 0.1)
 
 
-def test_v2_body_sends_every_feature_as_a_b_by_1_tensor():
-    rows = [{"user_id": "196", "age": 49, "genres": ["Comedy", "Drama"]}, {"user_id": 7, "age": 25.5, "genres": "War"}]
-    body = orjson.loads(peers.v2_body(rows, {"age"}))
-    assert body["inputs"] == [
-        {"name": "user_id", "shape": [2, 1], "datatype": "BYTES", "data": ["196", "7"]},
-        {"name": "age", "shape": [2, 1], "datatype": "FP64", "data": [49.0, 25.5]},
-        {"name": "genres", "shape": [2, 1], "datatype": "BYTES", "data": ["Comedy|Drama", "War"]},
+def test_bench_requests_send_every_single_valued_feature_as_a_b_by_1_tensor(tmp_path):
+    schema, name = read_schema(build_bundle(tmp_path / "bundle").path)
+    requests = peers.bench_requests(RowSampler(schema, seed=0), name, [3])
+    raw = requests["http"][3][0]
+    assert raw.startswith(f"POST /v2/models/{name}/infer HTTP/1.1\r\n".encode())
+    tensors = orjson.loads(raw.split(b"\r\n\r\n", 1)[1])["inputs"]
+    assert {t["name"] for t in tensors} == set(RowSampler(schema).features)
+    assert all(t["shape"] == [3, 1] and len(t["data"]) == 3 for t in tensors)
+    grpc_request = ModelInferRequest.FromString(requests["grpc"][3][0])
+    assert grpc_request.model_name == name
+    assert [(t.name, t.datatype, list(t.shape)) for t in grpc_request.inputs] == [
+        (t["name"], t["datatype"], t["shape"]) for t in tensors
     ]
-
-
-def test_infer_request_carries_the_v2_bodys_tensors():
-    rows = [{"user_id": "196", "age": 49, "genres": ["Comedy", "Drama"]}, {"user_id": 7, "age": 25.5, "genres": "War"}]
-    request = ModelInferRequest.FromString(grpc_io.infer_request(peers.v2_body(rows, {"age"}), "m"))
-    assert request.model_name == "m"
-    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
-        ("user_id", "BYTES", [2, 1]),
-        ("age", "FP64", [2, 1]),
-        ("genres", "BYTES", [2, 1]),
-    ]
-    user, age, genres = request.raw_input_contents
-    assert user == struct.pack("<I", 3) + b"196" + struct.pack("<I", 1) + b"7"
-    assert np.frombuffer(age, "<f8").tolist() == [49.0, 25.5]
-    assert genres == struct.pack("<I", 12) + b"Comedy|Drama" + struct.pack("<I", 3) + b"War"
 
 
 @pytest.mark.slow
@@ -59,7 +49,7 @@ def test_service_grpc_route_scores_like_http_and_answers_the_timed_loops(tmp_pat
     requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 64])
     grpc_port = free_port()
     with Servers(tmp_path / "logs") as servers:
-        svc = servers.start("service", partial(peers.service_grpc_command, bundle.path, grpc_port), peers.server_env())
+        svc = servers.start("service", partial(serve_command, bundle.path, grpc_port=grpc_port), peers.server_env())
         servers.wait_ready()
         routes = {
             "service": peers.Route(svc.port, metrics=(svc.port, "/v2/models/{name}/infer")),
@@ -75,12 +65,18 @@ def test_service_grpc_route_scores_like_http_and_answers_the_timed_loops(tmp_pat
 
 
 def test_bench_requests_send_the_same_rows_over_both_protocols(tmp_path):
+    from service.grpc.convert import v2_header
+    from service.tensors import decode_inputs
+
     schema, name = read_schema(build_bundle(tmp_path / "bundle").path)
     requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 1024])
     assert [len(requests["http"][b]) for b in (1, 1024)] == [len(requests["grpc"][b]) for b in (1, 1024)] == [16, 8]
     for b in (1, 1024):
         for raw, grpc_request in zip(requests["http"][b], requests["grpc"][b], strict=True):
-            assert grpc_request == grpc_io.infer_request(raw.split(b"\r\n\r\n", 1)[1], name)
+            over_http = decode_inputs(orjson.loads(raw.split(b"\r\n\r\n", 1)[1]), b"", 4096)
+            over_grpc = decode_inputs(*v2_header(ModelInferRequest.FromString(grpc_request)), 4096)
+            assert over_grpc[1] == over_http[1] == b
+            assert {k: list(v) for k, v in over_grpc[0].items()} == {k: list(v) for k, v in over_http[0].items()}
 
 
 def test_targets_cover_both_routes_against_kserve_and_the_one_step_triton():
@@ -98,7 +94,8 @@ def test_targets_cover_both_routes_against_kserve_and_the_one_step_triton():
 
 def test_apg_bench_peers_is_a_subcommand_of_apg_bench():
     args = build_parser().parse_args(["bench", "peers", "--bundle", "b", "--rounds", "2"])
-    assert args.apg_handler.run == "scripts.bench.peers:run_from_args" and (args.bundle, args.rounds) == ("b", 2)
+    assert args.apg_handler.run == "scripts.bench.peers.command:run_from_args"
+    assert (args.bundle, args.rounds) == ("b", 2)
     args = build_parser().parse_args(["bench", "--quick"])
     assert args.apg_handler.run == "scripts.bench.harness:run_from_args" and args.quick
 
@@ -117,9 +114,9 @@ def test_kserve_peer_pins_kserve_and_this_environment(tmp_path):
     reqs = kserve_peer.requirements()
     assert reqs[0] == "kserve==0.21.0" and f"onnxruntime=={metadata.version('onnxruntime')}" in reqs
     argv = kserve_peer.command(_venv(tmp_path), tmp_path / "b", "m", 18080)
-    assert argv[1:4] == ["-m", "scripts.bench.kserve_model", "--bundle"] and "--http_port" in argv
+    assert argv[1:4] == ["-m", "scripts.bench.peers.kserve_model", "--bundle"] and "--http_port" in argv
     assert argv[argv.index("--enable_grpc") + 1] == "false" and argv[argv.index("--workers") + 1] == "1"
-    with pytest.raises(FileNotFoundError, match="python -m scripts.bench.kserve_peer setup"):
+    with pytest.raises(FileNotFoundError, match="python -m scripts.bench.peers.kserve_peer setup"):
         kserve_peer.require_venv(tmp_path / "nowhere")
 
 
@@ -129,7 +126,7 @@ def test_triton_peers_score_the_bench_requests_like_the_service(tmp_path):
     schema, name = read_schema(bundle.path)
     requests = peers.bench_requests(RowSampler(schema, seed=0), name, [1, 64])
     with Servers(tmp_path / "logs") as servers:
-        servers.start("service", partial(service_command, bundle.path), peers.server_env())
+        servers.start("service", partial(serve_command, bundle.path), peers.server_env())
         doc = triton_peer.start(servers, bundle.path, tmp_path / "triton", dict(os.environ))
         servers.wait_ready()
         routes = {n: peers.Route(s.port) for n, s in servers.servers.items()}

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from scripts.bench.http_io import Servers, build_request
 from scripts.bench.saturate import bare_command, saturate
+from scripts.clients.http import build_request
+from scripts.clients.launch import Servers
 from scripts.loadtest.latency_report import summarise
 from scripts.loadtest.raw_engine import open_loop
 from scripts.loadtest.records import LoadConfig

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from deploy_files import REPO, dashboard_targets, promql_metric_names
-from live_server import http
+from live_server import http, score
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,7 +98,7 @@ def test_promql_name_extraction():
 
 def test_dashboard_metrics_exist_in_a_live_scrape(dashboard, apg_server):
     """Every metric name in an expr appears in GET /metrics of a real `apg serve` (histogram suffixes count)."""
-    assert apg_server.score() == 200
+    assert score(apg_server) == 200
     status, body = http("GET", f"{apg_server.url}/metrics")
     assert status == 200
     exposed = set()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from deploy_files import REPO, dashboard_targets, promql_metric_names
-from live_server import free_port, http, log_tail, stop, wait_for
+from live_server import free_port, http, log_tail, score, stop, wait_for
 
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
@@ -68,18 +68,18 @@ def prometheus(apg_server, tmp_path: Path):
 
 
 def test_prometheus_scrapes_apg_and_answers_the_latency_quantile(apg_server, prometheus):
-    assert apg_server.score() == 200
+    assert score(apg_server) == 200
     assert http("POST", f"{apg_server.url}/score", b"{not json")[0] == 400  # one error for the error panels
 
     def target_up() -> bool:
-        apg_server.score()
+        score(apg_server)
         targets = _api(prometheus, "targets")["activeTargets"]
         return any(t["labels"].get("job") == "apg" and t["health"] == "up" for t in targets)
 
     wait_for(target_up, UP_TIMEOUT_S, interval=0.5, what="the apg target to be up")
 
     def p99() -> float | None:
-        apg_server.score()  # keep the counters moving: rate() needs two scrapes with an increase
+        score(apg_server)  # keep the counters moving: rate() needs two scrapes with an increase
         result = _query(prometheus, P99)
         values = [float(r["value"][1]) for r in result]
         return values[0] if values and math.isfinite(values[0]) else None
@@ -99,7 +99,7 @@ def test_every_dashboard_query_runs_on_prometheus(apg_server, prometheus):
     sampled = {line.split("{")[0].split(" ")[0] for line in body.decode().splitlines() if line and line[0] != "#"}
 
     def without_data() -> list[str]:
-        apg_server.score()
+        score(apg_server)
         http("POST", f"{apg_server.url}/score", b"[]")  # a 4xx for the error panels
         return [e for e in sorted(exprs) if not _query(prometheus, e) and _has_samples(e, sampled)]
 

@@ -217,30 +217,19 @@ def test_no_server_is_a_clear_error(bundle_json, tmp_path, capsys):
 def test_raw_engine_survives_a_server_closing_idle_connections(tmp_path):
     # uvicorn closes keep-alive connections idle for longer than its timeout (5 s by default, 0.2 s here): the next
     # request on such a connection must go out on a fresh one, not crash the run or fail.
-    import socket
-    import subprocess
+    import os
     import sys
-    import time
 
-    from scripts.bench.http_io import free_port
+    from scripts.clients.launch import Servers
 
-    port = free_port()
-    app = "scripts.bench.saturate:bare_app"
-    code = (
-        f"import uvicorn; uvicorn.run('{app}', factory=True, port={port}, timeout_keep_alive=0.2, log_level='warning')"
-    )
-    server = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        for _ in range(100):  # until uvicorn listens
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        cfg = LoadConfig(url=f"http://127.0.0.1:{port}", rate=1, duration=1, concurrency=2, timeout=2.0, drain=2.0)
+    def bare(port: int) -> list[str]:  # scripts/bench/saturate.py's bare app: 200 to anything
+        options = f"factory=True, port={port}, timeout_keep_alive=0.2, log_level='warning'"
+        return [sys.executable, "-c", f"import uvicorn; uvicorn.run('scripts.bench.saturate:bare_app', {options})"]
+
+    with Servers(tmp_path / "logs") as servers:
+        server = servers.start("bare", bare, dict(os.environ), ready="/")
+        servers.wait_ready(30)
+        cfg = LoadConfig(url=server.url, rate=1, duration=1, concurrency=2, timeout=2.0, drain=2.0)
         schedule = np.array([0.0, 0.05, 0.6, 0.65, 1.3])  # gaps longer than the keep-alive timeout
         rec = run_engine(cfg, [b"{}"], schedule, "raw")
         assert list(rec.status) == [200] * 5 and rec.error == [None] * 5
-    finally:
-        server.terminate()
-        server.wait(10)

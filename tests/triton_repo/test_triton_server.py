@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_server import free_port, http, log_tail, start_apg, stop, wait_for
+from live_server import free_port, http, start_apg, stop, wait_for
 from synthetic_bundle import ROWS, build_bundle
 
 from features import RowSampler, read_schema
+from scripts.clients.http import wait_ready
 from scripts.triton import server as triton
 from scripts.triton import write_triton_repo
 
@@ -63,11 +64,7 @@ class Triton:
         self.url = f"http://127.0.0.1:{self.http}"
 
     def wait_ready(self) -> None:
-        def ready():
-            assert self.process.poll() is None, f"tritonserver exited:\n{log_tail(self.log, 60)}"
-            return http("GET", f"{self.url}/v2/health/ready")[0] == 200
-
-        wait_for(ready, 120, what=f"tritonserver to be ready (log {self.log})")
+        wait_ready(self.url, 120, "/v2/health/ready", process=self.process, log=self.log)
 
     def client(self):
         return httpclient.InferenceServerClient(f"127.0.0.1:{self.http}", concurrency=8)

@@ -1,7 +1,7 @@
 """Triton and KServe as measured peers of the service's v2 routes, HTTP and gRPC, in one short run (issue 15):
 
     bash scripts/install_triton.sh                       # .triton/: tritonserver 2.51.0 + its Python backend
-    python -m scripts.bench.kserve_peer setup            # .venv-kserve/: kserve 0.21.0
+    python -m scripts.bench.peers.kserve_peer setup      # .venv-kserve/: kserve 0.21.0
     apg bench peers --bundle B --markdown docs/PERFORMANCE.md     # or python -m scripts.bench.peers ...
 
 Servers, each in its own process on a free 127.0.0.1 port, all serving bundle B under its own model name:
@@ -9,20 +9,21 @@ Servers, each in its own process on a free 127.0.0.1 port, all serving bundle B 
                       POST /v2/models/NAME/infer
   service-grpc        the same process over gRPC: ModelInfer on port P (service/grpc)
   triton-batching     tritonserver, the one-step Python-backend model of `apg export --triton-layout python`
-  triton-no-batching  the same with dynamic batching off (scripts/bench/triton_peer.py)
+  triton-no-batching  the same with dynamic batching off (scripts/bench/peers/triton_peer.py)
   triton-*-grpc       each of those two over Triton's own gRPC port
   triton-ensemble     the exported ensemble, its graph step on the Python backend too
   kserve              KServe's ModelServer with a small custom Model: the service's encoder and session
-                      (scripts/bench/kserve_peer.py, kserve_model.py)
+                      (scripts/bench/peers/kserve_peer.py, kserve_model.py)
 Every HTTP server gets the very same KServe v2 JSON requests (one tensor per raw feature, BYTES / FP64, shape
-[B, 1]: Triton's batched inputs need the trailing 1, the service's route takes [B] and [B, 1] alike), every gRPC
-one those requests as ModelInferRequests (the same tensors in raw_input_contents: scripts/bench/grpc_io.py), and
+[B, 1]: Triton's batched inputs need the trailing 1, the service's route takes [B] and [B, 1] alike; a multi-valued
+list [B, K]: scripts/clients/v2.py), every gRPC one the same tensors as ModelInferRequests (in raw_input_contents;
+the client: scripts/bench/peers/grpc_io.py), and
 the scores of one request per batch size are checked equal to the service's over HTTP (<= 1e-6) before any
 timing. Then, per batch size, a closed loop on one keep-alive connection or gRPC channel (p50/p99 per request,
 rows/s, and the client's own CPU per request), and at batch 1 the saturated rate with several requests in flight
 (scripts/bench/saturate.py; for gRPC as many calls on one channel), where dynamic batching can act.
 --markdown replaces the section between PEERS_BEGIN and PEERS_END in the file (appends it the first time;
-scripts/bench/peers_report.py).
+scripts/bench/peers/report.py).
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from features import RowSampler
-from scripts.bench import grpc_io, kserve_peer, triton_peer
-from scripts.bench.http_io import Connection, Servers, build_request, free_port, scrape, service_command, stage_means
+from scripts.bench.http_io import scrape, stage_means
 from scripts.bench.measure import Budget, measure_path
-from scripts.bench.peers_report import markdown, write_section
+from scripts.bench.peers import grpc_io, kserve_peer, triton_peer
+from scripts.bench.peers.report import markdown, write_section
 from scripts.bench.saturate import saturate
+from scripts.clients.http import Connection, build_request
+from scripts.clients.launch import Servers, clean_env, free_port, serve_command
+from scripts.clients.v2 import grpc_request, json_body, json_scores, to_tensors
 
 TOLERANCE = 1e-6
 GRPC = {"service-grpc": "service", **triton_peer.GRPC}  # measured over gRPC → the process that serves it
@@ -68,27 +71,16 @@ class Route:
     metrics: tuple[int, str] | None = None
 
 
-def v2_body(rows: list[dict], numeric: set[str]) -> bytes:
-    """A v2 JSON request: one [B, 1] tensor per raw feature (FP64 when numeric, else BYTES)."""
-    inputs = []
-    for name in rows[0]:
-        col = [r[name] for r in rows]
-        if name in numeric:
-            inputs.append({"name": name, "shape": [len(col), 1], "datatype": "FP64", "data": [float(v) for v in col]})
-        else:
-            data = ["|".join(v) if isinstance(v, list) else str(v) for v in col]
-            inputs.append({"name": name, "shape": [len(col), 1], "datatype": "BYTES", "data": data})
-    return orjson.dumps({"inputs": inputs})
-
-
 def bench_requests(sampler: RowSampler, model: str, batch_sizes: list[int]) -> dict[str, dict[int, list[bytes]]]:
-    """{"http": {batch: [whole HTTP request, ...]}, "grpc": {batch: [ModelInferRequest, ...]}}, the same rows."""
+    """{"http": {batch: [whole HTTP request, ...]}, "grpc": {batch: [ModelInferRequest, ...]}}: the same tensors
+    (single-valued ones [B, 1]) as v2 JSON and over gRPC."""
     url = f"/v2/models/{model}/infer"
     out: dict[str, dict[int, list[bytes]]] = {"http": {}, "grpc": {}}
     for b in batch_sizes:
-        bodies = [v2_body(sampler.rows(b), sampler.numeric) for _ in range(max(2, min(16, 8192 // b)))]
-        out["http"][b] = [build_request(url, body) for body in bodies]
-        out["grpc"][b] = [grpc_io.infer_request(body, model) for body in bodies]
+        pool = max(2, min(16, 8192 // b))
+        tensors = [to_tensors(sampler.rows(b), sampler.numeric, trailing_one=True) for _ in range(pool)]
+        out["http"][b] = [build_request(url, json_body(t)) for t in tensors]
+        out["grpc"][b] = [grpc_request(t, model) for t in tensors]
     return out
 
 
@@ -100,7 +92,7 @@ def scores(route: Route, raw: bytes) -> np.ndarray:
         status, _, body = conn.request(raw)
     if status != 200:
         raise RuntimeError(f"port {route.port}: HTTP {status}: {body[:300]!r}")
-    return np.asarray(orjson.loads(body)["outputs"][0]["data"], dtype=np.float64).reshape(-1)
+    return json_scores(body)
 
 
 def compare(routes: dict[str, Route], requests: dict) -> dict[str, dict[str, float]]:
@@ -119,15 +111,8 @@ def compare(routes: dict[str, Route], requests: dict) -> dict[str, dict[str, flo
 
 
 def server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APG_") and "multiproc" not in k.lower()}
-    env |= {"APG_PROVIDERS": "cpu", "APG_INTRA_OP_THREADS": "1", "APG_BATCHING": "false", "APG_LOG_LEVEL": "warning"}
-    env |= {"APG_MAX_ROWS": "4096", "APG_MAX_BODY_BYTES": str(8 << 20), "OMP_NUM_THREADS": "1"}
-    return env
-
-
-def service_grpc_command(bundle: Path, grpc_port: int, port: int) -> list[str]:
-    """`apg serve --bundle B --port P --grpc-port G`: v2 over HTTP on P and over gRPC on G, one process."""
-    return [*service_command(bundle, port), "--grpc-port", str(grpc_port)]
+    env = clean_env(APG_PROVIDERS="cpu", APG_INTRA_OP_THREADS="1", APG_BATCHING="false", APG_LOG_LEVEL="warning")
+    return env | {"APG_MAX_ROWS": "4096", "APG_MAX_BODY_BYTES": str(8 << 20), "OMP_NUM_THREADS": "1"}
 
 
 def closed_cell(route: Route, reqs: list[bytes], rows: int, budget: Budget) -> dict:
@@ -198,7 +183,7 @@ def run(
     started = time.time()
     with Servers(out / "logs") as servers:
         grpc_ports = {"service": free_port()}
-        servers.start("service", partial(service_grpc_command, bundle_dir, grpc_ports["service"]), env)
+        servers.start("service", partial(serve_command, bundle_dir, grpc_port=grpc_ports["service"]), env)
         doc["triton"] = triton_peer.start(servers, bundle_dir, (out / "triton").resolve(), env)
         grpc_ports |= {n: v["grpc_port"] for n, v in doc["triton"]["variants"].items()}
         doc["kserve"] = kserve_peer.start(servers, venv, bundle_dir, bundle.name, env)
@@ -256,7 +241,3 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"peers: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

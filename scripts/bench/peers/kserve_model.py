@@ -1,4 +1,4 @@
-"""A KServe `Model` for an APG bundle: the peer that scripts/bench/peers.py measures (kserve_peer.py).
+"""A KServe `Model` for an APG bundle: the peer that scripts/bench/peers/command.py measures (kserve_peer.py).
 
 It does what the service's v2 route does with a JSON request, no more: one tensor per raw feature (BYTES or FP64,
 shape [B], [B, 1] or [B, K]) → the bundle's own encoder (features.Encoder) → the same onnxruntime session as the
@@ -6,7 +6,7 @@ service (service.runtime.load_model: the same graph, session options, CPU provid
 and warm-up) → `score`, FP32 [B]. It runs only inside KServe's virtual environment (.venv-kserve/, with the
 repository root on PYTHONPATH); the main environment never imports it.
 
-    python -m scripts.bench.kserve_model --bundle /abs/bundle --model_name NAME --http_port 8080 [ModelServer args]
+    python -m scripts.bench.peers.kserve_model --bundle /abs/bundle --model_name NAME --http_port 8080 [ModelServer ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import kserve
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 
-from scripts.bench.peer_columns import tensor_columns as columns
+from scripts.bench.peers.columns import tensor_columns as columns
 
 
 class BundleModel(Model):
@@ -45,7 +45,7 @@ class BundleModel(Model):
 
 
 def tensor_columns(inputs: list) -> dict[str, Any]:
-    """{feature: values} of the request's tensors (scripts/bench/peer_columns.py)."""
+    """{feature: values} of the request's tensors (scripts/bench/peers/columns.py)."""
     return columns(
         (t.name, t.datatype, t.shape, t.data if isinstance(t.data, list) else t.as_numpy().reshape(-1).tolist())
         for t in inputs

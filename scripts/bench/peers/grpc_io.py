@@ -1,7 +1,7 @@
-"""The gRPC side of the peers bench (scripts/bench/peers.py): KServe v2 ModelInfer requests built from the very
-v2 JSON bodies the HTTP servers get, scores from the answers, a closed loop and a saturated batch-1 rate.
+"""The gRPC side of the peers bench (scripts/bench/peers/command.py): a thin ModelInfer client, a closed loop and a
+saturated batch-1 rate, on the requests that scripts/clients/v2.py builds (the very tensors the HTTP servers get).
 
-    raw = infer_request(v2_json_body, model)          # a serialised ModelInferRequest, the same tensors
+    raw = grpc_request(tensors, model)                # scripts/clients/v2.py: a serialised ModelInferRequest
     with Client(port) as client:
         scores = client.scores(raw)
     cell = measure(port, [raw, ...], rows, budget)    # p50/p99 per call, rows/s (as measure_path over HTTP)
@@ -11,49 +11,25 @@ The client is as thin as gRPC's Python API allows, so that it measures the serve
 connection, opened before the warm-up and kept for the whole cell), a unary-unary call with no serialiser
 (prebuilt request bytes out, answer bytes in, parsed only for the check before timing), the synchronous stub
 for the closed loop, grpc.aio with N calls in flight on the same channel for the saturated rate. Its own CPU per
-request is still several times the raw HTTP client's (peers.py reports both, measured the same way).
+request is still several times the raw HTTP client's (command.py reports both, measured the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 
 import grpc
 import numpy as np
-import orjson
 
-from scripts.bench.http_io import HOST
 from scripts.bench.measure import Budget, stats, timed
-from service.grpc.messages import SERVICE, ModelInferRequest, ModelInferResponse
+from scripts.clients.http import HOST
+from scripts.clients.v2 import grpc_scores
+from service.grpc.messages import SERVICE
 
 METHOD = f"/{SERVICE}/ModelInfer"
 OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
-DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 TIMEOUT_S = 30.0
-
-
-def infer_request(body: bytes, model: str) -> bytes:
-    """The v2 JSON request `body` as a ModelInferRequest for `model`: the same inputs (name, shape, datatype) with
-    their values in raw_input_contents, as tritonclient.grpc sends them (FP64 little-endian; BYTES elements as
-    4-byte little-endian length + UTF-8)."""
-    request = ModelInferRequest(model_name=model)
-    for tensor in orjson.loads(body)["inputs"]:
-        request.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
-        if tensor["datatype"] == "FP64":
-            raw = np.asarray(tensor["data"], dtype="<f8").tobytes()
-        else:
-            raw = b"".join(struct.pack("<I", len(t)) + t for t in (str(v).encode() for v in tensor["data"]))
-        request.raw_input_contents.append(raw)
-    return request.SerializeToString()
-
-
-def response_scores(data: bytes) -> np.ndarray:
-    """The `score` output of a serialised ModelInferResponse (raw FP32 or FP64, as the service and Triton answer)."""
-    response = ModelInferResponse.FromString(data)
-    datatype = response.outputs[0].datatype
-    return np.frombuffer(response.raw_output_contents[0], dtype=DTYPES[datatype]).astype(np.float64)
 
 
 class Client:
@@ -76,7 +52,7 @@ class Client:
             raise RuntimeError(f"gRPC ModelInfer: {exc.code().name}: {exc.details()}") from None
 
     def scores(self, raw: bytes) -> np.ndarray:
-        return response_scores(self.infer(raw))
+        return grpc_scores(self.infer(raw))
 
 
 def measure(port: int, reqs: list[bytes], rows: int, budget: Budget) -> dict:

@@ -1,8 +1,9 @@
-"""KServe 0.21.0's Python `ModelServer` as a peer of the bench (scripts/bench/peers.py): its own virtual
-environment, and the command that serves a bundle with scripts/bench/kserve_model.py. A benchmark only, never CI.
+"""KServe 0.21.0's Python `ModelServer` as a peer of the bench (scripts/bench/peers/command.py): its own virtual
+environment, and the command that serves a bundle with scripts/bench/peers/kserve_model.py. A benchmark only, never
+CI.
 
-    python -m scripts.bench.kserve_peer setup     # creates .venv-kserve/ (kserve 0.21.0, ...)
-    python -m scripts.bench.kserve_peer check     # its versions, and that it imports the service's encoder
+    python -m scripts.bench.peers.kserve_peer setup     # creates .venv-kserve/ (kserve 0.21.0, ...)
+    python -m scripts.bench.peers.kserve_peer check     # its versions, and that it imports the service's encoder
 
 onnxruntime, numpy and orjson are pinned to this environment's versions (the same kernels and JSON library as the
 service), and pydantic-settings to ours (the model loads the bundle with the service's own loader). How it is
@@ -23,12 +24,12 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
-from scripts.bench.http_io import REPO, Servers
+from scripts.clients.launch import REPO, Servers
 
 DEFAULT_VENV = REPO / ".venv-kserve"
 PINS = ("kserve==0.21.0",)
 SAME_AS_HERE = ("onnxruntime", "numpy", "orjson", "pydantic-settings")
-SETUP = "python -m scripts.bench.kserve_peer setup"
+SETUP = "python -m scripts.bench.peers.kserve_peer setup"
 _CHECK = """import json
 from importlib import metadata
 import kserve, features, service.runtime
@@ -77,7 +78,7 @@ def setup(venv: Path) -> dict[str, str]:
 
 def command(venv: Path, bundle: Path, name: str, port: int) -> list[str]:
     python = str(require_venv(venv))
-    args = ["-m", "scripts.bench.kserve_model", "--bundle", str(Path(bundle).resolve()), "--model_name", name]
+    args = ["-m", "scripts.bench.peers.kserve_model", "--bundle", str(Path(bundle).resolve()), "--model_name", name]
     args += ["--http_port", str(port), "--workers", "1", "--enable_grpc", "false", "--enable_latency_logging", "false"]
     return [python, *args]
 
@@ -90,7 +91,7 @@ def start(servers: Servers, venv: Path, bundle: Path, name: str, env: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.bench.kserve_peer", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scripts.bench.peers.kserve_peer", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["setup", "check"])
     p.add_argument("--venv", default=str(DEFAULT_VENV))
     args = p.parse_args(argv)

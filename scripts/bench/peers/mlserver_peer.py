@@ -1,16 +1,16 @@
 """MLServer 1.7.1 as the peer of `apg bench --mlserver`: its own virtual environment, a model repository for the
 bundle, and the command that serves it. A benchmark only, never CI.
 
-    python -m scripts.bench.mlserver_peer setup     # creates .venv-mlserver/ (mlserver 1.7.1, uvloop 0.21.0, ...)
-    python -m scripts.bench.mlserver_peer check     # its versions, and that it imports the service's encoder
+    python -m scripts.bench.peers.mlserver_peer setup     # creates .venv-mlserver/ (mlserver 1.7.1, uvloop 0.21.0, ...)
+    python -m scripts.bench.peers.mlserver_peer check     # its versions, and that it imports the service's encoder
     apg bench --mlserver                       # then also measures "mlserver-v2-json" beside "v2-json"
 
 MLServer serves in its own environment and needs uvloop 0.21.0 there: with uvloop 0.23 it cannot load a model (a
 known bug). onnxruntime, numpy, orjson and httptools are pinned to this environment's versions, so both servers run
 the same kernels and parse HTTP with the same parser (MLServer's own requirements leave uvicorn on its pure-Python
-h11 parser, a handicap that is not MLServer's design). MLServer has no ONNX runtime: scripts/bench/mlserver_runtime.py
-is one, with the service's encoder and session (the repository root goes on its PYTHONPATH), so its work per
-request is the service's v2 JSON route's.
+h11 parser, a handicap that is not MLServer's design). MLServer has no ONNX runtime:
+scripts/bench/peers/mlserver_runtime.py is one, with the service's encoder and session (the repository root goes on
+its PYTHONPATH), so its work per request is the service's v2 JSON route's.
 
 How it is served (settings.json, written beside model-settings.json in OUT/mlserver): one process on 127.0.0.1,
 parallel inference workers off (`parallel_workers: 0`, as MLSERVER_PARALLEL_WORKERS=0: predict runs in the server's
@@ -31,16 +31,17 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from scripts.bench.http_io import HOST, REPO, Connection, Servers, free_port
+from scripts.clients.http import HOST, Connection
+from scripts.clients.launch import REPO, Servers, free_port
+from scripts.clients.v2 import json_scores
 
 DEFAULT_VENV = REPO / ".venv-mlserver"
 PINS = ("mlserver==1.7.1", "uvloop==0.21.0")
 SAME_AS_HERE = ("onnxruntime", "numpy", "orjson", "httptools")
-SETUP = "python -m scripts.bench.mlserver_peer setup"
+SETUP = "python -m scripts.bench.peers.mlserver_peer setup"
 TOLERANCE = 1e-5  # MLServer's scores vs the service's, for the same request
-RUNTIME = "scripts.bench.mlserver_runtime.BundleRuntime"
+RUNTIME = "scripts.bench.peers.mlserver_runtime.BundleRuntime"
 _CHECK = """import json
 from importlib import metadata
 import mlserver, features, service.runtime
@@ -175,14 +176,16 @@ def _v2_scores(port: int, raw: bytes) -> np.ndarray:
         status, _, body = conn.request(raw)
     if status != 200:
         raise RuntimeError(f"port {port}: HTTP {status}: {body[:300]!r}")
-    return np.asarray(orjson.loads(body)["outputs"][0]["data"], dtype=np.float64).reshape(-1)
+    return json_scores(body)
 
 
 # ---------------------------------------------------------------- command line
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.bench.mlserver_peer", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.bench.peers.mlserver_peer", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("action", choices=["setup", "check"], help="setup: create/update the environment; check: versions")
     p.add_argument("--venv", default=str(DEFAULT_VENV), help="MLServer's virtual environment")
     args = p.parse_args(argv)

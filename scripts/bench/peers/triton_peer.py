@@ -1,8 +1,8 @@
-"""Triton Inference Server 2.51.0 as a peer of the bench (scripts/bench/peers.py): the PyPI wheel's `tritonserver`
-(nvidia-pytriton 0.7.0, installed by `bash scripts/install_triton.sh` into .triton/, its own environment: the
-Python backend's stub on the system's CPython 3.11 with numpy 1.26.4 and this environment's onnxruntime in
-.triton/site), serving the one-step Python-backend model that `apg export --triton-layout python` writes: the
-bundle's own encoder and onnxruntime session in the backend's stub process (scripts/triton/backend.py).
+"""Triton Inference Server 2.51.0 as a peer of the bench (scripts/bench/peers/command.py): the PyPI wheel's
+`tritonserver` (nvidia-pytriton 0.7.0, installed by `bash scripts/install_triton.sh` into .triton/, its own
+environment: the Python backend's stub on the system's CPython 3.11 with numpy 1.26.4 and this environment's
+onnxruntime in .triton/site), serving the one-step Python-backend model that `apg export --triton-layout python`
+writes: the bundle's own encoder and onnxruntime session in the backend's stub process (scripts/triton/backend.py).
 
 Three variants: the one-step model with dynamic batching on (max queue delay 500 µs, as exported) and off, and the
 ensemble (NAME-preprocess, the encoder, then NAME-onnx) with its graph step on the Python backend too (graph_backend
@@ -20,7 +20,7 @@ import shutil
 from functools import partial
 from pathlib import Path
 
-from scripts.bench.http_io import Servers, free_port
+from scripts.clients.launch import Servers, free_port
 from scripts.triton import server as triton
 from scripts.triton import write_triton_repo
 

@@ -7,7 +7,7 @@ same graph, session options, CPU provider, $APG_INTRA_OP_THREADS threads and war
 It runs only inside MLServer's virtual environment (.venv-mlserver/, with the repository root on PYTHONPATH);
 the main environment never imports it.
 
-    model-settings.json: {"name": ..., "implementation": "scripts.bench.mlserver_runtime.BundleRuntime",
+    model-settings.json: {"name": ..., "implementation": "scripts.bench.peers.mlserver_runtime.BundleRuntime",
                           "parameters": {"uri": "/abs/path/to/bundle", "version": ...}}
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
-from scripts.bench.peer_columns import tensor_columns as columns
+from scripts.bench.peers.columns import tensor_columns as columns
 
 
 class BundleRuntime(MLModel):
@@ -39,5 +39,5 @@ class BundleRuntime(MLModel):
 
 
 def tensor_columns(inputs: list) -> dict[str, Any]:
-    """{feature: values} of the request's tensors (scripts/bench/peer_columns.py)."""
+    """{feature: values} of the request's tensors (scripts/bench/peers/columns.py)."""
     return columns((t.name, t.datatype, t.shape, t.data.root) for t in inputs)
