@@ -1,6 +1,6 @@
 """Back-pressure: the rules that refuse a request for load, and the objects that apply them.
 
-    admission = Admission(settings)   # one per app (create_app: app.state.admission)
+    admission = Admission(settings)   # one per app (create_app: Services.admission)
     if admission.full:                # RequestMiddleware, as a scoring request's head arrives:
         await admission.refuse(scope, receive, send)   # its body dropped unparsed, a 503 rendered once
     body = await read_body(...)       # POST /score, POST /v2/models/.../infer: the body first, then
@@ -14,7 +14,7 @@ The rule, per worker process:
 
 "In progress" is everything between the end of a scoring request's body and its answer: parsing, encoding,
 waiting for an inference slot or for a micro-batch to close, the onnxruntime call, serialising. The body is read
-before (routes/common.py `read_body`), so a request whose body is still on its way holds no place here and
+before (service/http.py `read_body`), so a request whose body is still on its way holds no place here and
 stalled uploads cannot lock scoring out: each is bounded by APG_MAX_BODY_BYTES (413) and APG_BODY_TIMEOUT_S (408)
 instead. A request is counted before any of its work, and the gate then yields to the event loop once, so that
 every request uvicorn has already accepted (and whose body is in) is counted before any of them runs: reading a
@@ -65,7 +65,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from service.errors import Overloaded, error_json
-from service.routes.common import drain
+from service.http import drain
 from service.settings import Settings
 
 

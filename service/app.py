@@ -3,10 +3,12 @@
     app = create_app(Settings(bundle="bundles/default"))   # or create_app() to read APG_* variables
     uvicorn.run("service.app:create_app", factory=True)     # what service.server.serve does
 
-Nothing happens at import. create_app wires the objects; the lifespan does the work: load + validate +
+Nothing happens at import. create_app wires the objects into one typed Services (service/services.py, on
+app.state.services; routes read it through service/http.py `state`); the lifespan does the work: load + validate +
 warm the bundle (readiness turns on), open the item stores (APG_ITEM_STORE), start the micro-batcher, and on shutdown
 turn readiness off, drain in-flight inferences, stop the batcher and close the stores. SIGHUP reloads the served
-bundle in place. SIGTERM first turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets
+bundle in place; under `apg serve --workers N`, FOLLOW reloads what another worker announced (service/fanout.py).
+SIGTERM first turns readiness off while requests are still served (APG_DRAIN_GRACE_S), then lets
 uvicorn shut down.
 """
 
@@ -19,7 +21,6 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,21 +30,24 @@ from prometheus_client import CollectorRegistry
 
 from service import grpc as grpc_api
 from service.admission import Admission, BodyBudget
+from service.auth import document_security
 from service.batching import MicroBatcher
 from service.connections import CONNECTIONS, ConnectionGuard
 from service.errors import install_error_handlers
 from service.experiment import Experiment
-from service.fanout import ANNOUNCEMENT, ReloadFanout
+from service.fanout import ReloadFanout
 from service.feedback import FeedbackConfig, FeedbackStore
 from service.feedback.keeper import StoreKeeper
 from service.feedback.prometheus import FeedbackMetrics, WindowCollector
 from service.items.serving import ItemStores
-from service.metrics import Metrics, multiprocess_dir
-from service.middleware import RequestMiddleware, configure_logging
+from service.metrics import Metrics
+from service.middleware import RequestMiddleware
+from service.observe import configure_logging
+from service.prometheus import mark_dead
 from service.routes import feedback, health, score, v2
-from service.routes.common import document_security
 from service.runtime import Runtime
 from service.scorer import Scorer
+from service.services import Services
 from service.settings import Settings
 from service.shadow import Shadow
 
@@ -63,12 +67,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     """Build the app. `settings` default to the APG_* environment; `registry` to a fresh one."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    metrics = Metrics(registry)
-    runtime = Runtime(settings, metrics)
-    batcher = None
-    if settings.batching:
-        batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000)
-
+    services = build_services(settings, Metrics(registry))
     otel = settings.otel
     app = FastAPIOffline(  # a FastAPI whose /docs and /redoc load their assets from here, not a CDN (work offline)
         title="APG CTR scoring",
@@ -77,35 +76,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         lifespan=_lifespan,
         telemetry={"tracing": otel, "metrics": otel, "logs": otel},
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.runtime = runtime
-    app.state.admission = Admission(settings)  # scoring's back-pressure rule (service/admission.py)
-    app.state.feedback_admission = Admission.feedback(settings)  # POST /feedback's own places
-    app.state.bodies = BodyBudget(settings)  # request-body bytes in transit (APG_MAX_INFLIGHT_BODY_BYTES)
-    app.state.connections = ConnectionGuard(settings, metrics)  # connection deadline and cap (connections.py)
-    app.state.batcher = batcher
-    shared = multiprocess_dir()  # several workers: a reload in one reaches them all (service/fanout.py)
-    app.state.fanout = ReloadFanout(Path(shared) / ANNOUNCEMENT, runtime) if shared else None
-    app.state.experiment = Experiment.parse(settings.experiment) if settings.experiment else None
-    shadow = Shadow(runtime, metrics, settings.shadow, settings.shadow_queue) if settings.shadow else None
-    app.state.shadow = shadow
-    app.state.feedback = None  # the click store (service/feedback/), opened in the lifespan (or later: keeper.py)
-    url = settings.feedback_url()
-    app.state.feedback_config = app.state.feedback_keeper = None
-    if url is not None:
-        app.state.feedback_config = FeedbackConfig(
-            url,
-            max_age_s=settings.feedback_max_age_s,
-            join_window_s=min(settings.feedback_join_window_s, settings.feedback_max_age_s),
-            max_rows=settings.feedback_max_rows,
-            request_timeout_s=settings.feedback_timeout_s,
-        )
-        app.state.feedback_metrics = FeedbackMetrics(metrics.registry)
-        app.state.feedback_keeper = StoreKeeper(app.state.feedback_config, app.state.feedback_metrics, settings)
-    items = ItemStores(settings, metrics, runtime) if settings.item_store else None  # ranking by id (service/items)
-    app.state.items = items
-    app.state.scorer = Scorer(runtime, metrics, settings.max_rows, batcher, shadow, items)
+    app.state.services = services  # routes read it through service/http.py `state` (besides: grpc_port, once bound)
     # The routers' routes go straight into the app's route list, the scoring (LeanRoute) routes first, so they are
     # matched first. include_router would wrap each LeanRoute again in FastAPI's per-request handler (+34 µs a
     # request) and would add its `dependencies=` to routes that never run them (docs/OPTIMISATIONS.md, section 8).
@@ -117,61 +88,95 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         *health.router.routes,
     ]
     install_error_handlers(app)
-    app.add_middleware(
-        RequestMiddleware, metrics=metrics, admission=app.state.admission, feedback=app.state.feedback_admission
-    )
+    app.add_middleware(RequestMiddleware, services=services)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    """Every object of the app, wired; nothing started (the lifespan does that)."""
+    runtime = Runtime(settings, metrics)
+    batcher = None
+    if settings.batching:
+        batcher = MicroBatcher(runtime, settings.batch_max_rows, settings.batch_max_delay_ms / 1000)
+    shadow = Shadow(runtime, metrics, settings.shadow, settings.shadow_queue) if settings.shadow else None
+    items = ItemStores(settings, metrics, runtime) if settings.item_store else None  # ranking by id (service/items)
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        runtime=runtime,
+        scorer=Scorer(runtime, metrics, settings.max_rows, batcher, shadow, items),
+        admission=Admission(settings),
+        feedback_admission=Admission.feedback(settings),
+        bodies=BodyBudget(settings),
+        connections=ConnectionGuard(settings, metrics),
+        batcher=batcher,
+        fanout=ReloadFanout.of(runtime),  # None unless `apg serve --workers N` started this worker
+        experiment=Experiment.parse(settings.experiment) if settings.experiment else None,
+        shadow=shadow,
+        items=items,
+    )
+    url = settings.feedback_url()
+    if url is not None:  # the click store (service/feedback/): opened in the lifespan, or later (keeper.py)
+        services.feedback_config = FeedbackConfig(
+            url,
+            max_age_s=settings.feedback_max_age_s,
+            join_window_s=min(settings.feedback_join_window_s, settings.feedback_max_age_s),
+            max_rows=settings.feedback_max_rows,
+            request_timeout_s=settings.feedback_timeout_s,
+        )
+        services.feedback_metrics = FeedbackMetrics(metrics.registry)
+        services.feedback_keeper = StoreKeeper(services.feedback_config, services.feedback_metrics, settings)
+    return services
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-    runtime: Runtime = app.state.runtime
+    services: Services = app.state.services
+    runtime = services.runtime
     await runtime.start()  # raises (and uvicorn exits) when the configured bundle is unusable
-    if app.state.experiment is not None:
+    if services.experiment is not None:
         features = {name: tuple(m.encoder.features) for name, m in runtime.models.items()}
-        app.state.experiment.check(set(runtime.models) | set(runtime.failed), features)  # a failed arm: 404, no crash
-    if app.state.items is not None:  # in each worker: a file snapshot mapped by each, read-only
-        await app.state.items.start()
-    if app.state.shadow is not None:
-        app.state.shadow.start()
-    if app.state.feedback_keeper is not None:  # a store that cannot open: scoring serves, the keeper retries
-        await app.state.feedback_keeper.start(lambda store: _feedback_opened(app, store))
-    if app.state.batcher is not None:
-        app.state.batcher.start()
+        services.experiment.check(set(runtime.models) | set(runtime.failed), features)  # a failed arm: 404, no crash
+    if services.items is not None:  # in each worker: a file snapshot mapped by each, read-only
+        await services.items.start()
+    if services.shadow is not None:
+        services.shadow.start()
+    if services.feedback_keeper is not None:  # a store that cannot open: scoring serves, the keeper retries
+        await services.feedback_keeper.start(lambda store: _feedback_opened(services, store))
+    if services.batcher is not None:
+        services.batcher.start()
     hangup = _on_sighup(runtime)
-    follow = asyncio.create_task(app.state.fanout.follow()) if app.state.fanout is not None else None
-    uvicorn_sigterm = _on_sigterm(runtime, app.state.settings.drain_grace_s, lambda: _write_feedback_soon(app))
-    grpc_server = await grpc_api.start(app.state)  # None unless APG_GRPC_PORT (KServe v2 over gRPC)
+    if services.fanout is not None:  # before readiness: the supervisor passes FOLLOW on to a worker that serves
+        services.fanout.start()
+    uvicorn_sigterm = _on_sigterm(runtime, services.settings.drain_grace_s, lambda: _write_feedback_soon(services))
+    grpc_server, app.state.grpc_port = await grpc_api.start(services) or (None, None)  # APG_GRPC_PORT (KServe v2)
     try:
-        yield {CONNECTIONS: app.state.connections}  # lifespan state: uvicorn hands it to each connection's protocol
+        yield {CONNECTIONS: services.connections}  # lifespan state: uvicorn hands it to each connection's protocol
     finally:
         await grpc_api.stop(grpc_server)  # first: its in-flight calls still need the batcher and the runtime
-        if follow is not None:
-            follow.cancel()
+        if services.fanout is not None:
+            services.fanout.stop()
         if hangup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if uvicorn_sigterm is not None:
             signal.signal(signal.SIGTERM, uvicorn_sigterm)
-        if app.state.batcher is not None:  # first: its running batches still need the runtime's thread pool
-            await app.state.batcher.stop()
-        if app.state.shadow is not None:
-            await app.state.shadow.stop()
-        if app.state.feedback_keeper is not None:  # after the last answer: its rows are written, then it closes
-            await app.state.feedback_keeper.stop()
+        if services.batcher is not None:  # first: its running batches still need the runtime's thread pool
+            await services.batcher.stop()
+        if services.shadow is not None:
+            await services.shadow.stop()
+        if services.feedback_keeper is not None:  # after the last answer: its rows are written, then it closes
+            await services.feedback_keeper.stop()
         await runtime.drain()
-        if app.state.items is not None:
-            await app.state.items.stop()
-        if multiprocess_dir():  # drop this worker's live gauges from the aggregate
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(os.getpid())
+        if services.items is not None:
+            await services.items.stop()
+        mark_dead(os.getpid())  # several workers: this one's live gauges drop out of the aggregate
 
 
-def _feedback_opened(app: FastAPI, store: FeedbackStore) -> None:
+def _feedback_opened(services: Services, store: FeedbackStore) -> None:
     """The click store is open (at start, or later in the background): /score records, /metrics shows its window."""
-    app.state.metrics.add_shared(WindowCollector(store, app.state.settings.online_window_s))
-    app.state.feedback = store
+    services.metrics.add_shared(WindowCollector(store, services.settings.online_window_s))
+    services.feedback = store
 
 
 def _on_sighup(runtime: Runtime) -> bool:
@@ -200,9 +205,9 @@ def _on_sighup(runtime: Runtime) -> bool:
     return True
 
 
-def _write_feedback_soon(app: FastAPI) -> None:
-    if app.state.feedback is not None:  # SIGTERM: the click store's buffer goes out now, not in up to 50 ms
-        app.state.feedback.write_soon()
+def _write_feedback_soon(services: Services) -> None:
+    if services.feedback is not None:  # SIGTERM: the click store's buffer goes out now, not in up to 50 ms
+        services.feedback.write_soon()
 
 
 def _on_sigterm(runtime: Runtime, grace_s: float, on_sigterm_too: Any = None) -> Any:
@@ -234,17 +239,19 @@ def _on_sigterm(runtime: Runtime, grace_s: float, on_sigterm_too: Any = None) ->
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, with /score's request body generated from the served model (cached per version)."""
-    model = app.state.runtime.model
-    key = tuple((m.name, m.version) for m in app.state.runtime.models.values()) if model is not None else None
-    if app.openapi_schema is not None and getattr(app.state, "openapi_key", "") == key:
+    services: Services = app.state.services
+    runtime = services.runtime
+    model = runtime.model
+    key = tuple((m.name, m.version) for m in runtime.models.values()) if model is not None else None
+    if app.openapi_schema is not None and services.openapi_key == key:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    document_security(schema, app.routes, app.state.settings.token() is not None)
+    document_security(schema, app.routes, services.settings.token() is not None)
     if model is not None:
-        models = list(app.state.runtime.models.values())
-        names, by_id = [m.name for m in models], app.state.items is not None
-        body = score.request_body_doc(model.encoder, app.state.settings.max_rows, names, by_id)
+        models = list(runtime.models.values())
+        names, by_id = [m.name for m in models], services.items is not None
+        body = score.request_body_doc(model.encoder, services.settings.max_rows, names, by_id)
         schema["paths"]["/score"]["post"]["requestBody"] = body
         v2.document_model(schema, model, models)
-    app.openapi_schema, app.state.openapi_key = schema, key
+    app.openapi_schema, services.openapi_key = schema, key
     return schema

@@ -160,7 +160,7 @@ def error_json(exc: ServiceError, path: str) -> bytes:
 
 
 def render(request: Request, exc: ServiceError) -> Response:
-    # the access line names what was wrong, not just the status (service/middleware.py reads these)
+    # the access line names what was wrong, not just the status (service/observe.py reads these)
     request.state.error_code, request.state.error_field = exc.code, exc.field
     return Response(error_json(exc, request.url.path), exc.status, exc.headers, media_type="application/json")
 

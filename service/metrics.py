@@ -12,11 +12,11 @@ RPC's method (`/inference.GRPCInferenceService/ModelInfer`) and `code` the HTTP 
 buckets run from 100 µs to 10 s, seven below 10 ms.
 
 Several workers: when `PROMETHEUS_MULTIPROC_DIR` is set (service.server does it for `--workers > 1`, a temporary
-folder) every worker writes its samples there and `/metrics` aggregates them with the multiprocess collector; gauges
-use `livesum`, so a dead worker's in-flight requests and model info drop out: a worker that stops drops its own, and
-`/metrics` drops those of workers that were killed (forget_dead_workers). One process alone also exports
-prometheus_client's process, platform and GC metrics (meaningless when aggregated). No counter or histogram exports a
-`_created` series.
+folder) every worker writes its samples there and `/metrics` aggregates them with the multiprocess collector
+(service/prometheus.py); gauges use `livesum`, so a dead worker's in-flight requests and model info drop out: a worker
+that stops drops its own, and the supervisor of `apg serve --workers N` drops those of a worker that was killed as it
+reaps it (service/workers.py), not each scrape. One process alone also exports prometheus_client's process, platform
+and GC metrics (meaningless when aggregated). No counter or histogram exports a `_created` series.
 
 The feedback store's metrics (service/feedback/prometheus.py) exist only with a feedback store: its counters per
 process, like every other counter; the `apg_online_*` gauges describe the shared store, the same from any worker or
@@ -24,10 +24,6 @@ replica (aggregate replicas with `max`, not `sum`).
 """
 
 from __future__ import annotations
-
-import contextlib
-import os
-import re
 
 import numpy as np
 from prometheus_client import (
@@ -38,63 +34,27 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    multiprocess,
 )
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from features import OOV
+from service.prometheus import StageTimer, aggregate, multiprocess_dir, observe_many
 
-LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0025,
-    0.005,
-    0.0075,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+# fmt: off
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075,  # seven below 10 ms
+                   0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# fmt: on
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 … 1.0
-LOOKUP_BUCKETS = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.0002,
-    0.0003,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0015,
-    0.002,
-    0.003,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-)
+# fmt: off
+LOOKUP_BUCKETS = (0.000025, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
+                  0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# fmt: on
 DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 NO_ARM = "none"  # the arm label of a request no experiment assigned
 STAGES = ("receive", "parse", "preprocess", "queue", "inference", "serialise")
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
 class Metrics:
@@ -266,6 +226,11 @@ class Metrics:
     def stage(self, stage: str, seconds: float) -> None:
         self._stages[stage].observe(seconds)
 
+    def timed(self, stage: str) -> StageTimer:
+        """`with metrics.timed("parse"): ...`: the block's wall time recorded as `stage` (one of STAGES) when it
+        completes; a block that raises records nothing (the request did not get through that stage)."""
+        return StageTimer(self._stages[stage])
+
     def set_model(self, name: str, version: str, checksum: str, provider: str, slot: str = "") -> None:
         """Swap the model info series of `slot` (a repository's model name; "" when one bundle is served): its old
         label set goes to 0 (and away), the new one to 1."""
@@ -336,57 +301,6 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) for GET /metrics; aggregates all workers in multiprocess mode."""
-        path = multiprocess_dir()
-        if path:
-            forget_dead_workers(path)
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            for collector in self._shared:
-                registry.register(collector)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
+        if multiprocess_dir():
+            return aggregate(self._shared), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def forget_dead_workers(path: str) -> None:
-    """Drop the live gauges of workers that are gone. A worker that shuts down drops its own (the app's lifespan);
-    one that was killed cannot, and uvicorn starts a new one beside its files: without this, its in-flight requests
-    and its apg_model_info would be summed in for ever."""
-    pids = {int(m.group(1)) for f in os.listdir(path) if (m := _LIVE_FILE.fullmatch(f))}
-    for pid in pids - {os.getpid()}:
-        try:
-            os.kill(pid, 0)  # no signal: does the process exist?
-        except ProcessLookupError:
-            with contextlib.suppress(FileNotFoundError):  # another worker's /metrics may be at it too
-                multiprocess.mark_process_dead(pid, path)
-        except PermissionError:  # exists, another user's
-            pass
-
-
-_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
-
-
-def observe_many(histogram: Histogram, values: np.ndarray) -> None:
-    """`histogram.observe(v)` for every v, vectorised.
-
-    client_python has no bulk observe; a per-row Python loop costs ~1 µs a row, i.e. milliseconds for a
-    4096-row request. Histogram keeps one non-cumulative counter per bucket (`_buckets`) plus `_sum`,
-    and `observe` increments the first bucket whose upper bound is >= v; we do the same with searchsorted.
-    Falls back to the loop should those private attributes ever change.
-    """
-    if len(values) <= 8:  # a few direct observations are cheaper than the numpy calls below
-        for v in np.asarray(values, dtype=np.float64).ravel().tolist():
-            histogram.observe(v)
-        return
-    buckets, total = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
-    bounds = getattr(histogram, "_upper_bounds", None)
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if buckets is None or total is None or bounds is None or len(bounds) != len(buckets):
-        for v in values.tolist():
-            histogram.observe(v)
-        return
-    # bucket i holds bounds[i-1] < v <= bounds[i]; the last bound is +Inf (NaN lands there too)
-    index = np.minimum(np.searchsorted(np.asarray(bounds), values, side="left"), len(bounds) - 1)
-    counts = np.bincount(index, minlength=len(bounds))
-    for i in np.flatnonzero(counts).tolist():
-        buckets[i].inc(int(counts[i]))
-    total.inc(float(values.sum()))

@@ -8,12 +8,11 @@ encode (preprocess: with an item store, APG_ITEM_STORE, the lookup of candidates
 → batcher or direct inference (queue, inference) → Scored(scores, name, version, arm), then the
 shadow models (APG_SHADOW) get the same request off the hot path (service/shadow.py).
 The model reference is taken once per request, so a hot reload never mixes two models in one answer.
-Routes time their own parse and serialise stages; this records the others.
+Routes time their own parse and serialise stages (Metrics.timed, as preprocess here); this records the others.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +73,12 @@ class Scorer:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows} (APG_MAX_ROWS)")
         if model is None:
             model = self.runtime.current  # (NotReady while loading or draining)
-        t0 = time.perf_counter()
-        try:
-            feeds = encode(model.encoder) if join is None else await join(model)
-        finally:  # (numbers clipped to their field's declared range, also in a request refused for another value)
-            self.metrics.count_clipped(model.encoder.take_clipped())
-        self.metrics.count_oov(model.vocabulary_inputs, feeds)
-        self.metrics.stage("preprocess", time.perf_counter() - t0)
+        with self.metrics.timed("preprocess"):
+            try:
+                feeds = encode(model.encoder) if join is None else await join(model)
+            finally:  # (numbers clipped to their field's declared range, also in a request refused for another value)
+                self.metrics.count_clipped(model.encoder.take_clipped())
+            self.metrics.count_oov(model.vocabulary_inputs, feeds)
         rows = len(next(iter(feeds.values())))
         run = self.batcher.submit if self.batcher is not None else self.runtime.infer
         result = await run(model, feeds, rows)

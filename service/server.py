@@ -4,10 +4,10 @@
 
 Each worker is a separate process with its own onnxruntime session (created in its lifespan, after the
 fork/spawn). With several workers the Prometheus samples of all of them go to one PROMETHEUS_MULTIPROC_DIR:
-a fresh temporary directory unless the variable is already set, removed again on exit; a hot reload reaches
-every worker through it too (service/fanout.py), and SIGHUP to the master reloads every worker in place
-(service/workers.py). SIGTERM/SIGINT shut down gracefully (in-flight requests finish, readiness turns off, the
-batcher stops) and `serve` returns.
+a fresh temporary directory unless the variable is already set, removed again on exit; the supervisor
+(service/workers.py) passes SIGHUP on to every worker, each reloading in place, and a POST /admin/reload in one
+worker reaches the others through it too (service/fanout.py). SIGTERM/SIGINT shut down gracefully (in-flight
+requests finish, readiness turns off, the batcher stops) and `serve` returns.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from features import ContractError
 from service.connections import raise_open_files_limit
 from service.errors import ConfigError
 from service.experiment import Experiment
-from service.fanout import ANNOUNCEMENT
+from service.fanout import ANNOUNCEMENT, SUPERVISOR
 from service.items import open_store
-from service.middleware import configure_logging
+from service.observe import configure_logging
 from service.runtime import Model, load_model, load_repository, resolve_providers
 from service.settings import Settings
 
@@ -73,12 +73,16 @@ def serve(
         if workers <= 1:
             uvicorn.run("service.app:create_app", factory=True, host=host, port=port, **uvicorn_options(settings))
             return
-        from service.workers import Workers  # uvicorn's supervisor, with SIGHUP reloading in place
+        from service.workers import Workers  # uvicorn's supervisor, with reloads reaching every worker in place
 
         config = uvicorn.Config(
             "service.app:create_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options(settings)
         )
-        Workers(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does for workers > 1
+        os.environ[SUPERVISOR] = str(os.getpid())  # the workers announce a reload to it (service/fanout.py)
+        try:
+            Workers(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does for workers > 1
+        finally:
+            os.environ.pop(SUPERVISOR, None)
 
 
 def read_settings() -> Settings:

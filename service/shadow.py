@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import ConfigError
-from service.metrics import Metrics, observe_many
+from service.metrics import Metrics
+from service.prometheus import observe_many
 
 log = logging.getLogger("apg.shadow")
 

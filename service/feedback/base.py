@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from service.feedback.stats import OnlineStats, summarise
+from service.observe import MAX_ID_LENGTH, valid_id  # the request-id rule: feedback joins on the ids it hands out
 
 log = logging.getLogger("apg.feedback")
 
 ACCEPTED, DUPLICATE, UNKNOWN, LATE, MALFORMED = "accepted", "duplicate", "unknown", "late", "malformed"
 OUTCOMES = (ACCEPTED, DUPLICATE, UNKNOWN, LATE, MALFORMED)
-MAX_ID_LENGTH = 128  # the service's X-Request-ID limit (service/middleware.py)
 MAX_ROW = 2**31 - 1  # far beyond any request; keeps row * 8 inside SQLite's and Lua's integers
 JOIN_CHUNK = 1000  # feedback items per storage transaction: bounds how long one batch holds SQLite's write lock
 SEP = "\x1f"  # separates the fields of an index entry (Redis); refused in ids, arms, model names and versions
@@ -105,10 +105,6 @@ def parse_item(item: Any) -> tuple[str, int, bool] | Outcome:
     if clicked not in (True, False) or isinstance(clicked, float):
         return Outcome(MALFORMED, "clicked must be true or false", rid, row)
     return rid, row, bool(clicked)
-
-
-def valid_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable() and " " not in value
 
 
 def group_by_arm(rows: list[tuple[str, float, int]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -13,16 +13,19 @@ Importing this package imports no gRPC: the app calls `start` only when APG_GRPC
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.services import Services
 
 
-async def start(app_state: Any) -> Any:
-    """The running grpc.aio server of the app (`app.state`), or None when APG_GRPC_PORT is not set."""
-    if app_state.settings.grpc_port is None:
+async def start(services: Services) -> tuple[Any, int] | None:
+    """(the running grpc.aio server of the app, its bound port), or None when APG_GRPC_PORT is not set."""
+    if services.settings.grpc_port is None:
         return None
     from service.grpc import server
 
-    return await server.start(app_state)
+    return await server.start(services)
 
 
 async def stop(running: Any) -> None:

@@ -17,6 +17,7 @@ import grpc
 
 from service.errors import MAX_ECHO, BadRequest, ServiceError, shown
 from service.grpc.messages import ModelInferResponse
+from service.oip import OUTPUT, OUTPUT_DATATYPE, check_output, check_output_parameters
 from service.tensors import NUMPY, decode_text
 
 # v2 datatype → the InferTensorContents field that carries it (FP16 and BF16 only travel raw)
@@ -108,16 +109,14 @@ def _values(tensor: Any) -> list:
 
 def _check_outputs(outputs: Any) -> None:
     for o in outputs:
-        if o.name != "score":
-            raise BadRequest(f"unknown output {shown(o.name)}; this model has one output: 'score'", field="outputs")
-        if "classification" in o.parameters:
-            raise BadRequest("the classification extension is not supported", field="outputs")
+        check_output(o.name)
+        check_output_parameters(o.parameters)
 
 
 def infer_response(request: Any, scored: Any) -> bytes:
     """The serialised ModelInferResponse: output `score`, FP32 [B], in raw_output_contents (as Triton answers)."""
     response = ModelInferResponse(model_name=scored.name, model_version=scored.version, id=request.id)
-    out = response.outputs.add(name="score", datatype="FP32")
+    out = response.outputs.add(name=OUTPUT, datatype=OUTPUT_DATATYPE)
     out.shape.append(len(scored.scores))
     response.raw_output_contents.append(scored.scores.astype("<f4").tobytes())
     return response.SerializeToString()

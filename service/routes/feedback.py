@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from service.auth import authorize
 from service.errors import BadRequest, NotFound, TooManyRows, json_response
 from service.feedback import feedback_response
-from service.routes.common import authorize, error_responses, parse_json, received_then_admitted, state
+from service.http import error_responses, parse_json, received_then_admitted, state
 
 router = APIRouter(tags=["feedback"])
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.auth import require_admin
 from service.errors import Forbidden, RequestInvalid, json_response
 from service.experiment import NAME
-from service.routes.common import error_responses, parse_json, read_body, require_admin, state
+from service.http import error_responses, parse_json, read_body, state
 
 RELOAD_BODY = {
     "required": False,
@@ -87,7 +88,7 @@ async def reload(request: Request) -> Response:
         target = _confined(str(app.settings.models / name), root)  # directory, symlinks resolved as for a path
     previous = app.runtime.models.get(name) if name is not None else app.runtime.current
     model = await app.runtime.reload(target, name)
-    if app.fanout is not None:  # --workers N: the others follow within a moment (service/fanout.py)
+    if app.fanout is not None:  # --workers N: loaded here, then every other worker follows (service/fanout.py)
         app.fanout.announce(model)
     return json_response(200, {"model": _describe(model), "previous": _describe(previous) if previous else None})
 

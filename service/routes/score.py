@@ -15,7 +15,6 @@ schema and examples are generated from the served model's schema (`request_body_
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -23,9 +22,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from features import Encoder
+from service.auth import authorize
 from service.experiment import MODEL_HEADER, select
+from service.http import LeanRoute, error_responses, parse_json, received_then_admitted
 from service.metrics import NO_ARM
-from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted
 
 router = APIRouter(tags=["scoring"], route_class=LeanRoute)
 
@@ -84,9 +84,8 @@ async def score(request: Request) -> Response:
 
 
 async def _score(app, request: Request, body: bytes) -> Response:
-    t0 = time.perf_counter()
-    payload = parse_json(body)
-    app.metrics.stage("parse", time.perf_counter() - t0)
+    with app.metrics.timed("parse"):
+        payload = parse_json(body)
     if app.settings.log_features:
         request.state.features = payload
     model, arm = select(app.runtime, app.experiment, payload, request.headers.get(MODEL_HEADER))
@@ -97,15 +96,14 @@ async def _score(app, request: Request, body: bytes) -> Response:
         app.feedback.record(request_id, arm or f"{NO_ARM}:{scored.name}", scored.name, scored.version, scored.scores)
     elif app.feedback_keeper is not None:  # a store is configured but not open (keeper.py): not recorded, counted
         app.feedback_metrics.count("dropped_rows", len(scored.scores))
-    t1 = time.perf_counter()
-    answer = {
-        "scores": scored.scores,
-        "model": {"name": scored.name, "version": scored.version},
-        "arm": arm,
-        "request_id": request_id,
-    }
-    out = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-    app.metrics.stage("serialise", time.perf_counter() - t1)
+    with app.metrics.timed("serialise"):
+        answer = {
+            "scores": scored.scores,
+            "model": {"name": scored.name, "version": scored.version},
+            "arm": arm,
+            "request_id": request_id,
+        }
+        out = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     request.state.rows = len(scored.scores)
     return Response(out, media_type="application/json")
 

@@ -11,16 +11,16 @@ binary when asked via `parameters.binary_data` (per output) or `binary_data_outp
 from __future__ import annotations
 
 import copy
-import time
-from importlib import metadata
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from service import oip
+from service.auth import authorize
 from service.errors import BadRequest, InvalidShape, json_response
-from service.routes.common import LeanRoute, authorize, error_responses, parse_json, received_then_admitted, state
-from service.tensors import NUMPY, decode_inputs
+from service.http import LeanRoute, error_responses, parse_json, received_then_admitted, state
+from service.tensors import NUMPY
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])  # health and metadata
 scoring = APIRouter(prefix="/v2", tags=["kserve-v2"], route_class=LeanRoute)  # the infer routes (hot path)
@@ -30,21 +30,12 @@ HEADER = "Inference-Header-Content-Length"
 
 def _model(request: Request, name: str, version: str | None = None):
     """A served model (NotFound names the served ones; NotReady while loading)."""
-    return state(request).runtime.get(name, version)
+    return oip.find_model(state(request), name, version)
 
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
-    return json_response(200, server_metadata_body())
-
-
-def server_metadata_body() -> dict[str, Any]:
-    """The v2 server metadata, HTTP and gRPC (service/grpc)."""
-    try:
-        version = metadata.version("apg-ctr")
-    except metadata.PackageNotFoundError:
-        version = "0"
-    return {"name": "apg-ctr", "version": version, "extensions": ["binary_tensor_data"]}
+    return json_response(200, oip.server_metadata_body())
 
 
 @router.get("/health/live", summary="Liveness")
@@ -54,10 +45,7 @@ async def live() -> Response:
 
 @router.get("/health/ready", summary="Readiness", responses=error_responses(503, v2=True))
 async def ready(request: Request) -> Response:
-    app = state(request)
-    model = app.runtime.readiness()  # NotReady → 503 (loading, draining)
-    if app.items is not None:
-        await app.items.ready(model)  # ItemStoreMismatch → 503 naming the sync to run
+    await oip.server_ready(state(request))  # NotReady, ItemStoreMismatch → 503 (loading, draining; the sync to run)
     return json_response(200, {"ready": True})
 
 
@@ -84,9 +72,7 @@ async def model_version_metadata(request: Request, name: str, version: str) -> R
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503, v2=True))
 async def model_ready(request: Request, name: str) -> Response:
-    model = _model(request, name)
-    if state(request).items is not None:
-        await state(request).items.ready(model)  # ItemStoreMismatch → 503 naming the sync to run
+    model = await oip.model_ready(state(request), name)  # ItemStoreMismatch → 503 naming the sync to run
     return json_response(200, {"name": model.name, "ready": True})
 
 
@@ -98,23 +84,7 @@ async def model_version_ready(request: Request, name: str, version: str) -> Resp
 
 
 def _metadata(model: Any) -> Response:
-    return json_response(200, metadata_body(model))
-
-
-def metadata_body(model: Any) -> dict[str, Any]:
-    """A model's v2 metadata, HTTP and gRPC (service/grpc): one input per raw feature (BYTES, FP64 if numeric)."""
-    inputs = [
-        {"name": f.name, "datatype": "FP64" if f.numeric else "BYTES", "shape": [-1, -1] if f.multi else [-1]}
-        for f in model.encoder.describe().values()
-    ]
-    body = {
-        "name": model.name,
-        "versions": [model.version],
-        "platform": "onnxruntime_onnx",
-        "inputs": inputs,
-        "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
-    }
-    return body
+    return json_response(200, oip.metadata_body(model))
 
 
 INFER_DOC = {
@@ -152,7 +122,7 @@ INFER_DOC = {
                             "items": {
                                 "type": "object",
                                 "properties": {
-                                    "name": {"type": "string", "enum": ["score"]},
+                                    "name": {"type": "string", "enum": [oip.OUTPUT]},
                                     "parameters": {
                                         "type": "object",
                                         "properties": {"binary_data": {"type": "boolean"}},
@@ -196,15 +166,13 @@ async def _infer(request: Request, model: Any) -> Response:
 
 
 async def _infer_admitted(app, request: Request, body: bytes, model: Any) -> Response:
-    t0 = time.perf_counter()
-    header, blobs = _split(body, request.headers.get(HEADER))
-    columns, rows = decode_inputs(header, blobs, app.settings.max_rows, model.text_features)
-    binary = _binary_output(header)
-    app.metrics.stage("parse", time.perf_counter() - t0)
+    with app.metrics.timed("parse"):
+        header, blobs = _split(body, request.headers.get(HEADER))
+        columns, rows = oip.decode(app, model, header, blobs)
+        binary = _binary_output(header)
     scored = await app.scorer.score_columns(columns, rows, model)
-    t1 = time.perf_counter()
-    response = _response(header, scored, binary)
-    app.metrics.stage("serialise", time.perf_counter() - t1)
+    with app.metrics.timed("serialise"):
+        response = _response(header, scored, binary)
     request.state.rows = rows
     return response
 
@@ -228,11 +196,9 @@ def _binary_output(header: dict) -> bool:
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise InvalidShape("'outputs' must be a list of objects", field="outputs")
     for o in outputs:
-        if o.get("name") != "score":
-            raise BadRequest(f"unknown output {o.get('name')!r}; this model has one output: 'score'", field="outputs")
+        oip.check_output(o.get("name"))
         binary = _flag(o.get("parameters"), "binary_data", binary, "outputs")
-        if "classification" in (o.get("parameters") or {}):
-            raise BadRequest("the classification extension is not supported", field="outputs")
+        oip.check_output_parameters(o.get("parameters") or {})
     return binary
 
 
@@ -245,7 +211,7 @@ def _flag(params: Any, key: str, default: bool, field: str) -> bool:
 
 
 def _response(header: dict, scored: Any, binary: bool) -> Response:
-    out: dict[str, Any] = {"name": "score", "datatype": "FP32", "shape": [len(scored.scores)]}
+    out: dict[str, Any] = {"name": oip.OUTPUT, "datatype": oip.OUTPUT_DATATYPE, "shape": [len(scored.scores)]}
     body: dict[str, Any] = {"model_name": scored.name, "model_version": scored.version, "outputs": [out]}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
@@ -294,4 +260,4 @@ def _infer_example(encoder: Any) -> dict[str, Any]:
         inputs.append(
             {"name": name, "shape": [len(rows)], "datatype": "FP64" if info.numeric else "BYTES", "data": data}
         )
-    return {"inputs": inputs, "outputs": [{"name": "score"}]}
+    return {"inputs": inputs, "outputs": [{"name": oip.OUTPUT}]}

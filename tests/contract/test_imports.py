@@ -97,3 +97,43 @@ def test_the_feature_contract_imports_neither_half():
     for name, deps in g.items():
         if name.startswith("features"):
             assert not {d for d in deps if not d.startswith("features")}, name
+
+
+def importers(g: dict[str, set[str]], package: str) -> set[str]:
+    """The modules of service/ outside `package` that import it or one of its modules."""
+    inside = lambda m: m == package or m.startswith(package + ".")  # noqa: E731
+    return {m for m, deps in g.items() if m.startswith("service") and not inside(m) and any(map(inside, deps))}
+
+
+def test_the_adapters_are_the_top_floor():
+    """routes/ and grpc/ adapt the service to HTTP and gRPC: nothing in service/ but the app factory imports either
+    (plumbing and core are below both), and neither imports the other."""
+    g = graph()
+    assert importers(g, "service.routes") == {"service.app"}
+    assert importers(g, "service.grpc") == {"service.app"}
+
+
+def test_the_request_id_rule_is_written_once():
+    """service/observe.py's rule (echo a sane client id, else make one) is the one HTTP, gRPC and feedback use; no other
+    module of service/ spells the header or defines a request-id function of its own."""
+    import service.feedback.base
+    import service.grpc.server
+    import service.middleware
+    from service import observe
+
+    assert service.middleware.request_id_of is observe.request_id_of
+    assert service.grpc.server.request_id_of is observe.request_id_of
+    assert service.feedback.base.valid_id is observe.valid_id
+    spelled, defined = [], []
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        if path == ROOT / "service/observe.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            if isinstance(value, str) and value.strip().lower() == "x-request-id":
+                spelled.append(f"{module_name(path)}:{node.lineno}")
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "request_id" in node.name.lower():
+                defined.append(f"{module_name(path)}.{node.name}")
+    assert spelled == [] and defined == []

@@ -52,13 +52,14 @@ async def fill(app, path: str, post, hold=lambda: lambda: None) -> list:
         release = hold()
         tasks = [asyncio.create_task(post(c, path)) for _ in range(SENT)]
         done: set = set()
-        while len(done) < SENT - app.state.admission.limit:  # the refused answer at once, the admitted are held
+        limit = app.state.services.admission.limit
+        while len(done) < SENT - limit:  # the refused answer at once, the admitted are held
             finished, _ = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             assert finished, "nothing answered"
             done |= finished
         release()
         responses = await asyncio.gather(*tasks)
-        assert app.state.admission.in_progress == 0
+        assert app.state.services.admission.in_progress == 0
         return responses
 
 
@@ -73,7 +74,7 @@ def assert_one_gate(app, responses, route: str = "/score") -> None:
                 body = {"error": {**body, "message": body["error"]}}
                 del body["error"]["error"]
             assert body == {"error": REFUSAL}
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_requests_total", {"route": route, "code": "503"}) == 3
     assert registry.get_sample_value("apg_requests_total", {"route": route, "code": "200"}) == 3
 
@@ -118,7 +119,7 @@ def test_requests_still_reading_their_bodies_hold_no_place(bundle):
                 while len(reading) < SENT:
                     await asyncio.sleep(0.01)
             normal = await post_rows(c, "/score")
-            in_progress = app.state.admission.in_progress
+            in_progress = app.state.services.admission.in_progress
             arrived.set()
             return normal, in_progress, await asyncio.gather(*slow)
 
@@ -149,7 +150,7 @@ def test_full_micro_batcher_is_503(bundle):
     app = make_app(bundle.path, **LIMITS, batching=True, batch_max_rows=64, batch_max_delay_ms=1000)
     responses = run(fill(app, "/score", post_rows))
     assert_one_gate(app, responses)
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_inference_batch_rows_count") == 1
     assert registry.get_sample_value("apg_inference_batch_rows_sum") == 3
 

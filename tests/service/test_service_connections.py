@@ -26,7 +26,7 @@ SOCKET_TIMEOUT_S = 10.0
 
 def closed_count(app, reason: str) -> float:
     labels = {"reason": reason}
-    return app.state.metrics.registry.get_sample_value("apg_connections_closed_total", labels) or 0.0
+    return app.state.services.metrics.registry.get_sample_value("apg_connections_closed_total", labels) or 0.0
 
 
 def connect(address: str) -> socket.socket:
@@ -38,7 +38,7 @@ def connect(address: str) -> socket.socket:
 def server(bundle):
     def start(**settings):
         app = make_app(bundle.path, **{"head_timeout_s": HEAD_TIMEOUT_S, "body_timeout_s": 5, **settings})
-        return app, uvicorn_thread(app, **uvicorn_options(app.state.settings))
+        return app, uvicorn_thread(app, **uvicorn_options(app.state.services.settings))
 
     return start
 
@@ -76,7 +76,7 @@ def test_at_the_cap_the_longest_waiting_connection_makes_room(server):
     app, running = server(max_connections=3, head_timeout_s=30)
     with running as address:
         idle = [connect(address) for _ in range(3)]
-        wait_for(lambda: app.state.connections.open == 3, 5, interval=0.02, what="three open connections")
+        wait_for(lambda: app.state.services.connections.open == 3, 5, interval=0.02, what="three open connections")
         assert http("GET", f"http://{address}/livez")[0] == 200  # a fourth: the oldest idle one goes
         assert read_until_closed(idle[0]) == b""
         assert closed_count(app, "evicted") == 1
@@ -99,7 +99,7 @@ def test_at_the_cap_with_every_connection_in_a_request_the_new_one_is_refused(se
 
 
 def sample_inflight(app) -> float:
-    return app.state.metrics.registry.get_sample_value("apg_inflight_requests") or 0.0
+    return app.state.services.metrics.registry.get_sample_value("apg_inflight_requests") or 0.0
 
 
 # ---------------------------------------------------------------- the attack of issue 25, in a real process

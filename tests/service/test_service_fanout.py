@@ -82,3 +82,32 @@ def test_a_failed_follow_is_tried_again_without_a_new_announcement(tmp_path, mon
 
     first, second = asyncio.run(scenario())
     assert first == second and first[0] == "o1"
+
+
+def test_a_failed_follow_is_retried_by_a_timer_and_nothing_polls_otherwise(tmp_path, monkeypatch):
+    # FOLLOW (wake) reads the announcement once; a failed reload arms one timer (RETRY_S), which converges the worker
+    # once the bundle is whole, with no further signal; then nothing is left running or armed.
+    monkeypatch.setattr(fanout_module, "RETRY_S", 0.05)
+    path = build_bundle(tmp_path / "bundle", version="v1", seed=0).path
+    other = build_bundle(tmp_path / "other", version="o1", seed=3).path
+
+    async def scenario():
+        (first, first_fanout), (second, second_fanout) = await two_workers(tmp_path, path)
+        first_fanout.announce(await first.reload(other))
+        (other / "model.onnx").write_bytes(b"half written")
+        second_fanout.wake()
+        second_fanout.wake()  # a second FOLLOW while the first is followed: one more read afterwards, not two tasks
+        await second_fanout._task
+        assert served(second)[0] == "v1" and second_fanout._timer is not None  # failed: the retry is armed
+        build_bundle(other, version="o1", seed=3)  # the export finishes
+        for _ in range(100):  # bounded: the timer fires within RETRY_S
+            if served(second)[0] == "o1":
+                break
+            await asyncio.sleep(0.02)
+        await second_fanout._task
+        idle = second_fanout._task.done() and second_fanout._timer.when() < asyncio.get_running_loop().time()
+        second_fanout.stop()
+        return served(first), served(second), idle
+
+    first, second, idle = asyncio.run(scenario())
+    assert first == second and first[0] == "o1" and idle

@@ -35,7 +35,7 @@ def rank(c: TestClient, user: str) -> dict:
 
 
 def metric(c: TestClient, name: str, labels: dict) -> float | None:
-    return c.app.state.metrics.registry.get_sample_value(name, labels)
+    return c.app.state.services.metrics.registry.get_sample_value(name, labels)
 
 
 def check_the_loop(c: TestClient) -> None:
@@ -67,7 +67,7 @@ def check_the_loop(c: TestClient) -> None:
     assert metric(c, "apg_feedback_total", {"outcome": "accepted"}) == 2 * len(USERS)
     assert metric(c, "apg_feedback_total", {"outcome": "duplicate"}) == 3
 
-    (window,) = c.app.state.metrics._shared
+    (window,) = c.app.state.services.metrics._shared
     window.refresh()  # the scrape refreshes in the background; here, now
     text = c.get("/metrics").text
     for arm in arms:
@@ -162,7 +162,7 @@ def test_pinned_traffic_is_reported_per_model(root, tmp_path):
             answer = c.post("/score", json={"instances": [{"user_id": "196", "item_id": "242"}], "model": model})
             item = {"request_id": answer.json()["request_id"], "row": 0, "clicked": model == "apg"}
             assert c.post("/feedback", json={"feedback": [item]}).json()["counts"]["accepted"] == 1
-        (window,) = c.app.state.metrics._shared
+        (window,) = c.app.state.services.metrics._shared
         window.refresh()
         for model, ctr in (("base", 0.0), ("apg", 1.0)):  # never pooled under one model's label
             assert metric(c, "apg_online_ctr", {"arm": f"none:{model}", "model": model}) == ctr

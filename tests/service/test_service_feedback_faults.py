@@ -26,7 +26,7 @@ def client(bundle, **settings) -> TestClient:
 
 
 def sample(c, name: str, labels: dict | None = None) -> float:
-    return c.app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+    return c.app.state.services.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def unavailable(c) -> dict[str, float]:
@@ -68,7 +68,7 @@ def test_the_store_opens_in_the_background_once_it_can(bundle, monkeypatch, tmp_
     with client(bundle, feedback=f"sqlite://{tmp_path}/feedback.db", feedback_retry_s=0.5) as c:
         assert click(c).status_code == 503 and unavailable(c)["not_writable"] == 1  # opens ~1 s after the start
         deadline = time.monotonic() + 10
-        while c.app.state.feedback is None and time.monotonic() < deadline:
+        while c.app.state.services.feedback is None and time.monotonic() < deadline:
             time.sleep(0.02)
         scored = score(c)
         assert click(c, scored["request_id"]).json()["counts"]["accepted"] == 1
@@ -88,7 +88,7 @@ def test_the_store_opens_in_the_background_once_it_can(bundle, monkeypatch, tmp_
 def test_every_storage_error_on_feedback_is_a_503_never_a_500(bundle, tmp_path, error, reason):
     assert reason_of(error) == reason
     with client(bundle, feedback=f"sqlite://{tmp_path}/feedback.db") as c:
-        store = c.app.state.feedback
+        store = c.app.state.services.feedback
         join = store._join
         store._join = lambda items, now: (_ for _ in ()).throw(error)
         answer = click(c, score(c)["request_id"])
@@ -102,7 +102,7 @@ def test_every_storage_error_on_feedback_is_a_503_never_a_500(bundle, tmp_path, 
 def test_a_stalled_store_is_a_503_after_the_feedback_timeout_and_scoring_goes_on(bundle, tmp_path):
     release = threading.Event()
     with client(bundle, feedback=f"sqlite://{tmp_path}/feedback.db", feedback_timeout_s=0.3) as c:
-        store = c.app.state.feedback
+        store = c.app.state.services.feedback
         join = store._join
         store._join = lambda items, now: release.wait(10) and join(items, now)
         try:
@@ -130,7 +130,7 @@ def test_feedback_has_admission_places_of_its_own(bundle, tmp_path):
 
     async def flood() -> tuple[list[int], list[int], list[dict]]:
         async with serving(app) as c:
-            store = app.state.feedback
+            store = app.state.services.feedback
             join = store._join
             store._join = lambda items, now: release.wait(10) and join(items, now)
             item = {"feedback": [{"request_id": "r1", "row": 0, "clicked": True}]}
@@ -158,7 +158,7 @@ def test_a_feedback_that_is_not_a_list_is_counted_malformed(bundle, tmp_path):
 
 def test_rows_recorded_while_the_store_closes_are_counted_as_dropped_at_exit(bundle, tmp_path):
     with client(bundle, feedback=f"sqlite://{tmp_path}/feedback.db") as c:
-        store = c.app.state.feedback
+        store = c.app.state.services.feedback
         score(c)
     assert store.counts["exit_dropped_rows"] == 0  # everything buffered was written at the close
     assert not store.record("late", "a", "m", "v", [0.5, 0.5, 0.5])

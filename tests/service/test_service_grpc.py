@@ -4,11 +4,13 @@ scores, metadata, errors, auth, limits and metrics as the HTTP routes; and the c
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -44,7 +46,7 @@ V2_ROWS = [
 def server(bundle):
     """A real uvicorn server (as `apg serve` runs it) with gRPC on a free port: (http base URL, grpc address, app)."""
     app = make_app(bundle.path, grpc_port=0, auth_token=TOKEN, max_rows=MAX_ROWS, max_body_bytes=MAX_BODY)
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         yield f"http://{address}", f"127.0.0.1:{app.state.grpc_port}", app
 
 
@@ -151,7 +153,7 @@ def test_health_and_metadata_as_http(server, client):
 
 
 def test_readiness_false_while_draining(server, client):
-    runtime = server[2].state.runtime
+    runtime = server[2].state.services.runtime
     runtime.draining = True
     try:
         assert client.is_server_live() and not client.is_server_ready()
@@ -209,6 +211,37 @@ def test_malformed_tensors_are_invalid_argument(server, edit, expected):
     assert trailing["apg-error-code"] and trailing["x-request-id"]
 
 
+def test_the_access_line_names_the_error_and_field_as_for_http(server):
+    # service/observe.py writes both protocols' lines: a refused call's carries its error code and the field it names
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    apg, access = logging.getLogger("apg"), logging.getLogger("apg.access")
+    level = apg.level
+    apg.setLevel(logging.INFO)
+    access.addHandler(handler)
+    request = typed_request(V2_ROWS[:2])
+    request.outputs.add(name="prob")
+    channel, stub = raw_stub(server)
+    try:
+        with channel, pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, metadata=(*AUTH.items(), ("x-request-id", "grpc-line-1")), timeout=10)
+        deadline = time.monotonic() + 10  # the line is written once the server's handler returns, maybe after the call
+        while not records and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        access.removeHandler(handler)
+        apg.setLevel(level)
+    assert dict(caught.value.trailing_metadata())["x-request-id"] == "grpc-line-1"
+    (line,) = [r.fields for r in records if r.fields.get("request_id") == "grpc-line-1"]
+    assert (line["protocol"], line["route"], line["status"]) == (
+        "grpc",
+        "/inference.GRPCInferenceService/ModelInfer",
+        400,
+    )
+    assert (line["error"], line["field"], line["rows"]) == ("bad_request", "outputs", None)
+
+
 def test_auth_by_bearer_metadata(server, client):
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
         with pytest.raises(triton.InferenceServerException) as caught:
@@ -233,7 +266,7 @@ def test_row_and_message_limits(server, client):
 
 def test_a_full_worker_answers_unavailable_as_http_answers_503(server, client):
     # the HTTP routes' admission rule (service/admission.py) holds for ModelInfer too: full → UNAVAILABLE, same message
-    admission = server[2].state.admission
+    admission = server[2].state.services.admission
     admission.in_progress += admission.limit
     try:
         with pytest.raises(triton.InferenceServerException) as caught:
@@ -266,7 +299,7 @@ def test_each_model_of_a_repository_by_name(tmp_path):
     for name, seed in (("a", 0), ("b", 1)):
         build_bundle(tmp_path / "models" / name, version=f"v-{name}", seed=seed)
     app = make_app(tmp_path / "models" / "a", models=tmp_path / "models", grpc_port=0)
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         url = f"http://{address}"
         with triton.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}") as c:
             got = {m: c.infer(m, inputs(V2_ROWS)).as_numpy("score") for m in ("a", "b")}

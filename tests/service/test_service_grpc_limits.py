@@ -27,7 +27,7 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 @pytest.fixture(scope="module")
 def server(bundle):
     app = make_app(bundle.path, grpc_port=0, auth_token=AUTH["authorization"].split()[1])
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         yield f"http://{address}", f"127.0.0.1:{app.state.grpc_port}", app
 
 
@@ -65,7 +65,7 @@ def test_our_call_limit_refuses_with_unavailable_and_counts(bundle, monkeypatch)
     app = make_app(bundle.path, grpc_port=0, grpc_max_calls=2, max_concurrency=8)
     release = threading.Event()
     run = Model.run
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         server = (f"http://{address}", f"127.0.0.1:{app.state.grpc_port}", app)
         monkeypatch.setattr(Model, "run", lambda self, feeds: release.wait(10) and run(self, feeds))
 

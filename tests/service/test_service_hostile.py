@@ -28,12 +28,12 @@ SOCKET_TIMEOUT_S = 20.0
 def server(bundle):
     """(app, host:port): one server for the module; tests compare counters before and after."""
     app = make_app(bundle.path, **LIMITS, body_timeout_s=BODY_TIMEOUT_S)
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:  # as `apg serve` runs it
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:  # as `apg serve` runs it
         yield app, address
 
 
 def sample(app, name: str, labels: dict | None = None) -> float:
-    return app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+    return app.state.services.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def answered(app, code: int, route: str = "/score") -> float:
@@ -67,7 +67,7 @@ def test_stalled_uploads_hold_no_admission_place_and_get_408(server):
     # answered 408 once APG_BODY_TIMEOUT_S has passed, and its connection closed.
     app, address = server
     before = answered(app, 408)
-    stalled = [start_upload(address, 1000, b'{"instances": [') for _ in range(app.state.admission.limit + 2)]
+    stalled = [start_upload(address, 1000, b'{"instances": [') for _ in range(app.state.services.admission.limit + 2)]
     try:
         wait_for(lambda: sample(app, "apg_inflight_requests") >= len(stalled), 10, what="the uploads to be in flight")
         status, _ = http("POST", f"http://{address}/score", {"instances": ROWS[:1]}, timeout=SOCKET_TIMEOUT_S)
@@ -81,7 +81,7 @@ def test_stalled_uploads_hold_no_admission_place_and_get_408(server):
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b'"code":"request_timeout"' in answer and b"APG_BODY_TIMEOUT_S" in answer
     assert answered(app, 408) - before == len(stalled)
-    assert app.state.admission.in_progress == 0
+    assert app.state.services.admission.in_progress == 0
 
 
 @contextlib.contextmanager

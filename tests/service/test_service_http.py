@@ -15,7 +15,7 @@ from synthetic_bundle import ROWS, build_bundle, edit_manifest, reference_scores
 
 from service.bundle import load_bundle
 from service.errors import install_error_handlers
-from service.routes.common import LeanRoute
+from service.http import LeanRoute
 
 
 def expected(bundle, rows) -> np.ndarray:
@@ -220,7 +220,7 @@ def test_not_ready_before_startup(app):
 def test_not_ready_after_shutdown(app):
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 200
-    assert app.state.runtime.ready is False
+    assert app.state.services.runtime.ready is False
 
 
 def test_admin_reload(client, make_bundle):
@@ -345,7 +345,7 @@ def test_a_bug_is_a_500_json_with_request_id(client, monkeypatch):
     async def broken(payload):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(client.app.state.scorer, "score_payload", broken)
+    monkeypatch.setattr(client.app.state.services.scorer, "score_payload", broken)
     r = client.post("/score", json={"instances": ROWS}, headers={"X-Request-ID": "bug-1"})
     assert_error(r, 500, "internal")
     assert r.headers["x-request-id"] == "bug-1"

@@ -118,7 +118,7 @@ def test_grpc_model_infer_with_the_id_tensor_alone(bundle, store):
     app = make_app(bundle.path, item_store=store, grpc_port=0)
     ids = draw(30, seed=4)
     with (
-        uvicorn_thread(app, **uvicorn_options(app.state.settings)),
+        uvicorn_thread(app, **uvicorn_options(app.state.services.settings)),
         triton.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}") as c,
     ):
         tensors = []

@@ -25,7 +25,7 @@ ROWS_V2 = [r for r in ROWS if r.get("age") is not None]
 def live(bundle):
     """host:port of a running server, run as `apg serve` runs it."""
     app = make_app(bundle.path)
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         yield address
 
 
@@ -122,7 +122,7 @@ def test_schemathesis_all_checks_hold(bundle, auth):
     - the same on /score bodies that break its two unstateable rules (beyond_json_schema), and on /admin/reload,
       whose schema-valid paths need not name a bundle."""
     app = make_app(bundle.path, **({"auth_token": "score-test"} if auth else {}))
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         base = f"http://{address}"
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json", config=CONFIG)
         load_all_checks()

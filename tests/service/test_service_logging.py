@@ -13,7 +13,7 @@ import pytest
 from service_testing import TestClient, make_app
 from synthetic_bundle import ROWS
 
-from service import middleware
+from service import observe
 
 ACCESS = logging.getLogger("apg.access")
 
@@ -62,7 +62,7 @@ def test_one_line_per_request_without_feature_values(captured):
     client, lines = captured
     c = client()
     with as_deployed():
-        assert middleware._sole_handler() is not None  # the fast path is the one under test here
+        assert observe._sole_handler() is not None  # the fast path is the one under test here
         assert c.post("/score", json={"instances": ROWS[:3]}, headers={"x-request-id": "abc-1"}).status_code == 200
         assert c.post("/score", json={"instances": []}).status_code == 400
         c.get("/livez")  # a probe: debug only
@@ -93,7 +93,7 @@ def test_other_handlers_get_the_same_line_through_logging(captured):
     extra.emit = records.append
     ACCESS.addHandler(extra)
     try:
-        assert middleware._sole_handler() is None
+        assert observe._sole_handler() is None
         c.post("/score", json={"instances": ROWS[:2]})
     finally:
         ACCESS.removeHandler(extra)
@@ -110,7 +110,7 @@ def test_a_handler_level_or_a_broken_stream_is_respected(captured):
     with as_deployed():
         handler.setLevel(logging.WARNING)  # the handler, not the logger, filters: no access line at all
         try:
-            assert middleware._sole_handler() is None
+            assert observe._sole_handler() is None
             c.post("/score", json={"instances": ROWS[:1]})
         finally:
             handler.setLevel(logging.NOTSET)

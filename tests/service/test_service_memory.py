@@ -68,8 +68,8 @@ def upload(port: int, body: bytes, together: threading.Barrier | None = None) ->
 
 def test_a_body_that_would_exceed_the_budget_is_refused_before_it_is_read(bundle):
     app = make_app(bundle.path, max_body_bytes=4096, max_inflight_body_bytes=4096, body_timeout_s=5)
-    budget = app.state.bodies
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    budget = app.state.services.bodies
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         holder = start_upload(address, 3000, b'{"instances": [')  # 3,000 bytes taken, its body on its way
         wait_for(lambda: budget.held == 3000, 5, interval=0.02, what="the first body to be held")
         declared = start_upload(address, 3000, b" " * 3000)  # does not fit: read on, dropped, refused
@@ -87,8 +87,8 @@ def test_a_body_that_would_exceed_the_budget_is_refused_before_it_is_read(bundle
 
 def test_a_chunked_body_takes_its_chunks_and_is_refused_where_the_budget_runs_out(bundle):
     app = make_app(bundle.path, max_body_bytes=4096, max_inflight_body_bytes=4096, body_timeout_s=5)
-    budget = app.state.bodies
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address:
+    budget = app.state.services.bodies
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address:
         holder = start_upload(address, 3000, b"{")
         wait_for(lambda: budget.held == 3000, 5, interval=0.02, what="the first body to be held")
         host, port = address.split(":")

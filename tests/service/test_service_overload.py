@@ -15,7 +15,7 @@ from service_testing import make_app, run, serving
 from synthetic_bundle import ROWS
 from test_service_admission import hold_model_run
 
-from service.routes import common
+from service import http as plumbing
 from service.server import uvicorn_options
 
 LIMITS = {"max_concurrency": 1, "max_queue": 2}
@@ -65,15 +65,15 @@ def test_a_full_worker_refuses_before_the_route_with_the_routes_answer(bundle, m
     body = orjson.dumps({"instances": ROWS})
     routed = []  # the route's work: reading the body for itself, parsing it
     for name in ("read_body", "parse_json"):
-        original = getattr(common, name)
-        monkeypatch.setattr(common, name, lambda *a, _f=original, _n=name: routed.append(_n) or _f(*a))
+        original = getattr(plumbing, name)
+        monkeypatch.setattr(plumbing, name, lambda *a, _f=original, _n=name: routed.append(_n) or _f(*a))
 
     async def main():
         async with serving(app):
-            app.state.admission.in_progress = app.state.admission.limit  # full
+            app.state.services.admission.in_progress = app.state.services.admission.limit  # full
             post = asgi_post(app, path, [body[:10], body[10:]])  # the body in two messages: read all, then answered
             await app(*post[:3])
-            app.state.admission.in_progress = 0
+            app.state.services.admission.in_progress = 0
             return post
 
     _, _, _, answer, read = run(main())
@@ -84,7 +84,7 @@ def test_a_full_worker_refuses_before_the_route_with_the_routes_answer(bundle, m
     error = orjson.loads(answer["body"])
     error = error["error"] if not path.startswith("/v2/") else {**error, "message": error["error"]}
     assert error["code"] == "overloaded" and "APG_MAX_CONCURRENCY + APG_MAX_QUEUE = 3" in error["message"]
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     route = path.replace(MODEL, "{name}")
     assert registry.get_sample_value("apg_requests_total", {"route": route, "code": "503"}) == 1
 
@@ -97,7 +97,7 @@ def test_the_early_answer_is_the_one_the_route_gives(bundle):
 
     async def main():
         async with serving(app):
-            gate = app.state.admission
+            gate = app.state.services.admission
             gate.in_progress = gate.limit
             early = asgi_post(app, "/score", [body])
             await app(*early[:3])
@@ -124,10 +124,10 @@ def test_a_refused_body_over_the_limit_closes_the_connection(bundle):
 
     async def main():
         async with serving(app):
-            app.state.admission.in_progress = app.state.admission.limit
+            app.state.services.admission.in_progress = app.state.services.admission.limit
             post = asgi_post(app, "/score", [b" " * 1000, b" " * 1000, b"{}"])
             await app(*post[:3])
-            app.state.admission.in_progress = 0
+            app.state.services.admission.in_progress = 0
             return post[3], post[4]
 
     answer, read = run(main())
@@ -154,11 +154,11 @@ def test_over_http_a_refused_upload_reads_its_503_and_keeps_its_connection(bundl
     # 503 (no reset: the body was read before the answer); a keep-alive client reads it and sends its next request on
     # the same connection (the refused body did not become the start of that request).
     app = make_app(bundle.path, max_concurrency=1, max_queue=0)
-    with uvicorn_thread(app, **uvicorn_options(app.state.settings)) as address, ThreadPoolExecutor(1) as pool:
+    with uvicorn_thread(app, **uvicorn_options(app.state.services.settings)) as address, ThreadPoolExecutor(1) as pool:
         release = hold_model_run(monkeypatch)  # after the warm-up
         held = pool.submit(http, "POST", f"http://{address}/score", {"instances": ROWS[:1]}, 20)
         try:
-            wait_for(lambda: app.state.admission.full, 10, interval=0.01, what="the worker to be full")
+            wait_for(lambda: app.state.services.admission.full, 10, interval=0.01, what="the worker to be full")
             body = orjson.dumps({"instances": ROWS[:1], "pad": "x" * 7_000_000})  # more than socket buffers hold
             status, answer = http("POST", f"http://{address}/score", body, timeout=20)  # urllib: Connection: close
             assert status == 503 and orjson.loads(answer)["error"]["code"] == "overloaded"
@@ -177,5 +177,5 @@ def test_over_http_a_refused_upload_reads_its_503_and_keeps_its_connection(bundl
         finally:
             release.set()
         assert held.result(timeout=20)[0] == 200
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_requests_total", {"route": "/score", "code": "503"}) == 2

@@ -25,7 +25,8 @@ def client(bundle, tmp_path):
 
 
 def clipped(c, feature: str) -> float:
-    return c.app.state.metrics.registry.get_sample_value("apg_clipped_values_total", {"feature": feature}) or 0.0
+    registry = c.app.state.services.metrics.registry
+    return registry.get_sample_value("apg_clipped_values_total", {"feature": feature}) or 0.0
 
 
 def test_a_clipped_number_scores_as_the_bound_and_is_counted(client):

@@ -38,7 +38,7 @@ def client_for(root: Path, **settings) -> TestClient:
 
 
 def metric(client, name, labels):
-    return client.app.state.metrics.registry.get_sample_value(name, labels)
+    return client.app.state.services.metrics.registry.get_sample_value(name, labels)
 
 
 def test_every_bundle_is_served_under_its_directory_name(repo):
@@ -223,12 +223,12 @@ def test_a_full_shadow_queue_drops_and_counts_and_the_answer_goes_on(repo):
     async def main():
         app = make_app(repo["root"], models=repo["root"], default_model="base", shadow=["apg"], shadow_queue=1)
         async with serving(app) as client:
-            shadow = app.state.shadow
+            shadow = app.state.services.shadow
             shadow._task.cancel()  # a consumer that never catches up: the one place fills, the rest is dropped
             answers = [await client.post("/score", json={"instances": ROWS}) for _ in range(5)]
             assert all(a.status_code == 200 for a in answers)
             assert shadow._queue.qsize() == 1
-            return app.state.metrics.registry.get_sample_value
+            return app.state.services.metrics.registry.get_sample_value
 
     sample = run(main())
     assert sample("apg_shadow_requests_total", {"shadow": "apg", "result": "dropped"}) == 4
@@ -251,15 +251,15 @@ def test_a_failing_shadow_is_counted_and_never_fails_the_answer(repo):
     async def main():
         app = make_app(repo["root"], models=repo["root"], default_model="base", shadow=["apg"])
         async with serving(app) as client:
-            app.state.runtime.models = {**app.state.runtime.models, "apg": Broken()}
+            app.state.services.runtime.models = {**app.state.services.runtime.models, "apg": Broken()}
             assert (await client.post("/score", json={"instances": ROWS})).status_code == 200
             for _ in range(200):
-                if app.state.metrics.registry.get_sample_value(
+                if app.state.services.metrics.registry.get_sample_value(
                     "apg_shadow_requests_total", {"shadow": "apg", "result": "error"}
                 ):
                     break
                 await asyncio.sleep(0.01)
-            return app.state.metrics.registry.get_sample_value
+            return app.state.services.metrics.registry.get_sample_value
 
     assert run(main())("apg_shadow_requests_total", {"shadow": "apg", "result": "error"}) == 1
 
@@ -312,7 +312,7 @@ def test_a_shadow_reading_the_same_contract_keeps_only_the_tensors(repo):
     async def main():
         app = make_app(repo["root"], models=repo["root"], default_model="base", shadow=["apg"])
         async with serving(app) as client:
-            shadow = app.state.shadow
+            shadow = app.state.services.shadow
             shadow._task.cancel()
             assert (await client.post("/score", json={"instances": ROWS})).status_code == 200
             (_, encode, feeds, _) = shadow._queue.get_nowait()

@@ -57,7 +57,7 @@ def test_micro_batching_returns_each_caller_its_own_scores(bundle):
     responses = run(main())
     got = np.array([r.json()["scores"][0] for r in responses])
     np.testing.assert_allclose(got, scores_for(bundle, rows), atol=1e-6)
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_inference_batch_rows_count") == 1
     assert registry.get_sample_value("apg_inference_batch_rows_sum") == 40
     assert registry.get_sample_value("apg_request_rows_count") == 40
@@ -80,7 +80,7 @@ def test_micro_batching_with_mixed_request_sizes(bundle):
     for req, r in zip(requests, responses, strict=True):
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["scores"], scores_for(bundle, req), atol=1e-6)
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_inference_batch_rows_sum") == sum(map(len, requests))
 
 
@@ -125,7 +125,7 @@ def test_hot_reload_under_load(bundle, make_bundle, tmp_path):
     for r in results:  # every answer is wholly one model's
         body = r.json()
         np.testing.assert_allclose(body["scores"], expected[body["model"]["version"]], atol=1e-6)
-    registry = app.state.metrics.registry
+    registry = app.state.services.metrics.registry
     assert registry.get_sample_value("apg_model_reloads_total", {"result": "ok"}) == 1
     assert registry.get_sample_value("apg_model_reloads_total", {"result": "error"}) == 1
 
@@ -154,7 +154,7 @@ def test_small_calls_run_inline_and_larger_ones_in_the_pool(bundle):
 
     async def main():
         async with serving(app) as c:
-            pool, submitted = app.state.runtime._pool, []
+            pool, submitted = app.state.services.runtime._pool, []
             original = pool.submit
             pool.submit = lambda *a, **k: (submitted.append(1), original(*a, **k))[1]
             small = await c.post("/score", json={"instances": varied_rows(16)})
@@ -174,7 +174,7 @@ def test_cuda_calls_always_go_to_the_pool(bundle):
 
     async def main():
         async with serving(app) as c:
-            runtime = app.state.runtime
+            runtime = app.state.services.runtime
             runtime.model = dataclasses.replace(runtime.model, provider="CUDAExecutionProvider")
             pool, submitted = runtime._pool, []
             original = pool.submit

@@ -1,38 +1,37 @@
-"""What every route shares: the app's objects, the bearer-token check, bounded body reading, JSON parsing,
-and LeanRoute, the route class of the scoring hot path."""
+"""HTTP plumbing every route shares: the app's objects, the OpenAPI error entries, bounded body reading, JSON parsing,
+and LeanRoute, the route class of the scoring hot path. (The bearer token is service/auth.py's.)
+
+    app = state(request)                                        # the app's Services: settings, runtime, scorer...
+    return await received_then_admitted(request, handler)       # a scoring route: body read, then admitted
+    payload = parse_json(body)                                  # 400 invalid_json on anything orjson refuses
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 from starlette.routing import request_response
 
 from service.errors import (
     BadRequest,
     ClientClosedRequest,
-    Forbidden,
     InvalidJSON,
     PayloadTooLarge,
     RequestTimeout,
-    Unauthorized,
     UnsupportedMediaType,
 )
 from service.settings import Settings
 
 if TYPE_CHECKING:  # (service/admission.py imports this module)
     from service.admission import Admission, BodyHold
-
-_bearer = HTTPBearer(auto_error=False, description="APG_AUTH_TOKEN for scoring (when set), APG_ADMIN_TOKEN for /admin.")
+    from service.services import Services
 
 _DETAILS = {"code": {"type": "string"}, "field": {"type": ["string", "null"]}, "row": {"type": ["integer", "null"]}}
 _MESSAGE = {"type": "string"}
@@ -64,24 +63,9 @@ def error_responses(*statuses: int, v2: bool = False) -> dict[int | str, dict[st
     return {s: {"description": text[s], "content": {"application/json": {"schema": schema}}} for s in statuses}
 
 
-def state(request: Request) -> Any:
-    """app.state: settings, metrics, runtime, admission, batcher, scorer (set by create_app)."""
-    return request.app.state
-
-
-def authorize(request: Request) -> None:
-    """When APG_AUTH_TOKEN is set, the request needs `Authorization: Bearer <token>` (401 otherwise).
-    Called by the scoring endpoints themselves (LeanRoute runs no dependencies)."""
-    check_bearer(state(request).settings, request.headers.get("authorization", ""))
-
-
-def check_bearer(settings: Settings, authorization: str) -> None:
-    """Unauthorized unless `authorization` is `Bearer <APG_AUTH_TOKEN>` (nothing to check when no token is set): the
-    Authorization header of HTTP requests, the `authorization` metadata of gRPC calls (service/grpc)."""
-    token = settings.token()
-    if token is not None:
-        scheme, _, given = authorization.partition(" ")
-        _check(given.strip() if scheme.lower() == "bearer" else "", token)
+def state(request: Request) -> Services:
+    """The app's Services (service/services.py: settings, metrics, runtime, admission, scorer...; create_app)."""
+    return request.app.state.services
 
 
 class LeanRoute(APIRoute):
@@ -90,8 +74,8 @@ class LeanRoute(APIRoute):
     the model at batch 1 (docs/OPTIMISATIONS.md). Every LeanRoute is a scoring route: its endpoint starts with
     `received_then_admitted`, and while the worker is full the middleware answers its 503 before routing
     (service/admission.py). The endpoint takes the Request and the path parameters as
-    keyword arguments, returns a Response, and checks the token itself with `authorize` (`document_security` then
-    declares the bearer scheme in OpenAPI, when a token is configured). Route dependencies
+    keyword arguments, returns a Response, and checks the token itself with service/auth.py's `authorize`
+    (`document_security` there declares the bearer scheme in OpenAPI, when a token is configured). Route dependencies
     would silently not run, so they are refused; for the same reason these routes are put in the app's route list
     directly, never through `include_router(..., dependencies=...)`, whose dependencies would be skipped too."""
 
@@ -110,33 +94,6 @@ class LeanRoute(APIRoute):
             return await endpoint(request, **request.path_params)
 
         return handler
-
-
-def document_security(schema: dict[str, Any], routes: list[Any], token_set: bool) -> None:
-    """OpenAPI: the LeanRoute operations need the bearer token exactly when APG_AUTH_TOKEN is set (authorize)."""
-    if not token_set:
-        return
-    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-    schemes.setdefault("HTTPBearer", {"type": "http", "scheme": "bearer"})
-    for route in routes:
-        if isinstance(route, LeanRoute):
-            for method in route.methods:
-                schema["paths"][route.path_format][method.lower()]["security"] = [{"HTTPBearer": []}]
-
-
-async def require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """/admin/* always needs a bearer token (it loads files from disk); with none configured it is off."""
-    token = state(request).settings.admin()
-    if token is None:
-        raise Forbidden("the admin API is off: set APG_ADMIN_TOKEN; SIGHUP still reloads")
-    _check(credentials.credentials if credentials is not None else "", token)
-
-
-def _check(given: str, token: str) -> None:
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise Unauthorized()
 
 
 DRAIN_MAX_BYTES = 64 * 1024 * 1024  # of a body refused for its size, read on and dropped before the 413
@@ -259,10 +216,9 @@ async def received_then_admitted(request: Request, handler, admission: Admission
     way holds no place), and run `handler(app, request, body)` there; the body's bytes go back to the budget once it
     is answered."""
     app = state(request)
-    t = time.perf_counter()
     hold = app.bodies.hold()
-    body = await read_body(request, app.settings, hold)
-    app.metrics.stage("receive", time.perf_counter() - t)
+    with app.metrics.timed("receive"):
+        body = await read_body(request, app.settings, hold)
     try:
         async with admission or app.admission:
             return await handler(app, request, body)
