@@ -10,12 +10,13 @@ initialisation, the first-order term's pooling, gradient clipping) is listed in 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from scripts import venvs
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO / ".venv-fuxictr"
@@ -51,10 +52,7 @@ def check(venv: Path) -> dict[str, str]:
 
 
 def setup(venv: Path) -> dict[str, str]:
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    subprocess.run([*pip, *PINS], check=True)
+    venvs.make(venv, PINS)
     return check(venv)
 
 
@@ -175,19 +173,7 @@ def run_fuxictr(plan, arm: str, recipe, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m scripts.experiments.reference_fuxictr", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("action", choices=["setup", "check"])
-    p.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    args = p.parse_args(argv)
-    try:
-        versions = setup(args.venv) if args.action == "setup" else check(args.venv)
-    except (FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"reference_fuxictr: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.venv}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return 0
+    return venvs.command(argv, "python -m scripts.experiments.reference_fuxictr", __doc__, DEFAULT_VENV, setup, check)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ stays in the path), the model's v2 REST route; everything else is ModelServer's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
+from scripts import venvs
 from scripts.clients.launch import REPO, Servers
 
 DEFAULT_VENV = REPO / ".venv-kserve"
@@ -68,11 +68,7 @@ def check(venv: Path) -> dict[str, str]:
 
 
 def setup(venv: Path) -> dict[str, str]:
-    venv = Path(venv)
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    subprocess.run([*pip, *requirements()], check=True)
+    venvs.make(venv, requirements())
     return check(venv)
 
 
@@ -91,17 +87,7 @@ def start(servers: Servers, venv: Path, bundle: Path, name: str, env: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.bench.peers.kserve_peer", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["setup", "check"])
-    p.add_argument("--venv", default=str(DEFAULT_VENV))
-    args = p.parse_args(argv)
-    try:
-        versions = setup(Path(args.venv)) if args.action == "setup" else check(Path(args.venv))
-    except (FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"kserve_peer: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.venv}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return 0
+    return venvs.command(argv, "python -m scripts.bench.peers.kserve_peer", __doc__, DEFAULT_VENV, setup, check)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ MLServer's default (its gzip middleware stays in the path but compresses nothing
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts import venvs
 from scripts.clients.http import HOST, Connection
 from scripts.clients.launch import REPO, Servers, free_port
 from scripts.clients.v2 import json_scores
@@ -85,11 +85,7 @@ def check(venv: Path) -> dict[str, str]:
 
 def setup(venv: Path) -> dict[str, str]:
     """Create (or update) the environment with pip from the package index, then check it."""
-    venv = Path(venv)
-    if not venv_python(venv).exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check"]
-    subprocess.run([*pip, *requirements()], check=True)
+    venvs.make(venv, requirements())
     return check(venv)
 
 
@@ -183,19 +179,7 @@ def _v2_scores(port: int, raw: bytes) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m scripts.bench.peers.mlserver_peer", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("action", choices=["setup", "check"], help="setup: create/update the environment; check: versions")
-    p.add_argument("--venv", default=str(DEFAULT_VENV), help="MLServer's virtual environment")
-    args = p.parse_args(argv)
-    try:
-        versions = setup(Path(args.venv)) if args.action == "setup" else check(Path(args.venv))
-    except (FileNotFoundError, RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"mlserver_peer: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.venv}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return 0
+    return venvs.command(argv, "python -m scripts.bench.peers.mlserver_peer", __doc__, DEFAULT_VENV, setup, check)
 
 
 if __name__ == "__main__":
