@@ -48,6 +48,9 @@ class Recipe:
     rank: int = 16  # rank_k
     cond_hidden: int = 32  # hypernet_config.hidden_units: [cond_hidden], or [] (a linear G) at 0
     generate_bias: bool = False  # generate_bias
+    init: str = "default"  # ours only (ModelConfig.init): FuxiCTR always initialises its own way (xavier, std 1e-4)
+
+    OURS_ONLY = ("init",)
 
     def point(self) -> dict:
         """What differs from the default recipe (the name of a grid point)."""
@@ -101,6 +104,9 @@ def store_path(results: Path) -> Path:
 
 
 def key(lib: str, arm: str, recipe: Recipe, seed: int) -> str:
+    """What identifies a run; a knob only our library has is not part of FuxiCTR's runs' identity."""
+    if lib != "ours":
+        recipe = replace(recipe, **{k: getattr(Recipe(), k) for k in Recipe.OURS_ONLY})
     return json.dumps({"lib": lib, "arm": arm, "recipe": asdict(recipe), "seed": seed}, sort_keys=True)
 
 
@@ -179,6 +185,7 @@ def ours_configs(arm: str, recipe: Recipe, seed: int, plan: Plan):
         hidden=recipe.hidden,
         dropout=recipe.dropout,
         batch_norm=recipe.batch_norm,
+        init=recipe.init,
         apg=apg if arm == "self" else APGConfig(),
     )
     train = TrainConfig(
@@ -393,6 +400,7 @@ def run_from_args(args) -> int:
             check(plan.venv)
         run(plan)
     text = report(plan)
-    (plan.results / f"reference-{DATA}.md").write_text(text)
+    name = "" if plan.grid == (Recipe(),) else "-" + (_slug(plan.grid[0]) if len(plan.grid) == 1 else "grid")
+    (plan.results / f"reference-{DATA}{name}.md").write_text(text)
     print(text)
     return 0

@@ -206,3 +206,11 @@ def test_welch_interval_against_scipy():
     assert r["p"] == pytest.approx(t.pvalue) and r["mean"] == pytest.approx(np.mean(a) - np.mean(b))
     ci = t.confidence_interval(0.90)
     assert r["ci"] == pytest.approx((ci.low, ci.high))
+
+
+def test_a_knob_only_ours_has_leaves_fuxictrs_runs_as_they_are():
+    xavier = replace(Recipe(), init="xavier")
+    assert reference.key("fuxictr", "base", xavier, 1) == reference.key("fuxictr", "base", Recipe(), 1)
+    assert reference.key("ours", "base", xavier, 1) != reference.key("ours", "base", Recipe(), 1)
+    model_cfg, _ = reference.ours_configs("self", xavier, 1, Plan())
+    assert model_cfg.init == "xavier"
