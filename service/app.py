@@ -35,7 +35,7 @@ from service.batching import MicroBatcher
 from service.connections import CONNECTIONS, ConnectionGuard
 from service.errors import install_error_handlers
 from service.experiment import Experiment
-from service.fanout import ReloadFanout
+from service.fanout import ReloadFanout, stop_handling
 from service.feedback import FeedbackConfig, FeedbackStore
 from service.feedback.keeper import StoreKeeper
 from service.feedback.prometheus import FeedbackMetrics, WindowCollector
@@ -157,8 +157,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await grpc_api.stop(grpc_server)  # first: its in-flight calls still need the batcher and the runtime
         if services.fanout is not None:
             services.fanout.stop()
-        if hangup:
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if hangup:  # ignored from now on: the supervisor may still pass one on while this worker stops
+            stop_handling(signal.SIGHUP)
         if uvicorn_sigterm is not None:
             signal.signal(signal.SIGTERM, uvicorn_sigterm)
         if services.batcher is not None:  # first: its running batches still need the runtime's thread pool

@@ -26,12 +26,12 @@ Workers converge (issue 25: a re-export, or an overwrite right after a reload, l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import orjson
@@ -45,6 +45,17 @@ ANNOUNCEMENT = "reload.json"  # in the workers' shared directory
 SUPERVISOR = "APG_SUPERVISOR_PID"  # set by service.server for the workers of its supervisor (not a setting)
 FOLLOW = signal.SIGUSR1  # a worker → the supervisor → every worker: follow the announcement
 RETRY_S = 2.0  # after a failed reload: how long until the announcement is tried again
+
+
+def stop_handling(sig: int) -> None:
+    """The running loop stops handling ``sig`` and the process ignores it from now on, with no moment in between
+    in which its default action (terminate) applies: a worker that shuts down must not die of a late signal."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
+    try:
+        asyncio.get_running_loop().remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one that arrived meanwhile is delivered, and ignored
 
 
 def identity(model) -> dict[str, str]:
@@ -61,7 +72,7 @@ class ReloadFanout:
     def __init__(self, path: Path, runtime: Runtime, supervisor: int | None = None) -> None:
         self.path, self.runtime, self.supervisor = path, runtime, supervisor
         self._seen: bytes | None = None  # the announcement last followed
-        self._retry_at: float | None = None  # monotonic time to try a failed reload again (None: nothing failed)
+        self._failed = False  # the last follow failed: the next wake-up (the retry timer, or any FOLLOW) tries again
         self._task: asyncio.Task | None = None  # the follow in progress
         self._again = False  # FOLLOW came during it: read the announcement once more afterwards
         self._timer: asyncio.TimerHandle | None = None  # the retry of a failed reload
@@ -101,18 +112,20 @@ class ReloadFanout:
 
     def start(self) -> None:
         """FOLLOW → follow the announcement (on the main thread's loop only), and follow it once now: a worker
-        started after an announcement serves the announced bundle too."""
+        started after an announcement follows it too (once started: it may answer a few requests with the
+        configured bundle before)."""
         try:
             asyncio.get_running_loop().add_signal_handler(FOLLOW, self.wake)
             self._handler = True
-        except (ValueError, RuntimeError, NotImplementedError):
-            pass
+        except (ValueError, RuntimeError, NotImplementedError) as exc:  # not the main thread's loop (tests' threads)
+            log.warning("FOLLOW cannot be handled here (%s): this worker follows announcements only at start", exc)
+            with contextlib.suppress(ValueError):
+                signal.signal(FOLLOW, signal.SIG_IGN)  # a FOLLOW must not kill it
         self.wake()
 
     def stop(self) -> None:
         if self._handler:  # ignored from now on: a late FOLLOW must not kill a worker that shuts down
-            asyncio.get_running_loop().remove_signal_handler(FOLLOW)
-            signal.signal(FOLLOW, signal.SIG_IGN)
+            stop_handling(FOLLOW)
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
@@ -124,11 +137,6 @@ class ReloadFanout:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._follow())
 
-    def _retry(self) -> None:
-        if self._retry_at is not None:
-            self._retry_at = time.monotonic()  # due now (a timer may fire a little early)
-        self.wake()
-
     async def _follow(self) -> None:
         while self._again:
             self._again = False
@@ -138,7 +146,7 @@ class ReloadFanout:
                 await self.check()
             except Exception as exc:  # logged by Runtime.reload; the old model keeps serving
                 log.warning("announced reload not followed (tried again in %g s): %s", RETRY_S, exc)
-                self._timer = asyncio.get_running_loop().call_later(RETRY_S, self._retry)
+                self._timer = asyncio.get_running_loop().call_later(RETRY_S, self.wake)
 
     async def check(self) -> None:
         """Reload every announced model this worker does not serve exactly; RuntimeError naming those that failed."""
@@ -146,10 +154,9 @@ class ReloadFanout:
             text = self.path.read_bytes()
         except FileNotFoundError:
             return
-        due = self._retry_at is not None and time.monotonic() >= self._retry_at
-        if text == self._seen and not due:
+        if text == self._seen and not self._failed:  # (after a failure any wake-up tries again: its timer is gone)
             return
-        self._seen, self._retry_at = text, None
+        self._seen, self._failed = text, False
         failed = []
         for name, wanted in orjson.loads(text).items():  # each model on its own: one that fails never blocks the others
             current = self.runtime.models.get(name) if name else self.runtime.model
@@ -171,5 +178,5 @@ class ReloadFanout:
                 )
                 self.announce(model)
         if failed:
-            self._retry_at = time.monotonic() + RETRY_S
+            self._failed = True
             raise RuntimeError("; ".join(failed))

@@ -40,17 +40,19 @@ class Workers(Multiprocess):
         self._owed: dict[int, set[int]] = {}  # pid → the signals still to be passed on to that worker
         uvicorn_log.info("Started parent process [%d]", os.getpid())
         self.init_processes()
-        with _woken_by_signals() as wake:
-            while not self.should_exit.is_set():
-                select.select([wake], [], [], TICK_S)
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake, 512)
-                workers = {process.pid for process in self.processes}
-                self.handle_signals()
-                self.keep_subprocess_alive()
-                self._reaped(workers - {process.pid for process in self.processes})
-        self.terminate_all()
-        self.join_all()
+        try:
+            with _woken_by_signals() as wake:
+                while not self.should_exit.is_set():
+                    select.select([wake], [], [], TICK_S)
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake, 512)
+                    workers = {process.pid for process in self.processes}
+                    self.handle_signals()
+                    self.keep_subprocess_alive()
+                    self._reaped(workers - {process.pid for process in self.processes})
+        finally:  # whatever stopped the loop, the workers stop with it
+            self.terminate_all()
+            self.join_all()
         uvicorn_log.info("Stopping parent process [%d]", os.getpid())
 
     def handle_hup(self) -> None:

@@ -129,6 +129,9 @@ def read_answer(key) -> int | None:
 # ---------------------------------------------------------------- readiness
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class NotReady(RuntimeError):
     """A server that did not answer 200 in time, or exited first."""
 
@@ -145,16 +148,13 @@ def wait_ready(
     (the server, when this side started it) has exited; the message names the last answer and ends with `log`'s
     tail."""
     parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    host, port = parts.hostname or HOST, parts.port or (443 if tls else 80)
     headers = {"Authorization": f"Bearer {token}"} if token else None
     deadline, last = time.monotonic() + timeout, "no answer"
     while True:
         if process is not None and process.poll() is not None:
             raise NotReady(f"{url}{path}: the server exited with {process.returncode} ({last}){_with_log(log)}")
         try:
-            with Connection(port, host, timeout=2.0, tls=tls) as conn:
-                status = conn.get(path, headers)[0]
+            status = _status(parts, path, headers)
             if status == 200:
                 return
             last = f"HTTP {status}"
@@ -163,6 +163,21 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise NotReady(f"{url}{path} not ready after {timeout:g} s ({last}){_with_log(log)}")
         time.sleep(READY_POLL_S)
+
+
+def _status(parts, path: str, headers: dict | None) -> int:
+    """The status of GET path under the URL's own path: over the raw client on a loopback http:// server (what the
+    tools start), over httpx (proxies, chunked answers, the port in Host) for anything else."""
+    target = parts.path.rstrip("/") + path
+    if parts.scheme == "http" and parts.hostname in LOOPBACK:
+        with Connection(parts.port or 80, parts.hostname, timeout=2.0) as conn:
+            return conn.get(target, headers)[0]
+    import httpx
+
+    try:
+        return httpx.get(f"{parts.scheme}://{parts.netloc}{target}", headers=headers, timeout=2.0).status_code
+    except httpx.HTTPError as exc:  # (no answer yet: the same as a refused raw connection)
+        raise ConnectionError(type(exc).__name__) from exc
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -53,7 +53,7 @@ def _tensor(name: str, column: list, numeric: bool, trailing_one: bool) -> Tenso
         return Tensor(name, single, "FP64", [float(v) for v in column])
     if any(isinstance(v, list | tuple) for v in column):  # multi-valued: [B, K], padded with missing
         rows = [list(v) if isinstance(v, list | tuple) else [v] for v in column]
-        k = max(1, *map(len, rows))
+        k = max(2, *map(len, rows))  # at least 2: the service reads a [B, 1] column as one text per row, split on sep
         return Tensor(name, [len(rows), k], "BYTES", [_text(v) for r in rows for v in [*r, *[None] * (k - len(r))]])
     return Tensor(name, single, "BYTES", [_text(v) for v in column])
 

@@ -80,7 +80,8 @@ async def model_ready(request: Request, name: str) -> Response:
     "/models/{name}/versions/{version}/ready", summary="Model readiness", responses=error_responses(404, 503, v2=True)
 )
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
-    return json_response(200, {"name": _model(request, name, version).name, "ready": True})
+    model = await oip.model_ready(state(request), name, version)  # the same rule as gRPC's ModelReady
+    return json_response(200, {"name": model.name, "ready": True})
 
 
 def _metadata(model: Any) -> Response:

@@ -45,6 +45,8 @@ def test_the_readiness_wait_sends_the_token_and_names_what_it_got(slow_server):
     assert (method, path, headers["authorization"]) == ("GET", "/readyz", "Bearer t")
     with pytest.raises(NotReady, match=r"http://127.0.0.1:\d+/readyz not ready after 0.3 s \(ConnectionRefusedError\)"):
         wait_ready(f"http://127.0.0.1:{free_port()}", 0.3)
+    wait_ready(server.url + "/apg/", 5)  # a service behind a path prefix: its readiness is under the prefix
+    assert server.requests[-1][1] == "/apg/readyz"
 
 
 def test_a_server_that_exits_is_not_waited_for(tmp_path):

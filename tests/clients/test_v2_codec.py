@@ -43,6 +43,10 @@ ROWS = {  # a multi value as a list ([B, K]) or as one string the service splits
         {"user_id": 7, "age": 19.5, "genres": "War", "tags": ["a|b"]},  # a lone string in a column of lists
         {"user_id": "8", "age": 40, "genres": ["War", "Comedy", "Drama"], "tags": ["z", "x", "y", "unseen"]},
     ],
+    "one-value lists": [  # still [B, K >= 2]: a [B, 1] column would be one text per row, split on the field's sep
+        {"user_id": "7", "age": 30, "genres": ["War"], "tags": ["a|b"]},
+        {"user_id": "8", "age": 20, "genres": ["Comedy|Drama"], "tags": ["x"]},
+    ],
     "strings": [
         {"user_id": "196", "age": 30, "genres": "Comedy|Drama", "tags": ["x"]},
         {"user_id": 8.0, "age": 19.5, "genres": "War", "tags": ["a|b"]},

@@ -111,3 +111,28 @@ def test_a_failed_follow_is_retried_by_a_timer_and_nothing_polls_otherwise(tmp_p
 
     first, second, idle = asyncio.run(scenario())
     assert first == second and first[0] == "o1" and idle
+
+
+def test_a_failed_reload_is_tried_again_even_when_the_same_announcement_wakes_the_worker_first(tmp_path, monkeypatch):
+    """A second FOLLOW with the same announcement (the same POST sent twice, or a worker that reads the announcement
+    at start and is then passed the FOLLOW) used to cancel the retry timer without retrying: the worker stayed on
+    the old bundle."""
+    monkeypatch.setattr(fanout_module, "RETRY_S", 0.1)
+    path = build_bundle(tmp_path / "bundle", version="v1", seed=0).path
+
+    async def scenario():
+        (first, first_fanout), (second, second_fanout) = await two_workers(tmp_path, path)
+        build_bundle(path, version="v2", seed=1)
+        first_fanout.announce(await first.reload(path))
+        (path / "model.onnx").write_bytes(b"being written")  # the second worker's reload fails
+        second_fanout.wake()
+        await asyncio.sleep(0.02)
+        second_fanout.wake()  # the same announcement again, before the retry timer fires
+        await asyncio.sleep(0.02)
+        build_bundle(path, version="v2", seed=1)  # the bundle is whole again
+        await asyncio.sleep(0.5)
+        second_fanout.stop()
+        return served(first), served(second)
+
+    first, second = asyncio.run(scenario())
+    assert second == first and second[0] == "v2"

@@ -350,4 +350,5 @@ def test_the_fanout_keeps_every_model_announced_and_one_failure_blocks_no_other(
     with pytest.raises(RuntimeError, match="broken: gone"):
         run(fanout.check())
     assert follower.reloaded == [("apg", "/models/apg")]  # the failing entry did not stop it
-    run(fanout.check())  # not retried at every poll: only after RETRY_S, or at the next announcement
+    with pytest.raises(RuntimeError, match="broken: gone"):  # after a failure every wake-up tries again
+        run(fanout.check())
