@@ -159,7 +159,19 @@ def front_paragraph(results: Path) -> str:
             "latency at batch 1024 (the target was ≤ 0.6×)."
         )
     else:
-        head += "No APG point's AUC lies inside the best base's interval."
+        head += "No APG point's AUC lies inside the best base's interval"
+        if s["best_apg_ratio"] is not None:
+            top = s["points"][s["best_apg"]]
+            head += (
+                f"; the best APG point, {s['best_apg']} ({top['auc']['mean'] * 100:.2f}, {top['params']:,} "
+                f"parameters against {b['params']:,}), runs at {s['best_apg_ratio']:.2f}× its latency at batch 1024"
+            )
+        head += " (target: an APG model inside the interval at ≤ 0.6× its latency: not met)."
+    apg = [n for n, p in s["points"].items() if p["rank"] and p["latency"]]
+    if apg and len(s["dominated"]) == len(apg):
+        head += " Every APG point (one seed each) is dominated: a base tower is at least as accurate and as fast."
+    elif s["dominated"]:
+        head += f" {len(s['dominated'])} of the {len(apg)} APG points are dominated by a base tower."
     return head + " Details and the plot: [front-ml-1m.md](results/front-ml-1m.md)."
 
 

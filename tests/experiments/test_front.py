@@ -54,6 +54,7 @@ def test_cheapest_apg_within_the_best_bases_interval(tmp_path):
     assert s["best_base"] == wide.name
     assert s["cheapest_apg"] == big.name and s["cheapest_ratio"] == pytest.approx(0.6)
     assert s["points"][wide.name]["ratio"][1024] == pytest.approx(5.0)  # to the study's base tower
+    assert s["dominated"] == [small.name]  # the study's base tower is as accurate (81.20) and faster
     text = front.report(tmp_path, tmp_path / "front.png")
     assert "| APG 1024x512 K=32 | 1 | 81.75 |" in text and "at 0.60× the best base's latency" in text
     assert (tmp_path / "front.png").stat().st_size > 10_000
