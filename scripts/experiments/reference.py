@@ -316,7 +316,7 @@ def report(plan: Plan) -> str:
             if not runs:
                 continue
             lines.append(
-                f"| {lib} | {arm} | {(a['recipe'].point() or 'recipe') if a['recipe'] else '–'} | "
+                f"| {lib} | {arm} | {_point_name(lib, a['recipe'])} | "
                 f"{','.join(map(str, a['runs']))} | {_mean(runs, 'auc') * 100:.2f} | "
                 f"{_mean(runs, 'auc', 'valid') * 100:.2f} | "
                 f"{_mean(runs, 'logloss'):.4f} | {runs[0].get('params', '–')} | "
@@ -333,6 +333,14 @@ def report(plan: Plan) -> str:
     lines += ["", "What FuxiCTR's code fixes beyond the shared recipe:", "", "| | FuxiCTR | ours |", "|---|---|---|"]
     lines += [f"| {what} | {theirs} | {mine} |" for what, theirs, mine in RECIPE_DIFFERENCES]
     return "\n".join(lines) + "\n"
+
+
+def _point_name(lib: str, recipe: Recipe | None) -> str:
+    """The grid point as it applies to the library (FuxiCTR's rows without the knobs only ours has)."""
+    if recipe is None:
+        return "–"
+    point = {k: v for k, v in recipe.point().items() if lib == "ours" or k not in Recipe.OURS_ONLY}
+    return str(point) if point else "recipe"
 
 
 def _mean(runs: list[dict], metric: str, part: str = "test") -> float:
