@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pytest
+
 from scripts.experiments import control, front, reference
 from scripts.experiments.verdict import control_paragraph, front_paragraph, reference_paragraph, verdict
 
 
 def test_without_runs_every_question_names_its_command(tmp_path):
+    pytest.importorskip("torch")  # the ML-1M study plan is built from model/'s dataclasses
     from scripts.experiments.results_report import untuned_plan
 
     text = "\n".join(verdict(tmp_path, untuned_plan("ml-1m")))
