@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.experiments.paired import paired
+from scripts.experiments.paired import fmt, paired
 
 RESULTS = Path("docs/results")
 RUNS = Path("runs/front")
@@ -129,6 +129,7 @@ def run(
                 "bundle_bytes": sum(bundle["files"].values()) + (out / "bundle" / "bundle.json").stat().st_size,
                 "graph_bytes": bundle["files"].get("model.opt.onnx", bundle["files"]["model.onnx"]),
                 "epochs_run": len(m["history"]),
+                "adaptation": m.get("adaptation"),  # APG: spread of S per layer, AUC with S replaced by its mean
                 "train_seconds": m["train_seconds"],
                 "wall_seconds": round(time.perf_counter() - start, 1),
                 "run_dir": str(out),
@@ -191,6 +192,10 @@ def summarise(results: Path) -> dict:
         aucs = [r["test"]["auc"] for r in p["runs"]]
         p["auc"] = paired(aucs)  # one-sample: the mean and its t interval over seeds
         p["params"], p["bundle_bytes"] = p["runs"][0]["params"], p["runs"][0]["bundle_bytes"]
+        adapted = [r["adaptation"] for r in p["runs"] if r.get("adaptation")]
+        p["mean_s_cost"] = paired([a["mean_s_cost"] for a in adapted]) if adapted else None
+        layers = [[layer["spread"] for layer in a["layers"]] for a in adapted]  # the runs' S spread per layer
+        p["spread"] = [sum(x) / len(x) for x in zip(*layers, strict=True)] if layers else []
         p["latency"] = {int(b): s for b, s in lat.get(name, {}).items()}
     ref = points.get(REFERENCE.name, {}).get("latency", {})
     for p in points.values():
@@ -233,8 +238,12 @@ def report(results: Path, figure: Path) -> str:
         f"interleaved rounds; ratios to the study's base tower {REFERENCE.name}, measured in the same process). AUC "
         "in points, the mean over the point's seeds with its 95 % t interval where it has several.",
         "",
-        "| point | seeds | test AUC | params | bundle KB | ms, batch 1 | ms, batch 1024 | × base 256x128 (1 / 1024) |",
-        "|---|---|---|---|---|---|---|---|",
+        "APG rows also give their adaptation on the test rows: the spread of S_i per layer and the mean-S cost (test "
+        "AUC minus the AUC with every S_i replaced by its mean).",
+        "",
+        "| point | seeds | test AUC | params | bundle KB | ms, batch 1 | ms, batch 1024 | × base 256x128 (1 / 1024) "
+        "| spread S (layers) | mean-S cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in sorted(s["points"].items(), key=lambda kv: (kv[1]["rank"] > 0, kv[1]["params"])):
         a = p["auc"]
@@ -243,7 +252,8 @@ def report(results: Path, figure: Path) -> str:
         ratio = " / ".join(f"{p['ratio'][b]:.2f}" if b in p["ratio"] else "–" for b in BATCHES)
         lines.append(
             f"| {name} | {a['n']} | {auc} | {p['params']:,} | {p['bundle_bytes'] / 1024:.0f} | {ms[0]} | {ms[1]} | "
-            f"{ratio} |"
+            f"{ratio} | {' / '.join(f'{x:.3f}' for x in p['spread']) or '–'} | "
+            f"{fmt(p['mean_s_cost']) if p['mean_s_cost'] else '–'} |"
         )
     lines.append("")
     best = s["best_base"]

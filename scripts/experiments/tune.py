@@ -296,7 +296,7 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
     model_cfg, cfg = configs(plan, best.params, model, arm)
     return {
         "model": model_cfg.to_dict(),
-        "train": {"lr": cfg.lr, "batch_size": cfg.batch_size} | ({"emb_reg": cfg.emb_reg} if cfg.emb_reg else {}),
+        "train": train_entry(cfg),
         "valid_auc": best.value,
         "untuned_valid_auc": next((t.value for t in complete if t.params == untuned), None),
         "trial": best.number,
@@ -306,6 +306,11 @@ def best_entry(plan: TunePlan, study, model: str, arm: str) -> dict:
         "study": study.study_name,
         "budget": plan.budget(),
     }
+
+
+def train_entry(cfg: TrainConfig) -> dict:
+    """The training settings a configuration file gives the study (emb_reg only when set: older files lack it)."""
+    return {"lr": cfg.lr, "batch_size": cfg.batch_size} | ({"emb_reg": cfg.emb_reg} if cfg.emb_reg else {})
 
 
 def best_path(results: Path, data: str, space: str = "default") -> Path:
@@ -500,8 +505,7 @@ def first_configs(plan: TunePlan, results: Path) -> Path:
         for arm in plan.arms:
             params = plan.space.untuned(arm, plan.train.lr)
             model_cfg, cfg = configs(plan, params, model, arm)
-            train = {"lr": cfg.lr, "batch_size": cfg.batch_size} | ({"emb_reg": cfg.emb_reg} if cfg.emb_reg else {})
-            entry = {"model": model_cfg.to_dict(), "train": train, "params": params, "trials": 0}
+            entry = {"model": model_cfg.to_dict(), "train": train_entry(cfg), "params": params, "trials": 0}
             write_best(path, plan.data, model, arm, entry | {"budget": plan.budget(), "valid_auc": None})
     return path
 

@@ -79,6 +79,7 @@ def control_paragraph(results: Path) -> str:
         arms = row["arms"]
         said = ", ".join(
             f"{a}-wise {fmt(v['lift'])}"
+            + (f", mean-S cost {fmt(v['mean_s_cost'])}" if v.get("mean_s_cost") else "")
             + (f" ({v['gap_closed']['mean'] * 100:.0f} % of the gap to Bayes)" if h else "")
             for a, v in arms.items()
             if a != "base" and v["lift"]["n"]
@@ -109,7 +110,7 @@ def ml1m_paragraph(results: Path, plan) -> str:
     from dataclasses import replace
 
     from scripts.experiments import study
-    from scripts.experiments.paired import pooled
+    from scripts.experiments.paired import paired, pooled
 
     records = study.stored(plan, results)
     if not records:
@@ -124,17 +125,23 @@ def ml1m_paragraph(results: Path, plan) -> str:
             for m in models
         }
         if models:
-            said[a] = (pooled(diffs), models)
+            costs = [by[(m, a, s)]["adaptation"]["mean_s_cost"] for m in models for s in diffs[m]]
+            said[a] = (pooled(diffs), models, paired(costs))
     if "self" not in said:
         return "**Does APG lift on ML-1M?** Not answered yet: `apg experiment study run --data ml-1m --arms base,self`."
-    lift, models = said["self"]
+    lift, models, cost = said["self"]
     shown = lift["ci"][0] > 0
     text = (
         f"**Does APG lift on MovieLens-1M?** {'Yes' if shown else 'No lift shown'}. Self-wise APG at the study's "
-        f"defaults, pooled over {len(models)} base models ({', '.join(models)}): {fmt(lift)} AUC points."
+        f"defaults, pooled over {len(models)} base models ({', '.join(models)}): {fmt(lift)} AUC points, though its "
+        f"S_i adapts (the AUC with every S_i replaced by its mean is lower by {fmt(cost)})."
     )
     if "group" in said:
-        text += f" Group-wise APG keyed on user activity ({', '.join(said['group'][1])}): {fmt(said['group'][0])}."
+        group, group_models, group_cost = said["group"]
+        text += (
+            f" Group-wise APG keyed on user activity ({', '.join(group_models)}): {fmt(group)}, mean-S cost "
+            f"{fmt(group_cost)}."
+        )
     return text + " Section 1 below; the tuned arms in section 2."
 
 
@@ -163,7 +170,8 @@ def front_paragraph(results: Path) -> str:
         if s["best_apg_ratio"] is not None:
             top = s["points"][s["best_apg"]]
             head += (
-                f"; the best APG point, {s['best_apg']} ({top['auc']['mean'] * 100:.2f}, {top['params']:,} "
+                f"; the best APG point, {s['best_apg']} ({top['auc']['mean'] * 100:.2f}, mean-S cost "
+                f"{fmt(top['mean_s_cost']) if top['mean_s_cost'] else '–'}, {top['params']:,} "
                 f"parameters against {b['params']:,}), runs at {s['best_apg_ratio']:.2f}× its latency at batch 1024"
             )
         head += " (target: an APG model inside the interval at ≤ 0.6× its latency: not met)."
@@ -197,10 +205,12 @@ def strong_paragraph(results: Path) -> str:
                 continue
             base = [by[(m, "base", s)]["test"]["auc"] for s in seeds]
             lift = paired([by[(m, "self", s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in seeds])
+            cost = paired([by[(m, "self", s)]["adaptation"]["mean_s_cost"] for s in seeds])
             old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
             lines.append(
                 f"{m}: the strong recipe's base {sum(base) / len(base) * 100:.2f} test AUC ({len(seeds)} seeds; the "
-                f"study's default base {sum(old) / max(len(old), 1) * 100:.2f}), self-wise APG on it {fmt(lift)}"
+                f"study's default base {sum(old) / max(len(old), 1) * 100:.2f}), self-wise APG on it {fmt(lift)} "
+                f"(paired on those seeds; mean-S cost {fmt(cost)})"
             )
     if lines:
         head = (
