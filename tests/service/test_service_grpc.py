@@ -213,6 +213,9 @@ def test_malformed_tensors_are_invalid_argument(server, edit, expected):
 
 def test_the_access_line_names_the_error_and_field_as_for_http(server):
     # service/observe.py writes both protocols' lines: a refused call's carries its error code and the field it names
+    def ours(records: list[logging.LogRecord]) -> list[dict]:
+        return [r.fields for r in records if r.fields.get("request_id") == "grpc-line-1"]
+
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -226,14 +229,16 @@ def test_the_access_line_names_the_error_and_field_as_for_http(server):
     try:
         with channel, pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(request, metadata=(*AUTH.items(), ("x-request-id", "grpc-line-1")), timeout=10)
-        deadline = time.monotonic() + 10  # the line is written once the server's handler returns, maybe after the call
-        while not records and time.monotonic() < deadline:
+        # the line is written once the server's handler returns, maybe after the call; an earlier test's late line
+        # may arrive first, so wait for this call's own
+        deadline = time.monotonic() + 10
+        while not ours(records) and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         access.removeHandler(handler)
         apg.setLevel(level)
     assert dict(caught.value.trailing_metadata())["x-request-id"] == "grpc-line-1"
-    (line,) = [r.fields for r in records if r.fields.get("request_id") == "grpc-line-1"]
+    (line,) = ours(records)
     assert (line["protocol"], line["route"], line["status"]) == (
         "grpc",
         "/inference.GRPCInferenceService/ModelInfer",
