@@ -328,22 +328,27 @@ def write_best(path: Path, data: str, model: str, arm: str, entry: dict) -> None
 
 
 def run(plan: TunePlan, storage_path: Path, results: Path = RESULTS) -> dict:
-    """Run each arm's missing trials, then write its best configuration. Returns the best-config file's content."""
+    """Run the arms' missing trials in turns (trial i of every model and arm before trial i + 1 of any, so that a
+    search stopped part-way leaves every arm with the same budget, within one trial), then write each arm's best
+    configuration. Returns the best-config file's content."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path.resolve()}")
-    for model in plan.models:
-        for arm in plan.arms:
-            study = open_study(plan, storage, model, arm)
-            todo = max(plan.trials - len(finished(study)), 0)
-            print(f"tune {plan.data} {model} {arm}: {plan.trials - todo} trials stored, {todo} to run", flush=True)
-            if todo:
-                study.optimize(objective(plan, model, arm), n_trials=todo, callbacks=[log_trial])
-            entry = best_entry(plan, study, model, arm)
-            write_best(best_path(results, plan.data, plan.space_name), plan.data, model, arm, entry)
-            print(f"tune {plan.data} {model} {arm}: best valid AUC {entry['valid_auc']:.4f} {entry['params']}")
+    searches = {(m, a): open_study(plan, storage, m, a) for m in plan.models for a in plan.arms}
+    for (model, arm), study in searches.items():
+        todo = max(plan.trials - len(finished(study)), 0)
+        print(f"tune {plan.data} {model} {arm}: {plan.trials - todo} trials stored, {todo} to run", flush=True)
+    for turn in range(plan.trials):
+        for (model, arm), study in searches.items():
+            if len(finished(study)) <= turn:
+                print(f"tune {plan.data} {model} {arm}: trial {turn + 1} of {plan.trials}", flush=True)
+                study.optimize(objective(plan, model, arm), n_trials=1, callbacks=[log_trial])
+    for (model, arm), study in searches.items():
+        entry = best_entry(plan, study, model, arm)
+        write_best(best_path(results, plan.data, plan.space_name), plan.data, model, arm, entry)
+        print(f"tune {plan.data} {model} {arm}: best valid AUC {entry['valid_auc']:.4f} {entry['params']}")
     return json.loads(best_path(results, plan.data, plan.space_name).read_text())
 
 

@@ -118,6 +118,9 @@ def test_equal_budget_per_arm_best_file_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
     assert tune.main(["run", *args(tmp_path, "--trials", "8")]) == 0
     assert len(calls) == 24 and all(cfg.seed == 0 for _, cfg in calls)
+    # the arms take turns (base, static, self, base, ...): a search stopped part-way leaves equal budgets
+    assert [m.apg.enabled for m, _ in calls] == [False, True, True] * 8
+    assert [m.apg.condition for m, _ in calls[:3]] == [ARMS[a].condition for a in ("base", "static", "self")]
     found = studies(tmp_path)
     for arm, s in found.items():
         assert len(tune.finished(s)) == 8
@@ -165,7 +168,7 @@ def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
     assert calls[0] == interrupted and base.trials[killed.number].state == TrialState.FAIL
     assert [t.params for t in base.trials if t.user_attrs.get("retry_of") == killed.number] == [killed.params]
     assert all(len(tune.finished(s)) == 7 for s in studies(tmp_path).values())
-    assert len(calls) == 1 + 2 + 2  # the interrupted trial, then the static and self arms' two each
+    assert len(calls) == 1 + 2 + 2  # static's interrupted trial and self's in turn 6, then turn 7: one each
 
 
 def test_the_best_file_keys_the_studys_runs(tmp_path, monkeypatch):
