@@ -148,7 +148,8 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
 
     model_cfg, cfg = arm_configs(plan, model, arm, seed)
     split = "" if plan.train.split == "random" else f"-{plan.train.split}"
-    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}{split}-s{seed}"
+    epochs = "" if plan.train.epochs == Plan().train.epochs else f"-e{plan.train.epochs}"  # another budget's own runs
+    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}{split}{epochs}-s{seed}"
     start = time.perf_counter()
     m = train_run(model_cfg, cfg, out, progress=False)
     net, schema, _ = load_run(out)

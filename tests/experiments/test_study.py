@@ -76,11 +76,12 @@ def test_the_time_split_is_a_study_of_its_own(tmp_path):
     assert main(["run", *args]) == 0 and main(["run", *args, "--split", "time"]) == 0
     records = [json.loads(line) for line in (tmp_path / "study" / "ml-100k.jsonl").read_text().splitlines()]
     assert sorted(r["budget"]["split"] for r in records) == ["random", "random", "time", "time"]  # nothing reused
+    # each split, and a budget of other than the study's 10 epochs, has run directories of its own
     assert sorted(p.name for p in (tmp_path / "runs" / "ml-100k").iterdir()) == [
-        "dnn-base-s1",
-        "dnn-base-time-s1",
-        "dnn-self-s1",
-        "dnn-self-time-s1",
+        "dnn-base-e1-s1",
+        "dnn-base-time-e1-s1",
+        "dnn-self-e1-s1",
+        "dnn-self-time-e1-s1",
     ]
     random_test = {r["test"]["auc"] for r in records if r["budget"]["split"] == "random"}
     assert not random_test & {r["test"]["auc"] for r in records if r["budget"]["split"] == "time"}

@@ -255,7 +255,7 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
     assert {r["arm"]: r["tuned"] for r in records} == {
         a: {"model": e["model"], "train": e["train"]} for a, e in saved.items()
     }
-    trained = json.loads((runs / "ml-100k" / "dnn-self-tuned-s1" / "metrics.json").read_text())["config"]
+    trained = json.loads((runs / "ml-100k" / "dnn-self-tuned-e1-s1" / "metrics.json").read_text())["config"]
     assert trained["model"] == saved["self"]["model"] and trained["train"]["lr"] == saved["self"]["train"]["lr"]
     # RESULTS.md section 2: the search's table, then the tuned study's (the tiny budget's runs, as `section` reads them)
     from scripts.experiments.results_report import ml1m_sections
