@@ -93,3 +93,48 @@ def test_reference_parity_and_the_front_are_read_from_their_stores(tmp_path):
     text = front_paragraph(tmp_path)
     assert "The best base tower is base 256x128 (81.10 test AUC, 95 % CI [" in text
     assert "The cheapest APG model inside its interval is APG 256x128 K=8, at 1.50× its latency" in text
+
+
+def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut(tmp_path):
+    pytest.importorskip("torch")  # the study's Plan is built from model/'s dataclasses
+    from dataclasses import replace
+
+    from scripts.experiments import study
+    from scripts.experiments.verdict import strong_paragraph
+
+    configs = {a: {"model": {"model": "deepfm", "apg": {"condition": c}}, "train": {"lr": 1e-3}} for a, c in
+               (("base", "none"), ("self", "self"))}  # fmt: skip
+    first = tmp_path / "tune" / "ml-1m-strong-first.json"
+    first.parent.mkdir(parents=True)
+    first.write_text(json.dumps({"data": "ml-1m", "configs": {"deepfm": configs}}))
+    untuned = study.Plan(data="ml-1m")
+
+    def rec(plan, arm, seed, auc, epochs_run, tuned=True):
+        return {
+            "key": f"{plan.train.epochs}/{tuned}/{arm}/{seed}",
+            "model": "deepfm",
+            "arm": arm,
+            "seed": seed,
+            "budget": plan.budget(),
+            "tuned": configs[arm] if tuned else None,
+            "test": {"auc": auc},
+            "adaptation": None if arm == "base" else {"mean_s_cost": 0.15},
+            "epochs_run": epochs_run,
+            "wall_seconds": 600.0,
+        }
+
+    short = study.Plan(data="ml-1m", tuned={"deepfm": configs})
+    long = replace(short, train=replace(short.train, epochs=30))
+    records = [rec(untuned, "base", s, 0.80, 10, tuned=False) for s in (1, 2, 3)]
+    records += [rec(short, "base", s, 0.82, 10) for s in (1, 2, 3)]
+    records += [rec(short, "self", s, 0.81 - 0.001 * s, 10 if s < 3 else 9) for s in (1, 2, 3)]
+    records += [rec(long, "base", s, 0.823, 14) for s in (1, 2)]
+    records += [rec(long, "self", s, 0.823 + 0.001 * s, 13) for s in (1, 2, 3)]  # seed 3 unpaired: left out
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    text = strong_paragraph(tmp_path)
+    at10, at30 = text.split("deepfm, 10 epochs at most")[1].split("deepfm, 30 epochs at most")
+    assert "the base 82.00 test AUC (3 seeds; the study's default base 80.00)" in at10
+    assert "self-wise APG on it -1.20 [" in at10 and "5 of its 6 runs used every epoch" in at10
+    assert "`--tuned " in at30 and "--epochs 30`" in at30 and "the base 82.30 test AUC (2 seeds;" in at30
+    assert "self-wise APG on it +0.15 [" in at30 and "0 of its 4 runs used every epoch" in at30
+    assert "--epochs 30`, every trial at the full budget) has not been run: 80 trials are up to 13 hours" in text
