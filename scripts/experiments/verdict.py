@@ -67,27 +67,34 @@ def _with_fuxictr_init(done: dict) -> str:
 
 
 def control_paragraph(results: Path) -> str:
+    """The answer comes from the log size with the most runs (the control's plan); other sizes follow it."""
     from scripts.experiments import control
 
     records = control.read_store(control.store_path(results))
     if not records:
         return "**Can APG lift anywhere?** Not answered yet: `apg experiment control run`."
     budget = json.loads(Counter(json.dumps(r["budget"], sort_keys=True) for r in records).most_common(1)[0][0])
-    s = control.summarise(records, budget)
-    parts = []
-    for h, row in s.items():
-        arms = row["arms"]
-        said = ", ".join(
-            f"{a}-wise {fmt(v['lift'])}"
-            + (f", mean-S cost {fmt(v['mean_s_cost'])}" if v.get("mean_s_cost") else "")
-            + (f" ({v['gap_closed']['mean'] * 100:.0f} % of the gap to Bayes)" if h else "")
-            for a, v in arms.items()
-            if a != "base" and v["lift"]["n"]
-        )
-        parts.append(
-            f"at heterogeneity {h:g} (base {arms['base']['auc'] * 100:.2f}, Bayes-optimal "
-            f"{row['bayes_auc'] * 100:.2f}, {len(arms['base']['seeds'])} seeds): {said}"
-        )
+    counts = Counter(r["rows"] for r in records if r["budget"] == budget)
+    main = counts.most_common(1)[0][0]
+
+    def told(size: int) -> list[str]:
+        parts = []
+        for h, row in control.summarise(records, budget, size).items():
+            arms = row["arms"]
+            said = ", ".join(
+                f"{a}-wise {fmt(v['lift'])}"
+                + (f", mean-S cost {fmt(v['mean_s_cost'])}" if v.get("mean_s_cost") else "")
+                + (f" ({v['gap_closed']['mean'] * 100:.0f} % of the gap to Bayes)" if h else "")
+                for a, v in arms.items()
+                if a != "base" and v["lift"]["n"]
+            )
+            parts.append(
+                f"at heterogeneity {h:g} (base {arms['base']['auc'] * 100:.2f}, Bayes-optimal "
+                f"{row['bayes_auc'] * 100:.2f}, {len(arms['base']['seeds'])} seeds): {said}"
+            )
+        return parts
+
+    s = control.summarise(records, budget, main)
     top = s[max(s)]["arms"]
     lifting = [a for a, v in top.items() if a != "base" and v["lift"]["n"] >= 2 and v["lift"]["ci"][0] > 0]
     flat = [a for a, v in top.items() if a != "base" and a not in lifting and v["lift"]["n"]]
@@ -97,11 +104,15 @@ def control_paragraph(results: Path) -> str:
         if lifting
         else "No arm's lift has an interval above 0"
     )
+    others = "".join(
+        f" With a {size:,}-row log (`--rows {size}`): " + "; ".join(told(size)) + "."
+        for size in sorted(counts)
+        if size != main
+    )
     return (
         f"**Can APG lift anywhere?** {answer}. On the synthetic log whose clicks come from a teacher whose weights "
-        f"differ by segment ({budget['model']}, {budget['epochs']} epochs; AUC points, paired on seeds): "
-        + "; ".join(parts)
-        + ". Details: [control.md](results/control.md)."
+        f"differ by segment ({budget['model']}, {budget['epochs']} epochs, {main:,} rows; AUC points, paired on "
+        "seeds): " + "; ".join(told(main)) + "." + others + " Details: [control.md](results/control.md)."
     )
 
 

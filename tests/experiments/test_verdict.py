@@ -30,11 +30,12 @@ def write_lines(path, records):
 def test_the_control_answer_follows_the_intervals(tmp_path):
     budget = control.Plan().budget()
 
-    def rec(h, arm, seed, auc):
+    def rec(h, arm, seed, auc, rows=1000):
         adaptation = None if arm == "base" else {"mean_s_cost": 0.01}
         test = {"auc": auc}
         return {
             "heterogeneity": h,
+            "rows": rows,
             "arm": arm,
             "seed": seed,
             "budget": budget,
@@ -46,10 +47,17 @@ def test_the_control_answer_follows_the_intervals(tmp_path):
     records = [rec(1.0, "base", s, 0.70 + 0.001 * s) for s in (1, 2, 3)]
     records += [rec(1.0, "group", s, 0.73 + 0.001 * s + 0.0005 * (s == 2)) for s in (1, 2, 3)]
     records += [rec(1.0, "self", s, 0.70 + 0.001 * s + 0.002 * (s == 2) - 0.002 * (s == 3)) for s in (1, 2, 3)]
+    # a larger log with fewer runs: told after the answer, which comes from the control's own size
+    records += [
+        rec(1.0, a, s, 0.75 + 0.04 * (a == "group") + 0.001 * s, rows=4000) for a in ("base", "group") for s in (1, 2)
+    ]
     write_lines(control.store_path(tmp_path), records)
     text = control_paragraph(tmp_path)
     assert text.startswith("**Can APG lift anywhere?** Yes: at the highest heterogeneity group-wise APG lifts")
     assert "(self-wise does not)" in text and "group-wise +3.02 [" in text and "(31 % of the gap to Bayes)" in text
+    main, larger = text.split(" With a 4,000-row log (`--rows 4000`): ")
+    assert "1,000 rows" in main and "+4.00 [" not in main
+    assert "(base 75.15, Bayes-optimal 80.00, 2 seeds): group-wise +4.00 [" in larger and "(82 % of the gap" in larger
 
 
 def test_reference_parity_and_the_front_are_read_from_their_stores(tmp_path):
