@@ -66,3 +66,4 @@ def test_a_tiny_control_runs_resumes_and_reports(tmp_path):
     assert {p.name for p in (tmp_path / "runs").iterdir()} == {"h0-4000", "h1-4000", "h1-6000"}
     text = report(bigger)
     assert text.index("## 4,000 rows, heterogeneity 1") < text.index("## 6,000 rows, heterogeneity 1")
+    assert "`apg experiment control run --rows 6000 --heterogeneity 1 --arms base,group --seeds 1 --epochs 1" in text
