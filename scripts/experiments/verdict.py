@@ -43,6 +43,7 @@ def reference_paragraph(results: Path) -> str:
             else "the 90 % interval is not inside ±0.10, so parity is not shown at this number of seeds."
         )
         + _with_fuxictr_init(done)
+        + _on_a_grid(done)
         + " Details and the recipe differences FuxiCTR's code fixes: [reference-ml-1m.md](results/reference-ml-1m.md)."
     )
 
@@ -63,6 +64,35 @@ def _with_fuxictr_init(done: dict) -> str:
         f" With FuxiCTR's initialisation (xavier layers, embeddings std 1e-4) our base moves to "
         f"{_pts(b['mean'])} [{_pts(b['ci'][0])}, {_pts(b['ci'][1])}] of FuxiCTR's and our APG lift is "
         f"{fmt(ours['lift'])} ([reference-ml-1m-initxavier.md](results/reference-ml-1m-initxavier.md))."
+    )
+
+
+# The reference's grid (`apg experiment reference run --grid ...`) the verdict tells where its runs are stored
+REFERENCE_GRID = "batch_norm=0,1"
+
+
+def _on_a_grid(done: dict) -> str:
+    """Each library's point per arm chosen on validation (seed 0) from REFERENCE_GRID, and the parity numbers at the
+    chosen points, once every library's lift has at least two seeds there."""
+    from scripts.experiments import reference
+
+    plan = reference.Plan(grid=tuple(reference.parse_grid(REFERENCE_GRID)))
+    s = reference.summarise(plan, done)
+    libs = s["libs"]
+    if not all(libs[lib]["lift"]["n"] >= 2 for lib in reference.LIBS):
+        return ""
+    picks = "; ".join(
+        f"{'FuxiCTR' if lib == 'fuxictr' else 'ours'} "
+        + ", ".join(f"{arm} {reference._point_name(lib, a['recipe'])}" for arm, a in row["arms"].items())
+        for lib, row in libs.items()
+    )
+    d, b = s["lift_difference"], s["base_difference"]
+    return (
+        f" Chosen per library and arm on validation (seed 0) from the grid `{REFERENCE_GRID}` ({picks}): "
+        f"FuxiCTR's lift {fmt(libs['fuxictr']['lift'])}, ours {fmt(libs['ours']['lift'])}, ours minus FuxiCTR's "
+        f"{_pts(d['mean'])} [{_pts(d['ci'][0])}, {_pts(d['ci'][1])}] (90 %); our base minus FuxiCTR's "
+        f"{_pts(b['mean'])} [{_pts(b['ci'][0])}, {_pts(b['ci'][1])}] ([reference-ml-1m-grid.md]"
+        "(results/reference-ml-1m-grid.md))."
     )
 
 

@@ -79,6 +79,19 @@ def test_reference_parity_and_the_front_are_read_from_their_stores(tmp_path):
     text = reference_paragraph(tmp_path)
     assert "FuxiCTR's own DeepFM scores 81.70 test AUC and ours 82.00" in text
     assert "ours by +0.10 [" in text and "(90 % Welch)" in text
+    assert "Chosen per library" not in text  # the grid's runs are not stored yet
+    # the grid: BatchNorm wins validation for our base only; the others keep the recipe (seed 0 chooses)
+    bn = asdict(reference.Recipe(batch_norm=True))
+    for lib in ("ours", "fuxictr"):
+        for arm in ("base", "self"):
+            won = lib == "ours" and arm == "base"
+            rows.append(dict(rows[0], lib=lib, arm=arm, seed=0, valid={"auc": 0.80}))
+            rows.append(dict(rows[0], lib=lib, arm=arm, seed=0, recipe=bn, valid={"auc": 0.81 if won else 0.79}))
+    rows += [dict(rows[0], seed=s, recipe=bn, test={"auc": 0.820 + 0.001 * s, "logloss": 0.5}) for s in (1, 2, 3)]
+    write_lines(reference.store_path(tmp_path), rows)
+    text = reference_paragraph(tmp_path)
+    assert "from the grid `batch_norm=0,1` (ours base {'batch_norm': True}, self recipe; FuxiCTR base recipe" in text
+    assert "ours -0.10 [" in text and "reference-ml-1m-grid.md" in text
     base, apg = front.Point((256, 128)), front.Point((256, 128), 8)
     write_lines(
         front.store_path(tmp_path),
