@@ -224,11 +224,6 @@ def front_paragraph(results: Path) -> str:
     return head + " Details and the plot: [front-ml-1m.md](results/front-ml-1m.md)."
 
 
-# The strong recipe's epoch budgets: the study's 10, and 30, which early stopping ends first (at 10 the recipe's runs
-# often had not yet met the plateau that cuts their learning rate, the step worth about 2 AUC points)
-STRONG_EPOCHS = (10, 30)
-
-
 def strong_paragraph(results: Path) -> str:
     from dataclasses import replace
 
@@ -238,11 +233,12 @@ def strong_paragraph(results: Path) -> str:
     searched = tune.best_path(results, "ml-1m", "strong")
     first = results / "tune" / "ml-1m-strong-first.json"
     lines, seconds = [], []
+    budgets = (study.Plan().train.epochs, tune.EPOCHS["strong"])  # the study's, and the strong recipe's own
     if first.exists():
         tuned = study.load_tuned(first, "ml-1m")
         models = tuple(tuned)
         untuned = study.stored(replace(study.Plan(data="ml-1m"), models=models, arms=("base",)), results)
-        for epochs in STRONG_EPOCHS:
+        for epochs in budgets:
             plan = replace(study.Plan(data="ml-1m", tuned=tuned), models=models, arms=("base", "self"))
             plan = replace(plan, train=replace(plan.train, epochs=epochs))
             by = {(r["model"], r["arm"], r["seed"]): r for r in study.stored(plan, results)}
@@ -256,7 +252,7 @@ def strong_paragraph(results: Path) -> str:
                 cost = paired([by[(m, "self", s)]["adaptation"]["mean_s_cost"] for s in seeds])
                 old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
                 limited = sum(r["epochs_run"] == epochs for r in runs)
-                seconds = [r["wall_seconds"] for r in runs] if epochs == STRONG_EPOCHS[-1] else seconds
+                seconds = [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else seconds
                 rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
                 lines.append(
                     f"{m}, {epochs} epochs at most (`--tuned {first}{rerun}`): the base "
@@ -282,7 +278,8 @@ def strong_paragraph(results: Path) -> str:
             cost = f": 80 trials are up to {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
         return head + (
             f" Its search (`apg experiment tune run --data ml-1m --models dnn,deepfm --arms base,self --space strong "
-            f"--trials 20 --epochs {STRONG_EPOCHS[-1]}`, every trial at the full budget) has not been run{cost}."
+            f"--trials 20`, every trial at the space's full budget, {budgets[-1]} epochs at most) has not been "
+            f"run{cost}."
         )
     saved = json.loads(searched.read_text())["configs"]
     cells = [

@@ -2,6 +2,7 @@
 resumable storage and a best-config file the study keys its runs by. The objective is a fast deterministic fake
 (no training) except in the one slow test."""
 
+import argparse
 import math
 
 import pytest
@@ -293,6 +294,12 @@ def test_the_strong_space_starts_from_barss_recipe_and_leaves_the_default_search
     assert json.loads(json.dumps(Space().identity())) == stored["budget"]["space"]
     assert STRONG.identity() != Space().identity() and set(SPACES) == {"default", "strong"}
     assert best_path(study.RESULTS, "ml-1m", "strong").name == "ml-1m-strong.json"
+    # the strong recipe's trials train 30 epochs at most unless told otherwise (at 10 they stopped mid-climb)
+    parser = argparse.ArgumentParser()
+    tune.add_arguments(parser)
+    strong, default = (tune.plan_from_args(parser.parse_args(["run", "--space", s])) for s in ("strong", "default"))
+    assert (strong.train.epochs, default.train.epochs) == (30, 10)
+    assert tune.plan_from_args(parser.parse_args(["run", "--space", "strong", "--epochs", "12"])).train.epochs == 12
 
 
 def test_the_first_configs_file_is_the_recipe_itself_and_the_study_trains_it(tmp_path):

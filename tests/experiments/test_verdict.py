@@ -158,4 +158,4 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     assert "self-wise APG on it -1.20 [" in at10 and "5 of its 6 runs used every epoch" in at10
     assert "`--tuned " in at30 and "--epochs 30`" in at30 and "the base 82.30 test AUC (2 seeds;" in at30
     assert "self-wise APG on it +0.15 [" in at30 and "0 of its 4 runs used every epoch" in at30
-    assert "--epochs 30`, every trial at the full budget) has not been run: 80 trials are up to 13 hours" in text
+    assert "full budget, 30 epochs at most) has not been run: 80 trials are up to 13 hours" in text
