@@ -100,6 +100,12 @@ def run(plan: Plan, say=print) -> list[dict]:
     return read_store(path)
 
 
+def run_dir(plan: Plan, h: float, arm: str, seed: int) -> Path:
+    """Where one run trains: a log size other than the control's 10^6 rows has directories of its own."""
+    size = "" if plan.rows == Plan().rows else f"-{plan.rows}"
+    return plan.runs / f"h{h:g}{size}" / f"{plan.model}-{arm}-s{seed}"
+
+
 def train_one(plan: Plan, log: Path, h: float, arm: str, seed: int) -> dict:
     from model.apg import APGConfig
     from model.scale import ScaleConfig, train_log_run
@@ -118,9 +124,7 @@ def train_one(plan: Plan, log: Path, h: float, arm: str, seed: int) -> dict:
         device=plan.device,
     )
     scale = ScaleConfig(sparse_embeddings=True, checkpoint_steps=0)
-    size = "" if plan.rows == Plan().rows else f"-{plan.rows}"  # another log size's runs have directories of their own
-    out = plan.runs / f"h{h:g}{size}" / f"{plan.model}-{arm}-s{seed}"
-    m = train_log_run(model_cfg, cfg, scale, out, progress=False)
+    m = train_log_run(model_cfg, cfg, scale, run_dir(plan, h, arm, seed), progress=False)
     return {
         "heterogeneity": h,
         "rows": plan.rows,
@@ -150,9 +154,13 @@ def summarise(records: list[dict], budget: dict, size: int) -> dict:
     for h in sorted({r["heterogeneity"] for r in rows}):
         at = {(r["arm"], r["seed"]): r for r in rows if r["heterogeneity"] == h}
         base = {s: r for (a, s), r in at.items() if a == "base"}
+        if not base:  # nothing to pair with yet (a run of other arms only): not reported
+            continue
         table = {}
         for arm in [a for a in ARMS if any(k[0] == a for k in at)]:
             seeds = sorted(s for (a, s) in at if a == arm and s in base)
+            if not seeds:
+                continue
             aucs = [at[(arm, s)]["test"]["auc"] for s in seeds]
             lift = [at[(arm, s)]["test"]["auc"] - base[s]["test"]["auc"] for s in seeds]
             gap = [
@@ -168,8 +176,7 @@ def summarise(records: list[dict], budget: dict, size: int) -> dict:
                 "gap_closed": paired(gap),
                 "mean_s_cost": paired(costs) if costs else None,
             }
-        bayes = next(iter(base.values()))["bayes"]["bayes_auc"] if base else None
-        out[h] = {"bayes_auc": bayes, "arms": table}
+        out[h] = {"bayes_auc": next(iter(base.values()))["bayes"]["bayes_auc"], "arms": table}
     return out
 
 

@@ -147,9 +147,7 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
     from model.train import load_run, load_test_split, train_run
 
     model_cfg, cfg = arm_configs(plan, model, arm, seed)
-    split = "" if plan.train.split == "random" else f"-{plan.train.split}"
-    epochs = "" if plan.train.epochs == Plan().train.epochs else f"-e{plan.train.epochs}"  # another budget's own runs
-    out = runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}{split}{epochs}-s{seed}"
+    out = run_dir(plan, model, arm, seed, runs)
     start = time.perf_counter()
     m = train_run(model_cfg, cfg, out, progress=False)
     net, schema, _ = load_run(out)
@@ -172,6 +170,14 @@ def execute(plan: Plan, model: str, arm: str, seed: int, runs: Path) -> dict:
         "budget": plan.budget(),
         "tuned": tuned_of(plan, model, arm),
     }
+
+
+def run_dir(plan: Plan, model: str, arm: str, seed: int, runs: Path = RUNS) -> Path:
+    """Where one run trains: each split, and each epoch budget other than the study's 10, has directories of its own
+    (the study's own runs keep their original names)."""
+    split = "" if plan.train.split == "random" else f"-{plan.train.split}"
+    epochs = "" if plan.train.epochs == Plan().train.epochs else f"-e{plan.train.epochs}"
+    return runs / plan.data / f"{model}-{arm}{'-tuned' if plan.tuned else ''}{split}{epochs}-s{seed}"
 
 
 def by_bucket(x: dict, y: np.ndarray, p: np.ndarray, schema, name: str) -> dict[str, dict]:
@@ -546,8 +552,10 @@ def commands(records: list[dict], plan: Plan, tuned: Path | None = None) -> list
     for m in (m for m in plan.models if arms[m]):
         seeds = tuple(s for s in plan.seeds if any((m, a, s) in by for a in arms[m]))
         groups.setdefault((arms[m], seeds), []).append(m)
-    tail = (f" --split {plan.train.split}" if plan.train.split != "random" else "") + (
-        f" --tuned {tuned}" if plan.tuned is not None else ""
+    tail = (
+        (f" --split {plan.train.split}" if plan.train.split != "random" else "")
+        + (f" --epochs {plan.train.epochs}" if plan.train.epochs != Plan().train.epochs else "")
+        + (f" --tuned {tuned}" if plan.tuned is not None else "")
     )
     return [
         f"apg experiment study run --data {plan.data} --models {','.join(ms)} --arms {','.join(a)} "

@@ -505,7 +505,7 @@ def plan_from_args(a: argparse.Namespace) -> TunePlan:
         raise ValueError(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
     batches = tuple(int(b) for b in a.batch_sizes.split(","))
     train = TrainConfig(
-        epochs=a.epochs or EPOCHS[a.space],
+        epochs=EPOCHS[a.space] if a.epochs is None else a.epochs,
         patience=a.patience,
         batch_size=batches[0],
         limit=a.limit,

@@ -97,7 +97,7 @@ def _on_a_grid(done: dict) -> str:
 
 
 def control_paragraph(results: Path) -> str:
-    """The answer comes from the log size with the most runs (the control's plan); other sizes follow it."""
+    """The answer comes from the control's own log size (else the size with the most runs); other sizes follow."""
     from scripts.experiments import control
 
     records = control.read_store(control.store_path(results))
@@ -105,7 +105,7 @@ def control_paragraph(results: Path) -> str:
         return "**Can APG lift anywhere?** Not answered yet: `apg experiment control run`."
     budget = json.loads(Counter(json.dumps(r["budget"], sort_keys=True) for r in records).most_common(1)[0][0])
     counts = Counter(r["rows"] for r in records if r["budget"] == budget)
-    main = counts.most_common(1)[0][0]
+    main = control.Plan().rows if control.Plan().rows in counts else counts.most_common(1)[0][0]
 
     def told(size: int) -> list[str]:
         parts = []
@@ -125,6 +125,8 @@ def control_paragraph(results: Path) -> str:
         return parts
 
     s = control.summarise(records, budget, main)
+    if not s:
+        return "**Can APG lift anywhere?** Not answered yet: no base runs to pair with (`apg experiment control run`)."
     top = s[max(s)]["arms"]
     lifting = [a for a, v in top.items() if a != "base" and v["lift"]["n"] >= 2 and v["lift"]["ci"][0] > 0]
     flat = [a for a, v in top.items() if a != "base" and a not in lifting and v["lift"]["n"]]
@@ -137,7 +139,7 @@ def control_paragraph(results: Path) -> str:
     others = "".join(
         f" With a {size:,}-row log (`--rows {size}`): " + "; ".join(told(size)) + "."
         for size in sorted(counts)
-        if size != main
+        if size != main and told(size)
     )
     return (
         f"**Can APG lift anywhere?** {answer}. On the synthetic log whose clicks come from a teacher whose weights "
@@ -232,7 +234,7 @@ def strong_paragraph(results: Path) -> str:
 
     searched = tune.best_path(results, "ml-1m", "strong")
     first = results / "tune" / "ml-1m-strong-first.json"
-    lines, seconds = [], []
+    lines, seconds, shown = [], [], set()
     budgets = (study.Plan().train.epochs, tune.EPOCHS["strong"])  # the study's, and the strong recipe's own
     if first.exists():
         tuned = study.load_tuned(first, "ml-1m")
@@ -252,7 +254,8 @@ def strong_paragraph(results: Path) -> str:
                 cost = paired([by[(m, "self", s)]["adaptation"]["mean_s_cost"] for s in seeds])
                 old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
                 limited = sum(r["epochs_run"] == epochs for r in runs)
-                seconds = [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else seconds
+                seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
+                shown.add(m)
                 rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
                 lines.append(
                     f"{m}, {epochs} epochs at most (`--tuned {first}{rerun}`): the base "
@@ -266,7 +269,7 @@ def strong_paragraph(results: Path) -> str:
             "**APG on a strong recipe.** BARS's MovieLens recipe untuned (embedding regularisation 0.01, "
             "BatchNorm, dropout 0.3, a [400, 400, 400] tower, xavier init; APG with a linear G, generated bias, "
             "K 32/16/8, over-parameterisation 64; `apg experiment tune first --space strong`, then `apg experiment "
-            "study run --models deepfm --arms base,self --tuned ...`): " + "; ".join(lines) + "."
+            f"study run --models {','.join(sorted(shown))} --arms base,self --tuned ...`): " + "; ".join(lines) + "."
         )
     else:
         head = "**APG on a strong recipe.** No run of the strong recipe is stored yet."
@@ -275,7 +278,7 @@ def strong_paragraph(results: Path) -> str:
         if seconds:  # what the longest budget's runs took here: the search's trials are such runs, or pruned ones
             hours = 80 * sum(seconds) / len(seconds) / 3600
             n = len(seconds)
-            cost = f": 80 trials are up to {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
+            cost = f": 80 trials are about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
         return head + (
             f" Its search (`apg experiment tune run --data ml-1m --models dnn,deepfm --arms base,self --space strong "
             f"--trials 20`, every trial at the space's full budget, {budgets[-1]} epochs at most) has not been "

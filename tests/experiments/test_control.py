@@ -36,6 +36,20 @@ def test_lift_and_gap_closed_are_paired_per_seed():
     assert (
         sizes(records, BUDGET) == [1000, 2000] and summarise(records, BUDGET, 2000)[1.0]["arms"]["base"]["auc"] == 0.2
     )
+    # a heterogeneity without base runs yet is not reported (nothing to pair with), nor an arm with no paired seed
+    records += [record(0.0, "group", 1, 0.7), record(1.0, "self", 9, 0.7)]
+    assert (
+        set(summarise(records, BUDGET, 1000)) == {1.0} and "self" not in summarise(records, BUDGET, 1000)[1.0]["arms"]
+    )
+
+
+def test_run_directories_keep_the_controls_names_and_part_other_sizes():
+    from pathlib import Path
+
+    from scripts.experiments.control import run_dir
+
+    assert run_dir(Plan(), 1.0, "group", 3) == Path("runs/control/h1/deepfm-group-s3")  # the stored runs' own
+    assert run_dir(Plan(rows=2_000_000), 1.0, "group", 3) == Path("runs/control/h1-2000000/deepfm-group-s3")
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import pytest
 pytest.importorskip("torch")  # training-side tests: skipped where torch is absent (a serving-only install)
 
 import json
+from dataclasses import replace
 
 from scripts.experiments.study import Plan, commands, lift_figure, main, summary
 
@@ -88,6 +89,17 @@ def test_the_time_split_is_a_study_of_its_own(tmp_path):
     assert main(["report", *args, "--split", "time"]) == 0
     text = (tmp_path / "study-ml-100k-time.md").read_text()
     assert "the time split" in text and text.count("| dnn |") == 4  # the arm table and the activity table
+
+
+def test_the_studys_own_runs_keep_their_directory_names():
+    from pathlib import Path
+
+    from scripts.experiments.study import run_dir
+
+    plan = Plan(data="ml-1m")
+    assert run_dir(plan, "dnn", "self", 2, Path("r")) == Path("r/ml-1m/dnn-self-s2")
+    longer = replace(plan, tuned={"dnn": {}}, train=replace(plan.train, epochs=30))
+    assert run_dir(longer, "dnn", "self", 2, Path("r")) == Path("r/ml-1m/dnn-self-tuned-e30-s2")
 
 
 def test_the_matched_control_is_a_static_tower_as_large_as_the_apg_one(tmp_path, capsys):
@@ -191,6 +203,11 @@ def test_models_run_with_fewer_arms_are_reported_with_those_they_have(tmp_path):
         "apg experiment study run --data ml-100k --models dnn --arms base,static,matched,self --seeds 1,2,3",
         "apg experiment study run --data ml-100k --models wdl --arms base,self --seeds 1,2",
     ]
+    longer = replace(plan, train=replace(plan.train, epochs=30))  # another budget: its command says so
+    assert (
+        commands(records, longer)[1]
+        == "apg experiment study run --data ml-100k --models wdl --arms base,self --seeds 1,2 --epochs 30"
+    )
     lift_figure(records, plan, tmp_path / "lifts.png")  # a model without an arm leaves its point out
     assert (tmp_path / "lifts.png").stat().st_size > 1000
 

@@ -123,28 +123,28 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     from scripts.experiments import study
     from scripts.experiments.verdict import strong_paragraph
 
-    configs = {a: {"model": {"model": "deepfm", "apg": {"condition": c}}, "train": {"lr": 1e-3}} for a, c in
-               (("base", "none"), ("self", "self"))}  # fmt: skip
+    configs = {m: {a: {"model": {"model": m, "apg": {"condition": c}}, "train": {"lr": 1e-3}} for a, c in
+               (("base", "none"), ("self", "self"))} for m in ("deepfm", "dnn")}  # fmt: skip
     first = tmp_path / "tune" / "ml-1m-strong-first.json"
     first.parent.mkdir(parents=True)
-    first.write_text(json.dumps({"data": "ml-1m", "configs": {"deepfm": configs}}))
+    first.write_text(json.dumps({"data": "ml-1m", "configs": configs}))
     untuned = study.Plan(data="ml-1m")
 
-    def rec(plan, arm, seed, auc, epochs_run, tuned=True):
+    def rec(plan, arm, seed, auc, epochs_run, tuned=True, model="deepfm", seconds=600.0):
         return {
-            "key": f"{plan.train.epochs}/{tuned}/{arm}/{seed}",
-            "model": "deepfm",
+            "key": f"{model}/{plan.train.epochs}/{tuned}/{arm}/{seed}",
+            "model": model,
             "arm": arm,
             "seed": seed,
             "budget": plan.budget(),
-            "tuned": configs[arm] if tuned else None,
+            "tuned": configs[model][arm] if tuned else None,
             "test": {"auc": auc},
             "adaptation": None if arm == "base" else {"mean_s_cost": 0.15},
             "epochs_run": epochs_run,
-            "wall_seconds": 600.0,
+            "wall_seconds": seconds,
         }
 
-    short = study.Plan(data="ml-1m", tuned={"deepfm": configs})
+    short = study.Plan(data="ml-1m", tuned=configs)
     long = replace(short, train=replace(short.train, epochs=30))
     records = [rec(untuned, "base", s, 0.80, 10, tuned=False) for s in (1, 2, 3)]
     records += [rec(short, "base", s, 0.82, 10) for s in (1, 2, 3)]
@@ -158,4 +158,11 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     assert "self-wise APG on it -1.20 [" in at10 and "5 of its 6 runs used every epoch" in at10
     assert "`--tuned " in at30 and "--epochs 30`" in at30 and "the base 82.30 test AUC (2 seeds;" in at30
     assert "self-wise APG on it +0.15 [" in at30 and "0 of its 4 runs used every epoch" in at30
-    assert "full budget, 30 epochs at most) has not been run: 80 trials are up to 13 hours" in text
+    assert "study run --models deepfm --arms base,self" in text and "dnn, " not in text
+    assert "full budget, 30 epochs at most) has not been run: 80 trials are about 13 hours" in text
+    # DNN's runs join: their own line, the command names both, and the estimate is every model's runs' mean
+    records += [rec(long, a, s, 0.81, 12, model="dnn", seconds=1200.0) for a in ("base", "self") for s in (1, 2)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    text = strong_paragraph(tmp_path)
+    assert "study run --models deepfm,dnn --arms base,self" in text and "dnn, 30 epochs at most" in text
+    assert "80 trials are about 20 hours on 2 cores (from 8 such runs' mean" in text
