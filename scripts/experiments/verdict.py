@@ -71,6 +71,10 @@ def _with_fuxictr_init(done: dict) -> str:
 REFERENCE_GRID = "batch_norm=0,1"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _on_a_grid(done: dict) -> str:
     """Each library's point per arm chosen on validation (seed 0) from REFERENCE_GRID, and the parity numbers at the
     chosen points, once every library's lift has at least two seeds there."""
@@ -120,7 +124,7 @@ def control_paragraph(results: Path) -> str:
             )
             parts.append(
                 f"at heterogeneity {h:g} (base {arms['base']['auc'] * 100:.2f}, Bayes-optimal "
-                f"{row['bayes_auc'] * 100:.2f}, {len(arms['base']['seeds'])} seeds): {said}"
+                f"{row['bayes_auc'] * 100:.2f}, {_count(len(arms['base']['seeds']), 'seed')}): {said}"
             )
         return parts
 
