@@ -142,8 +142,9 @@ STRONG = Space(
 )
 SPACES = {"default": Space(), "strong": STRONG}
 # Each space's epoch budget (the most a trial or a study run trains; early stopping ends most runs before). The strong
-# recipe's validation AUC climbs slowly until a plateau cuts its learning rate, worth about 2 points: at 10 epochs every
-# one of its 10 stored runs used all 10 and several never met that plateau; at 30 early stopping ends them (15-17).
+# recipe's validation AUC climbs slowly until a plateau cuts its learning rate, a step of about 2 points: at 10 epochs
+# all 10 stored runs used every epoch, two never met that plateau and four met it only in their last; at 30 early
+# stopping ends every run (at 14-17 epochs).
 EPOCHS = {"default": 10, "strong": 30}
 
 
