@@ -269,7 +269,7 @@ def test_a_tiny_real_search_and_the_study_trains_its_configs(tmp_path, monkeypat
     budget = TrainConfig(epochs=1, patience=2, batch_size=1024, limit=3000)
     plan = study.Plan("ml-100k", ("dnn",), ("base", "self"), (1, 2, 3), budget, study.load_tuned(path, "ml-100k"))
     lines = study.section(tmp_path, plan, figures=tmp_path / "figures", tuned=path)
-    assert f"--seeds 1 --tuned {path}`" in lines[0]  # the seeds stored, not the plan's
+    assert f"--seeds 1 --epochs 1 --tuned {path}`" in lines[0]  # the seeds stored, not the plan's; the budget's epochs
     assert "each arm with its tuned learning rate" in lines[2] and "| dnn | self |" in lines[2]
     assert (tmp_path / "figures" / "study-ml-100k-tuned.png").stat().st_size > 1000
 
