@@ -168,13 +168,15 @@ def summarise(records: list[dict], budget: dict, size: int) -> dict:
                 / (base[s]["bayes"]["bayes_auc"] - base[s]["test"]["auc"])
                 for s in seeds
             ]
-            costs = [at[(arm, s)]["adaptation"]["mean_s_cost"] for s in seeds if at[(arm, s)].get("adaptation")]
+            adaptations = [at[(arm, s)]["adaptation"] for s in seeds if at[(arm, s)].get("adaptation")]
+            costs = [a["mean_s_cost"] for a in adaptations]
             table[arm] = {
                 "seeds": seeds,
                 "auc": sum(aucs) / len(aucs) if aucs else None,
                 "lift": paired(lift),
                 "gap_closed": paired(gap),
                 "mean_s_cost": paired(costs) if costs else None,
+                "adaptations": adaptations,
             }
         out[h] = {"bayes_auc": next(iter(base.values()))["bayes"]["bayes_auc"], "arms": table}
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.experiments.paired import fmt, paired
+from scripts.experiments.paired import fmt, paired, spreads
 
 RESULTS = Path("docs/results")
 RUNS = Path("runs/front")
@@ -194,8 +194,7 @@ def summarise(results: Path) -> dict:
         p["params"], p["bundle_bytes"] = p["runs"][0]["params"], p["runs"][0]["bundle_bytes"]
         adapted = [r["adaptation"] for r in p["runs"] if r.get("adaptation")]
         p["mean_s_cost"] = paired([a["mean_s_cost"] for a in adapted]) if adapted else None
-        layers = [[layer["spread"] for layer in a["layers"]] for a in adapted]  # the runs' S spread per layer
-        p["spread"] = [sum(x) / len(x) for x in zip(*layers, strict=True)] if layers else []
+        p["spread"] = spreads(adapted)  # the runs' S spread per layer
         p["latency"] = {int(b): s for b, s in lat.get(name, {}).items()}
     ref = points.get(REFERENCE.name, {}).get("latency", {})
     for p in points.values():

@@ -64,3 +64,24 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     t = stats.t.ppf(1 - (1 - level) / 2, df)
     p = 2 * stats.t.sf(abs(mean) / se, df)
     return {"n": min(na, nb), "mean": mean, "ci": (mean - t * se, mean + t * se), "p": float(p), "level": level}
+
+
+def spreads(adaptations: Sequence[Mapping]) -> list[float]:
+    """The spread of S_i per APG layer, averaged over runs' adaptation records (model/adaptation.py)."""
+    layers = [[layer["spread"] or 0.0 for layer in a["layers"]] for a in adaptations]
+    return [sum(x) / len(x) for x in zip(*layers, strict=True)] if layers else []
+
+
+def adapted(adaptations: Sequence[Mapping]) -> str:
+    """An APG figure's adaptation as RESULTS.md gives it: 'S_i spread per layer 0.114 / 0.660, mean-S cost +0.23
+    [..]' (the mean-S cost: test AUC minus the AUC with every S_i replaced by its mean, over the runs; towers of
+    different depths give the spread's range)."""
+    present = [a for a in adaptations if a]
+    if not present:
+        return "no adaptation measured"
+    if len({len(a["layers"]) for a in present}) == 1:
+        spread = "per layer " + " / ".join(f"{s:.3f}" for s in spreads(present))
+    else:  # towers of different depths (several base models): the range over their layers
+        each = [layer["spread"] or 0.0 for a in present for layer in a["layers"]]
+        spread = f"{min(each):.3f}-{max(each):.3f} over the layers"
+    return f"S_i spread {spread}, mean-S cost {fmt(paired([a['mean_s_cost'] for a in present]))}"

@@ -29,7 +29,7 @@ from model.apg import APGConfig
 from model.data import SCHEMAS
 from model.train import TrainConfig
 from model.zoo import ModelConfig
-from scripts.experiments.paired import fmt, paired, pooled
+from scripts.experiments.paired import fmt, paired, pooled, spreads
 
 RESULTS = Path("docs/results")
 RUNS = Path("runs/study")
@@ -410,10 +410,9 @@ def adaptation_cells(rs: list[dict]) -> str:
     ad = [r["adaptation"] for r in rs if r.get("adaptation")]
     if not ad:
         return " | | |"
-    spreads = np.mean([[layer["spread"] or 0.0 for layer in a["layers"]] for a in ad], axis=0)
     cost = paired([a["mean_s_cost"] for a in ad])
     verdict = "yes" if all(a["adaptive"] for a in ad) else ("no" if not any(a["adaptive"] for a in ad) else "mixed")
-    return f" {' / '.join(f'{s:.3f}' for s in spreads)} | {fmt(cost)} | {verdict} |"
+    return f" {' / '.join(f'{s:.3f}' for s in spreads(ad))} | {fmt(cost)} | {verdict} |"
 
 
 def activity_table(by: dict, arms: dict[str, tuple[str, ...]], common: Callable[..., list[int]]) -> list[str]:

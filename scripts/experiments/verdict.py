@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from scripts.experiments.paired import fmt
+from scripts.experiments.paired import adapted, fmt
 
 
 def _pts(x: float) -> str:
@@ -35,7 +35,8 @@ def reference_paragraph(results: Path) -> str:
         f"DeepFM scores {base_auc['fuxictr'] / n['fuxictr'] * 100:.2f} test AUC and ours "
         f"{base_auc['ours'] / n['ours'] * 100:.2f} (ours minus FuxiCTR's {_pts(b['mean'])} "
         f"[{_pts(b['ci'][0])}, {_pts(b['ci'][1])}], 95 % Welch). Self-wise APG moves FuxiCTR's DeepFM by "
-        f"{fmt(ref['lift'])} and ours by {fmt(ours['lift'])} AUC points; our lift minus FuxiCTR's is "
+        f"{fmt(ref['lift'])} and ours by {fmt(ours['lift'])} AUC points (ours: {_apg_adapts(ours)}; FuxiCTR "
+        "measures none); our lift minus FuxiCTR's is "
         f"{_pts(d['mean'])} [{_pts(d['ci'][0])}, {_pts(d['ci'][1])}] (90 % Welch): "
         + (
             "within the ±0.10 target, so the reference shows no more lift than ours."
@@ -71,6 +72,11 @@ def _with_fuxictr_init(done: dict) -> str:
 REFERENCE_GRID = "batch_norm=0,1"
 
 
+def _apg_adapts(lib: dict) -> str:
+    """A library's APG runs' adaptation (reference.summarise's entry)."""
+    return adapted([r.get("adaptation") for r in lib["arms"]["self"]["runs"].values()])
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -93,7 +99,8 @@ def _on_a_grid(done: dict) -> str:
     d, b = s["lift_difference"], s["base_difference"]
     return (
         f" Chosen per library and arm on validation (seed 0) from the grid `{REFERENCE_GRID}` ({picks}): "
-        f"FuxiCTR's lift {fmt(libs['fuxictr']['lift'])}, ours {fmt(libs['ours']['lift'])}, ours minus FuxiCTR's "
+        f"FuxiCTR's lift {fmt(libs['fuxictr']['lift'])}, ours {fmt(libs['ours']['lift'])} "
+        f"({_apg_adapts(libs['ours'])}), ours minus FuxiCTR's "
         f"{_pts(d['mean'])} [{_pts(d['ci'][0])}, {_pts(d['ci'][1])}] (90 %); our base minus FuxiCTR's "
         f"{_pts(b['mean'])} [{_pts(b['ci'][0])}, {_pts(b['ci'][1])}] ([reference-ml-1m-grid.md]"
         "(results/reference-ml-1m-grid.md))."
@@ -117,7 +124,7 @@ def control_paragraph(results: Path) -> str:
             arms = row["arms"]
             said = ", ".join(
                 f"{a}-wise {fmt(v['lift'])}"
-                + (f", mean-S cost {fmt(v['mean_s_cost'])}" if v.get("mean_s_cost") else "")
+                + (f", {adapted(v['adaptations'])}" if v["adaptations"] else "")
                 + (f" ({v['gap_closed']['mean'] * 100:.0f} % of the gap to Bayes)" if h else "")
                 for a, v in arms.items()
                 if a != "base" and v["lift"]["n"]
@@ -157,7 +164,7 @@ def ml1m_paragraph(results: Path, plan) -> str:
     from dataclasses import replace
 
     from scripts.experiments import study
-    from scripts.experiments.paired import paired, pooled
+    from scripts.experiments.paired import pooled
 
     records = study.stored(plan, results)
     if not records:
@@ -172,8 +179,7 @@ def ml1m_paragraph(results: Path, plan) -> str:
             for m in models
         }
         if models:
-            costs = [by[(m, a, s)]["adaptation"]["mean_s_cost"] for m in models for s in diffs[m]]
-            said[a] = (pooled(diffs), models, paired(costs))
+            said[a] = (pooled(diffs), models, [by[(m, a, s)]["adaptation"] for m in models for s in diffs[m]])
     if "self" not in said:
         return "**Does APG lift on ML-1M?** Not answered yet: `apg experiment study run --data ml-1m --arms base,self`."
     lift, models, cost = said["self"]
@@ -181,13 +187,12 @@ def ml1m_paragraph(results: Path, plan) -> str:
     text = (
         f"**Does APG lift on MovieLens-1M?** {'Yes' if shown else 'No lift shown'}. Self-wise APG at the study's "
         f"defaults, pooled over {len(models)} base models ({', '.join(models)}): {fmt(lift)} AUC points, though its "
-        f"S_i adapts (the AUC with every S_i replaced by its mean is lower by {fmt(cost)})."
+        f"S_i adapts ({adapted(cost)}: the AUC with every S_i replaced by its mean is lower by that cost)."
     )
     if "group" in said:
         group, group_models, group_cost = said["group"]
         text += (
-            f" Group-wise APG keyed on user activity ({', '.join(group_models)}): {fmt(group)}, mean-S cost "
-            f"{fmt(group_cost)}."
+            f" Group-wise APG keyed on user activity ({', '.join(group_models)}): {fmt(group)}, {adapted(group_cost)}."
         )
     return text + " Section 1 below; the tuned arms in section 2."
 
@@ -255,7 +260,6 @@ def strong_paragraph(results: Path) -> str:
                 runs = [by[(m, a, s)] for s in seeds for a in ("base", "self")]
                 base = [by[(m, "base", s)]["test"]["auc"] for s in seeds]
                 lift = paired([by[(m, "self", s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in seeds])
-                cost = paired([by[(m, "self", s)]["adaptation"]["mean_s_cost"] for s in seeds])
                 old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
                 limited = sum(r["epochs_run"] == epochs for r in runs)
                 seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
@@ -265,7 +269,8 @@ def strong_paragraph(results: Path) -> str:
                     f"{m}, {epochs} epochs at most (`--tuned {first}{rerun}`): the base "
                     f"{sum(base) / len(base) * 100:.2f} test AUC ({len(seeds)} seeds; the study's default base "
                     f"{sum(old) / max(len(old), 1) * 100:.2f}), self-wise APG on it {fmt(lift)} (paired on those "
-                    f"seeds; mean-S cost {fmt(cost)}); {limited} of its {len(runs)} runs used every epoch (not ended "
+                    f"seeds; {adapted([by[(m, 'self', s)]['adaptation'] for s in seeds])}); {limited} of its "
+                    f"{len(runs)} runs used every epoch (not ended "
                     "by early stopping)"
                 )
     if lines:

@@ -29,3 +29,14 @@ def test_pooled_uses_the_seed_as_unit_and_only_common_seeds():
 
 def test_fmt_in_points():
     assert fmt(paired([0.01, 0.03])).startswith("+2.00 [")
+
+
+def test_an_apg_figures_adaptation_gives_the_spread_per_layer_and_the_mean_s_cost():
+    from scripts.experiments.paired import adapted, spreads
+
+    runs = [{"mean_s_cost": 0.01 * s, "layers": [{"spread": 0.1 * s}, {"spread": None}]} for s in (1, 2, 3)]
+    assert spreads(runs) == pytest.approx([0.2, 0.0])
+    assert adapted([*runs, None]).startswith("S_i spread per layer 0.200 / 0.000, mean-S cost +2.00 [")
+    deeper = {"mean_s_cost": 0.02, "layers": [{"spread": 0.5}, {"spread": 0.05}, {"spread": 0.7}]}
+    assert adapted([*runs, deeper]).startswith("S_i spread 0.000-0.700 over the layers")  # towers of other depths
+    assert adapted([None]) == "no adaptation measured"

@@ -31,7 +31,7 @@ def test_the_control_answer_follows_the_intervals(tmp_path):
     budget = control.Plan().budget()
 
     def rec(h, arm, seed, auc, rows=1000):
-        adaptation = None if arm == "base" else {"mean_s_cost": 0.01}
+        adaptation = None if arm == "base" else {"mean_s_cost": 0.01, "layers": [{"spread": 0.5}, {"spread": 0.25}]}
         test = {"auc": auc}
         return {
             "heterogeneity": h,
@@ -55,6 +55,7 @@ def test_the_control_answer_follows_the_intervals(tmp_path):
     text = control_paragraph(tmp_path)
     assert text.startswith("**Can APG lift anywhere?** Yes: at the highest heterogeneity group-wise APG lifts")
     assert "(self-wise does not)" in text and "group-wise +3.02 [" in text and "(31 % of the gap to Bayes)" in text
+    assert "group-wise +3.02 [" in text and "S_i spread per layer 0.500 / 0.250, mean-S cost +1.00 [" in text
     main, larger = text.split(" With a 4,000-row log (`--rows 4000`): ")
     assert "1,000 rows" in main and "+4.00 [" not in main
     assert "(base 75.15, Bayes-optimal 80.00, 2 seeds): group-wise +4.00 [" in larger and "(82 % of the gap" in larger
@@ -139,7 +140,7 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
             "budget": plan.budget(),
             "tuned": configs[model][arm] if tuned else None,
             "test": {"auc": auc},
-            "adaptation": None if arm == "base" else {"mean_s_cost": 0.15},
+            "adaptation": None if arm == "base" else {"mean_s_cost": 0.15, "layers": [{"spread": 0.2}]},
             "epochs_run": epochs_run,
             "wall_seconds": seconds,
         }
@@ -158,6 +159,7 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     assert "self-wise APG on it -1.20 [" in at10 and "5 of its 6 runs used every epoch" in at10
     assert "`--tuned " in at30 and "--epochs 30`" in at30 and "the base 82.30 test AUC (2 seeds;" in at30
     assert "self-wise APG on it +0.15 [" in at30 and "0 of its 4 runs used every epoch" in at30
+    assert "seeds; S_i spread per layer 0.200, mean-S cost +15.00 [" in at30
     assert "study run --models deepfm --arms base,self" in text and "dnn, " not in text
     assert "full budget, 30 epochs at most) has not been run: 80 trials are about 13 hours" in text
     # DNN's runs join: their own line, the command names both, and the estimate is every model's runs' mean
