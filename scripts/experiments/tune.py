@@ -20,8 +20,11 @@ once per model.
 
 Resumable: the searches live in one SQLite file (runs/tune/<data>.sqlite3, `--storage`); a killed search continues
 where it stopped, the trial it was in tried again with the same values (TPE's random state restarts, so the values
-after that can differ from those of an uninterrupted search). When an arm has its trials, its best configuration goes
-into docs/results/tune/<data>.json, the file `apg experiment study run --tuned` trains the final runs with.
+after that can differ from those of an uninterrupted search). Every finished trial is also written, after each trial,
+to docs/results/tune/<data>[-<space>]-trials.json, which is committed: a search runs for many sessions, and a fresh
+clone (or a lost SQLite file) continues from that record, its trials put back into the store without training them
+again. When an arm has its trials, its best configuration goes into docs/results/tune/<data>[-<space>].json, the file
+`apg experiment study run --tuned` trains the final runs with.
 """
 
 from __future__ import annotations
@@ -250,9 +253,10 @@ def objective(plan: TunePlan, model: str, arm: str) -> Callable:
 
 
 # ---------------------------------------------------------------- the searches
-def open_study(plan: TunePlan, storage, model: str, arm: str):
-    """The arm's search, created or loaded; the trial a killed (running) or interrupted (failed) search was in is
-    queued again with its values, once per failure."""
+def open_study(plan: TunePlan, storage, model: str, arm: str, logged: list[dict] = ()) -> tuple:
+    """The arm's search, created or loaded, with the finished trials of its record (`logged`, see `trials_path`)
+    that the store lacks put back (returned: how many); the trial a killed (running) or interrupted (failed) search
+    was in is queued again with its values, once per failure."""
     import optuna
     from optuna.trial import TrialState
 
@@ -265,6 +269,7 @@ def open_study(plan: TunePlan, storage, model: str, arm: str):
         pruner=pruner or optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
+    back = restore(study, logged)
     trials = study.get_trials(deepcopy=False)
     if not trials:
         study.enqueue_trial(plan.space.untuned(arm, plan.train.lr))
@@ -274,7 +279,92 @@ def open_study(plan: TunePlan, storage, model: str, arm: str):
             if t.state == TrialState.RUNNING:  # one search at a time: a running trial is a killed process's
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-    return study
+    return study, back
+
+
+SAME = ("state", "value", "params", "intermediate_values")  # what makes a stored trial the recorded one
+
+
+def record(t) -> dict:
+    """A finished trial as the record keeps it (JSON: floats round-trip exactly)."""
+    from optuna.distributions import distribution_to_json
+
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.value,
+        "params": t.params,
+        "distributions": {k: json.loads(distribution_to_json(d)) for k, d in t.distributions.items()},
+        "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        "user_attrs": t.user_attrs,
+        "started": t.datetime_start.isoformat() if t.datetime_start else None,
+        "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
+    }
+
+
+def restore(study, logged: list[dict]) -> int:
+    """Put the recorded finished trials the store lacks back into it (they are not trained again); returns how many.
+    The store's finished trials must be the record's first ones: a store and a record that went separate ways (two
+    machines searching the same space) are refused rather than merged."""
+    from datetime import datetime
+
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    stored = [record(t) for t in finished(study)]
+    for i, (s, r) in enumerate(zip(stored, logged, strict=False)):  # the shorter's length
+        if any(s[k] != r[k] for k in SAME):
+            raise ValueError(
+                f"search {study.study_name}: its store and its trial record differ at finished trial {i} (store "
+                f"{s['params']} -> {s['value']}, record {r['params']} -> {r['value']}); move the store aside to "
+                "continue from the record, or the record to continue from the store"
+            )
+    missing = logged[len(stored) :]
+    for r in missing:
+        when = [datetime.fromisoformat(r[k]) if r[k] else datetime.now() for k in ("started", "finished")]
+        study.add_trial(
+            FrozenTrial(
+                number=0,  # the store numbers it
+                trial_id=0,
+                state=TrialState[r["state"]],
+                value=r["value"],
+                values=None,
+                datetime_start=when[0],
+                datetime_complete=when[1],
+                params=r["params"],
+                distributions={k: json_to_distribution(json.dumps(d)) for k, d in r["distributions"].items()},
+                # retry_of names a trial number of the store it ran in: meaningless in this one
+                user_attrs={k: v for k, v in r["user_attrs"].items() if k != "retry_of"}
+                | {"restored_from": r["number"]},
+                system_attrs={},
+                intermediate_values={int(k): v for k, v in r["intermediate_values"].items()},
+            )
+        )
+    return len(missing)
+
+
+def save_trials(path: Path, plan: TunePlan, searches: dict) -> None:
+    """Write the searches' finished trials into their record (other searches' entries in it are kept)."""
+    saved = json.loads(path.read_text()) if path.exists() else {"data": plan.data, "space": plan.space_name}
+    entries = saved.setdefault("searches", {})
+    for (model, arm), study in searches.items():
+        entries[study.study_name] = {
+            "model": model,
+            "arm": arm,
+            "budget": plan.budget(),
+            "trials": [record(t) for t in finished(study)],
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def logged_trials(path: Path, name: str) -> list[dict]:
+    """A search's recorded finished trials (none where the record or the search is absent)."""
+    if not path.exists():
+        return []
+    return json.loads(path.read_text()).get("searches", {}).get(name, {}).get("trials", [])
 
 
 def finished(study, n: int | None = None) -> list:
@@ -323,6 +413,13 @@ def best_path(results: Path, data: str, space: str = "default") -> Path:
     return results / "tune" / (f"{data}.json" if space == "default" else f"{data}-{space}.json")
 
 
+def trials_path(results: Path, data: str, space: str = "default") -> Path:
+    """The record of a space's searches, committed beside their best configurations (tune/<data>[-<space>].json):
+    every finished trial of every search, which the SQLite store only caches."""
+    best = best_path(results, data, space)
+    return best.with_name(f"{best.stem}-trials.json")
+
+
 def write_best(path: Path, data: str, model: str, arm: str, entry: dict) -> None:
     saved = json.loads(path.read_text()) if path.exists() else {"data": data, "configs": {}}
     saved["configs"].setdefault(model, {})[arm] = entry
@@ -341,15 +438,26 @@ def run(plan: TunePlan, storage_path: Path, results: Path = RESULTS) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path.resolve()}")
-    searches = {(m, a): open_study(plan, storage, m, a) for m in plan.models for a in plan.arms}
-    for (model, arm), study in searches.items():
-        todo = max(plan.trials - len(finished(study)), 0)
-        print(f"tune {plan.data} {model} {arm}: {plan.trials - todo} trials stored, {todo} to run", flush=True)
+    log = trials_path(results, plan.data, plan.space_name)
+    searches = {}
+    for m in plan.models:
+        for a in plan.arms:
+            study, back = open_study(plan, storage, m, a, logged_trials(log, plan.study_name(m, a)))
+            searches[(m, a)] = study
+            done = len(finished(study))
+            print(
+                f"tune {plan.data} {m} {a}: {done} trials stored"
+                + (f" ({back} from {log})" if back else "")
+                + f", {max(plan.trials - done, 0)} to run",
+                flush=True,
+            )
+    save_trials(log, plan, searches)
     for turn in range(plan.trials):
         for (model, arm), study in searches.items():
             if len(finished(study)) <= turn:
                 print(f"tune {plan.data} {model} {arm}: trial {turn + 1} of {plan.trials}", flush=True)
                 study.optimize(objective(plan, model, arm), n_trials=1, callbacks=[log_trial])
+                save_trials(log, plan, searches)
     for (model, arm), study in searches.items():
         entry = best_entry(plan, study, model, arm)
         write_best(best_path(results, plan.data, plan.space_name), plan.data, model, arm, entry)

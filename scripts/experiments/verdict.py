@@ -4,6 +4,7 @@ a question without runs says which command answers it. `apg experiment report` p
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -283,15 +284,28 @@ def strong_paragraph(results: Path) -> str:
     else:
         head = "**APG on a strong recipe.** No run of the strong recipe is stored yet."
     if not searched.exists():
+        args = ["--data", "ml-1m", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
+        parser = argparse.ArgumentParser()
+        tune.add_arguments(parser)
+        plan = tune.plan_from_args(parser.parse_args(["run", *args, "--trials", "20"]))
+        log = tune.trials_path(results, "ml-1m", "strong")
+        done = {(m, a): tune.logged_trials(log, plan.study_name(m, a)) for m in plan.models for a in plan.arms}
+        total, ran = plan.trials * len(done), sum(map(len, done.values()))
         cost = ""
         if seconds:  # what the longest budget's runs took here: the search's trials are such runs, or pruned ones
-            hours = 80 * sum(seconds) / len(seconds) / 3600
+            hours = (total - ran) * sum(seconds) / len(seconds) / 3600
             n = len(seconds)
-            cost = f": 80 trials are about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
+            left = f"{total} trials are" if not ran else f"its other {total - ran} trials are"
+            cost = f": {left} about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
+        command = f"`apg experiment tune run {' '.join(args)} --trials {plan.trials}`"
+        budget = f"every trial at the space's full budget, {budgets[-1]} epochs at most"
+        if not ran:
+            return head + f" Its search ({command}, {budget}) has not been run{cost}."
+        pruned = sum(t["state"] == "PRUNED" for ts in done.values() for t in ts)
+        per_arm = ", ".join(f"{m} {a} {len(ts)}" for (m, a), ts in done.items())
         return head + (
-            f" Its search (`apg experiment tune run --data ml-1m --models dnn,deepfm --arms base,self --space strong "
-            f"--trials 20`, every trial at the space's full budget, {budgets[-1]} epochs at most) has not been "
-            f"run{cost}."
+            f" Its search ({command}, {budget}) has run {ran} of its {total} trials so far ({per_arm}; {pruned} "
+            f"pruned; each trial in `{log}`, from which the same command resumes){cost}."
         )
     saved = json.loads(searched.read_text())["configs"]
     cells = [

@@ -172,6 +172,62 @@ def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
     assert len(calls) == 1 + 2 + 2  # static's interrupted trial and self's in turn 6, then turn 7: one each
 
 
+def test_a_fresh_store_continues_from_the_committed_trial_record(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "4")]) == 0
+    log = tmp_path / "tune" / "ml-100k-trials.json"
+    saved = json.loads(log.read_text())
+    first = {e["arm"]: e["trials"] for e in saved["searches"].values()}
+    assert sorted(first) == ["base", "self", "static"] and all(len(t) == 4 for t in first.values())
+    stale = tmp_path / "stale.sqlite3"
+    stale.write_bytes((tmp_path / "tune.sqlite3").read_bytes())
+    (tmp_path / "tune.sqlite3").unlink()  # a fresh clone: the record is committed, the store is not
+    calls.clear()
+    capsys.readouterr()
+    assert tune.main(["run", *args(tmp_path, "--trials", "6")]) == 0
+    assert len(calls) == 6  # trials 5 and 6 of each arm: the recorded four are not trained again
+    assert "4 trials stored (4 from" in capsys.readouterr().out
+    for arm, s in studies(tmp_path).items():
+        done = tune.finished(s)
+        assert len(done) == 6 and [t.user_attrs.get("restored_from") for t in done[:4]] == [0, 1, 2, 3]
+        for t, r in zip(done[:4], first[arm], strict=True):
+            assert (t.state.name, t.value, t.params) == (r["state"], r["value"], r["params"])
+            assert t.intermediate_values == {int(k): v for k, v in r["intermediate_values"].items()}
+            assert t.datetime_complete.isoformat() == r["finished"]
+    assert all(len(e["trials"]) == 6 for e in json.loads(log.read_text())["searches"].values())
+    # a stale store (this machine's, while another ran on and committed the record) is topped up, nothing re-run
+    (tmp_path / "tune.sqlite3").write_bytes(stale.read_bytes())
+    calls.clear()
+    assert tune.main(["run", *args(tmp_path, "--trials", "6")]) == 0 and calls == []
+    assert all(len(tune.finished(s)) == 6 for s in studies(tmp_path).values())
+    # a store and a record that went separate ways are refused, not merged
+    saved = json.loads(log.read_text())
+    name = next(n for n, e in saved["searches"].items() if e["arm"] == "self")
+    saved["searches"][name]["trials"][1]["value"] = 0.5
+    log.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert tune.main(["run", *args(tmp_path, "--trials", "6")]) == 2 and calls == []
+    err = capsys.readouterr().err
+    assert f"search {name}: its store and its trial record differ at finished trial 1" in err
+    assert "-> 0.5); move the store aside" in err
+
+
+def test_a_restored_trial_drops_the_retry_number_of_the_store_it_ran_in(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "2")]) == 0
+    log = tmp_path / "tune" / "ml-100k-trials.json"
+    saved = json.loads(log.read_text())
+    for e in saved["searches"].values():
+        e["trials"][1]["user_attrs"] = {"retry_of": 0}  # its first try failed in the store it ran in
+    log.write_text(json.dumps(saved))
+    (tmp_path / "tune.sqlite3").unlink()
+    assert tune.main(["run", *args(tmp_path, "--trials", "2")]) == 0 and len(calls) == 6
+    for s in studies(tmp_path).values():
+        assert [t.user_attrs for t in s.trials] == [{"restored_from": 0}, {"restored_from": 1}]
+
+
 def test_the_best_file_keys_the_studys_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "train_trial", fake_trial([]))
     tune.main(["run", *args(tmp_path, "--trials", "6")])

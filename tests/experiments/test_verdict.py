@@ -168,3 +168,29 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     text = strong_paragraph(tmp_path)
     assert "study run --models deepfm,dnn --arms base,self" in text and "dnn, 30 epochs at most" in text
     assert "80 trials are about 20 hours on 2 cores (from 8 such runs' mean" in text
+    # a search part-way: its committed trial record says how far, and the estimate covers the rest only
+    import argparse
+
+    from scripts.experiments import tune
+
+    parser = argparse.ArgumentParser()
+    tune.add_arguments(parser)
+    command = ["run", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
+    search = tune.plan_from_args(parser.parse_args(command))
+    other = replace(search, train=replace(search.train, epochs=10))  # another budget's search: not this one
+    trials = {
+        search.study_name("deepfm", "base"): ["COMPLETE", "PRUNED"],
+        search.study_name("dnn", "self"): ["COMPLETE"],
+        other.study_name("dnn", "base"): ["COMPLETE"] * 5,
+    }
+    log = tune.trials_path(tmp_path, "ml-1m", "strong")
+    log.write_text(
+        json.dumps({"searches": {n: {"trials": [{"state": x} for x in states]} for n, states in trials.items()}})
+    )
+    text = strong_paragraph(tmp_path)
+    assert (
+        "--space strong --trials 20`, every trial at the space's full budget, 30 epochs at most) has run 3 of its 80"
+        in text
+    )
+    assert "(dnn base 0, dnn self 1, deepfm base 2, deepfm self 0; 1 pruned; each trial in `" in text
+    assert f"`{log}`, from which the same command resumes): its other 77 trials are about 19 hours on 2 cores" in text
