@@ -19,8 +19,9 @@ field, the item's popularity or the user) and a LayerNorm on z. model/apg.py has
 once per model.
 
 Resumable: the searches live in one SQLite file (runs/tune/<data>.sqlite3, `--storage`); a killed search continues
-where it stopped, the trial it was in tried again with the same values (TPE's random state restarts, so the values
-after that can differ from those of an uninterrupted search). Every finished trial is also written, after each trial,
+where it stopped, the trial it was in tried again with the same values (TPE is reseeded with the sampler seed plus
+the count of trials begun, so a resumed search draws new values rather than repeating its first process's, and they
+differ from those an uninterrupted search would have drawn). Every finished trial is also written, after each trial,
 to docs/results/tune/<data>[-<space>]-trials.json, which is committed: a search runs for many sessions, and a fresh
 clone (or a lost SQLite file) continues from that record, its trials put back into the store without training them
 again. When an arm has its trials, its best configuration goes into docs/results/tune/<data>[-<space>].json, the file
@@ -265,14 +266,22 @@ def open_study(plan: TunePlan, storage, model: str, arm: str, logged: list[dict]
         storage=storage,
         study_name=plan.study_name(model, arm),
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=plan.sampler_seed),
         pruner=pruner or optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     back = restore(study, logged)
     trials = study.get_trials(deepcopy=False)
+    # TPE's random state does not survive a process: reseeded by the count of trials begun (a failed one too, as its
+    # retry repeats its values), a resumed search draws new values instead of repeating an earlier process's draws
+    study.sampler = optuna.samplers.TPESampler(seed=plan.sampler_seed + len(trials))
     if not trials:
         study.enqueue_trial(plan.space.untuned(arm, plan.train.lr))
+    if back:  # the record went past this store: what it left unfinished (queued, killed, failed) is superseded
+        for t in trials:
+            if t.state in (TrialState.WAITING, TrialState.RUNNING):
+                storage.set_trial_user_attr(t._trial_id, "superseded", True)
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        return study, back
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
         if t.state in (TrialState.RUNNING, TrialState.FAIL) and t.number not in retried:
@@ -286,17 +295,18 @@ SAME = ("state", "value", "params", "intermediate_values")  # what makes a store
 
 
 def record(t) -> dict:
-    """A finished trial as the record keeps it (JSON: floats round-trip exactly)."""
+    """A finished trial as the record keeps it (JSON: floats round-trip exactly); a trial put back from the record is
+    written as it was recorded (its number and attributes of the store it ran in), so the record does not change."""
     from optuna.distributions import distribution_to_json
 
     return {
-        "number": t.number,
+        "number": t.user_attrs.get("restored_from", t.number),
         "state": t.state.name,
         "value": t.value,
         "params": t.params,
         "distributions": {k: json.loads(distribution_to_json(d)) for k, d in t.distributions.items()},
         "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-        "user_attrs": t.user_attrs,
+        "user_attrs": t.user_attrs.get("recorded", t.user_attrs),
         "started": t.datetime_start.isoformat() if t.datetime_start else None,
         "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
     }
@@ -313,7 +323,7 @@ def restore(study, logged: list[dict]) -> int:
 
     stored = [record(t) for t in finished(study)]
     for i, (s, r) in enumerate(zip(stored, logged, strict=False)):  # the shorter's length
-        if any(s[k] != r[k] for k in SAME):
+        if any(json.dumps(s[k], sort_keys=True) != json.dumps(r[k], sort_keys=True) for k in SAME):  # NaN == NaN
             raise ValueError(
                 f"search {study.study_name}: its store and its trial record differ at finished trial {i} (store "
                 f"{s['params']} -> {s['value']}, record {r['params']} -> {r['value']}); move the store aside to "
@@ -333,9 +343,8 @@ def restore(study, logged: list[dict]) -> int:
                 datetime_complete=when[1],
                 params=r["params"],
                 distributions={k: json_to_distribution(json.dumps(d)) for k, d in r["distributions"].items()},
-                # retry_of names a trial number of the store it ran in: meaningless in this one
-                user_attrs={k: v for k, v in r["user_attrs"].items() if k != "retry_of"}
-                | {"restored_from": r["number"]},
+                # its attributes name trial numbers of the store it ran in (retry_of): kept aside, not live here
+                user_attrs={"restored_from": r["number"], "recorded": r["user_attrs"]},
                 system_attrs={},
                 intermediate_values={int(k): v for k, v in r["intermediate_values"].items()},
             )

@@ -170,6 +170,9 @@ def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
     assert [t.params for t in base.trials if t.user_attrs.get("retry_of") == killed.number] == [killed.params]
     assert all(len(tune.finished(s)) == 7 for s in studies(tmp_path).values())
     assert len(calls) == 1 + 2 + 2  # static's interrupted trial and self's in turn 6, then turn 7: one each
+    for s in studies(tmp_path).values():  # a resumed search draws new values, not its first process's again
+        done = [json.dumps(t.params, sort_keys=True) for t in tune.finished(s)]
+        assert len(set(done)) == len(done) == 7
 
 
 def test_a_fresh_store_continues_from_the_committed_trial_record(tmp_path, monkeypatch, capsys):
@@ -192,10 +195,12 @@ def test_a_fresh_store_continues_from_the_committed_trial_record(tmp_path, monke
         done = tune.finished(s)
         assert len(done) == 6 and [t.user_attrs.get("restored_from") for t in done[:4]] == [0, 1, 2, 3]
         for t, r in zip(done[:4], first[arm], strict=True):
+            assert tune.record(t) == r  # written back as recorded: a restore leaves the record unchanged
             assert (t.state.name, t.value, t.params) == (r["state"], r["value"], r["params"])
             assert t.intermediate_values == {int(k): v for k, v in r["intermediate_values"].items()}
             assert t.datetime_complete.isoformat() == r["finished"]
     assert all(len(e["trials"]) == 6 for e in json.loads(log.read_text())["searches"].values())
+    assert [e["trials"][:4] for e in json.loads(log.read_text())["searches"].values()] == list(first.values())
     # a stale store (this machine's, while another ran on and committed the record) is topped up, nothing re-run
     (tmp_path / "tune.sqlite3").write_bytes(stale.read_bytes())
     calls.clear()
@@ -225,7 +230,34 @@ def test_a_restored_trial_drops_the_retry_number_of_the_store_it_ran_in(tmp_path
     (tmp_path / "tune.sqlite3").unlink()
     assert tune.main(["run", *args(tmp_path, "--trials", "2")]) == 0 and len(calls) == 6
     for s in studies(tmp_path).values():
-        assert [t.user_attrs for t in s.trials] == [{"restored_from": 0}, {"restored_from": 1}]
+        assert [t.user_attrs["restored_from"] for t in s.trials] == [0, 1]
+        assert not any("retry_of" in t.user_attrs for t in s.trials)  # not live: no retry logic reads it
+    assert json.loads(log.read_text()) == saved  # and written back as recorded
+
+
+def test_a_store_killed_mid_search_yields_to_a_record_that_went_on(tmp_path, monkeypatch):
+    """A machine killed in its first trial (base's trial failed, the other arms' untuned trials still queued) while
+    another machine ran the search on and committed the record: the stale store's unfinished trials are superseded,
+    not trained again after the restored ones."""
+    calls = []
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls, stop_at=1))
+    with pytest.raises(KeyboardInterrupt):
+        tune.main(["run", *args(tmp_path, "--trials", "2")])
+    stale = (tmp_path / "tune.sqlite3").read_bytes()
+    (tmp_path / "tune.sqlite3").unlink()
+    calls.clear()
+    monkeypatch.setattr(tune, "train_trial", fake_trial(calls))
+    assert tune.main(["run", *args(tmp_path, "--trials", "2")]) == 0 and len(calls) == 6  # the other machine
+    (tmp_path / "tune.sqlite3").write_bytes(stale)
+    calls.clear()
+    assert tune.main(["run", *args(tmp_path, "--trials", "3")]) == 0
+    assert len(calls) == 3  # trial 3 of each arm, nothing else
+    for s in studies(tmp_path).values():
+        done = tune.finished(s)
+        assert len(done) == 3 and len({json.dumps(t.params, sort_keys=True) for t in done}) == 3  # no repeat
+        left = [t for t in s.trials if t not in done]
+        assert left and all(t.state == TrialState.FAIL for t in left)
+        assert not s.get_trials(states=(TrialState.WAITING,))  # nothing queued to hijack a later run
 
 
 def test_the_best_file_keys_the_studys_runs(tmp_path, monkeypatch):
