@@ -292,11 +292,14 @@ def strong_paragraph(results: Path) -> str:
         done = {(m, a): tune.logged_trials(log, plan.study_name(m, a)) for m in plan.models for a in plan.arms}
         done = {k: ts[: plan.trials] for k, ts in done.items()}  # a search run on past 20 counts its first 20
         total, ran = plan.trials * len(done), sum(map(len, done.values()))
-        cost = ""
-        if seconds:  # what the longest budget's runs took here: the search's trials are such runs, or pruned ones
+        cost, took = "", [_took(t) for ts in done.values() for t in ts if t.get("started") and t.get("finished")]
+        left = f"{total} trials are" if not ran else f"its other {total - ran} trials are"
+        if took:  # the search's own trials: pruned ones included
+            hours = (total - ran) * sum(took) / len(took) / 3600
+            cost = f": {left} about {hours:.0f} hours on 2 cores (the mean of its {_count(len(took), 'trial')} so far)"
+        elif seconds:  # what the longest budget's runs took here: the search's trials are such runs, or pruned ones
             hours = (total - ran) * sum(seconds) / len(seconds) / 3600
             n = len(seconds)
-            left = f"{total} trials are" if not ran else f"its other {total - ran} trials are"
             cost = f": {left} about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
         command = f"`apg experiment tune run {' '.join(args)} --trials {plan.trials}`"
         budget = f"every trial at the space's full budget, {budgets[-1]} epochs at most"
@@ -313,6 +316,13 @@ def strong_paragraph(results: Path) -> str:
         f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, x in saved.items() for a, e in x.items()
     ]
     return head + " Best validation AUC per arm of the strong search: " + "; ".join(cells) + "."
+
+
+def _took(trial: dict) -> float:
+    """A recorded trial's wall-clock seconds."""
+    from datetime import datetime
+
+    return (datetime.fromisoformat(trial["finished"]) - datetime.fromisoformat(trial["started"])).total_seconds()
 
 
 def verdict(results: Path, ml1m_plan) -> list[str]:

@@ -184,9 +184,8 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
         other.study_name("dnn", "base"): ["COMPLETE"] * 5,
     }
     log = tune.trials_path(tmp_path, "ml-1m", "strong")
-    log.write_text(
-        json.dumps({"searches": {n: {"trials": [{"state": x} for x in states]} for n, states in trials.items()}})
-    )
+    searches = {n: {"trials": [{"state": x} for x in states]} for n, states in trials.items()}
+    log.write_text(json.dumps({"searches": searches}))
     text = strong_paragraph(tmp_path)
     assert (
         "--space strong --trials 20`, every trial at the space's full budget, 30 epochs at most) has run 3 of its 80"
@@ -194,3 +193,9 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     )
     assert "(dnn base 0, dnn self 1, deepfm base 2, deepfm self 0; 1 pruned; each trial in `" in text
     assert f"`{log}`, from which the same command resumes): its other 77 trials are about 19 hours on 2 cores" in text
+    # once its trials carry their times, the estimate is theirs (a pruned trial is short)
+    times = {"started": "2026-12-06T00:00:00", "finished": "2026-12-06T00:10:00"}
+    searches[search.study_name("deepfm", "base")]["trials"][0] |= times
+    log.write_text(json.dumps({"searches": searches}))
+    text = strong_paragraph(tmp_path)
+    assert "its other 77 trials are about 13 hours on 2 cores (the mean of its 1 trial so far)" in text
