@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -294,9 +295,10 @@ def strong_paragraph(results: Path) -> str:
         total, ran = plan.trials * len(done), sum(map(len, done.values()))
         cost, took = "", [_took(t) for ts in done.values() for t in ts if t.get("started") and t.get("finished")]
         left = f"{total} trials are" if not ran else f"its other {total - ran} trials are"
-        if took:  # the search's own trials: pruned ones included
-            hours = (total - ran) * sum(took) / len(took) / 3600
-            cost = f": {left} about {hours:.0f} hours on 2 cores (the mean of its {_count(len(took), 'trial')} so far)"
+        if took:  # the search's own trials, pruned ones included; the median, as a paused process's trial is long
+            hours = (total - ran) * statistics.median(took) / 3600
+            so_far = _count(len(took), "trial")
+            cost = f": {left} about {hours:.0f} hours on 2 cores (the median of its {so_far} so far)"
         elif seconds:  # what the longest budget's runs took here: the search's trials are such runs, or pruned ones
             hours = (total - ran) * sum(seconds) / len(seconds) / 3600
             n = len(seconds)

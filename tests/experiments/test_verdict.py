@@ -194,8 +194,9 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     assert "(dnn base 0, dnn self 1, deepfm base 2, deepfm self 0; 1 pruned; each trial in `" in text
     assert f"`{log}`, from which the same command resumes): its other 77 trials are about 19 hours on 2 cores" in text
     # once its trials carry their times, the estimate is theirs (a pruned trial is short)
-    times = {"started": "2026-12-06T00:00:00", "finished": "2026-12-06T00:10:00"}
-    searches[search.study_name("deepfm", "base")]["trials"][0] |= times
+    for i, minutes in enumerate((10, 10, 50)):  # the last one's process was paused: the median leaves it out
+        t = [t for e in searches.values() for t in e["trials"]][i]
+        t |= {"started": "2026-12-06T00:00:00", "finished": f"2026-12-06T00:{minutes:02d}:00"}
     log.write_text(json.dumps({"searches": searches}))
     text = strong_paragraph(tmp_path)
-    assert "its other 77 trials are about 13 hours on 2 cores (the mean of its 1 trial so far)" in text
+    assert "its other 77 trials are about 13 hours on 2 cores (the median of its 3 trials so far)" in text
