@@ -12,6 +12,8 @@ from pathlib import Path
 
 from scripts.experiments.paired import adapted, fmt
 
+SEEDS_PER_ARM = 5  # the strong search's test study: paired seeds 1..5
+
 
 def _pts(x: float) -> str:
     return f"{x * 100:+.2f}"
@@ -237,44 +239,56 @@ def front_paragraph(results: Path) -> str:
     return head + " Details and the plot: [front-ml-1m.md](results/front-ml-1m.md)."
 
 
-def strong_paragraph(results: Path) -> str:
+def _strong_lines(results: Path, path: Path, budgets, seconds: list, shown: set) -> tuple[list[str], dict]:
+    """One line per model and epoch budget for the study runs tuned by ``path`` (base vs self-wise, paired on the
+    seeds both arms have); adds the longest budget's run times to ``seconds`` and the models told to ``shown``.
+    Returns the lines and, per model at the longest budget, its paired lift."""
     from dataclasses import replace
 
-    from scripts.experiments import study, tune
+    from scripts.experiments import study
     from scripts.experiments.paired import paired
+
+    tuned = study.load_tuned(path, "ml-1m")
+    models = tuple(tuned)
+    untuned = study.stored(replace(study.Plan(data="ml-1m"), models=models, arms=("base",)), results)
+    lines, lifts = [], {}
+    for epochs in budgets:
+        plan = replace(study.Plan(data="ml-1m", tuned=tuned), models=models, arms=("base", "self"))
+        plan = replace(plan, train=replace(plan.train, epochs=epochs))
+        by = {(r["model"], r["arm"], r["seed"]): r for r in study.stored(plan, results)}
+        for m in models:
+            seeds = sorted(s for (mm, a, s) in by if mm == m and a == "base" and (m, "self", s) in by)
+            if not seeds:
+                continue
+            runs = [by[(m, a, s)] for s in seeds for a in ("base", "self")]
+            base = [by[(m, "base", s)]["test"]["auc"] for s in seeds]
+            lift = paired([by[(m, "self", s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in seeds])
+            old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
+            limited = sum(r["epochs_run"] == epochs for r in runs)
+            seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
+            lifts |= {m: lift} if epochs == budgets[-1] else {}
+            shown.add(m)
+            rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
+            lines.append(
+                f"{m}, {epochs} epochs at most (`--tuned {path}{rerun}`): the base "
+                f"{sum(base) / len(base) * 100:.2f} test AUC ({len(seeds)} seeds; the study's default base "
+                f"{sum(old) / max(len(old), 1) * 100:.2f}), self-wise APG on it {fmt(lift)} (paired on those "
+                f"seeds; {adapted([by[(m, 'self', s)]['adaptation'] for s in seeds])}); {limited} of its "
+                f"{len(runs)} runs used every epoch (not ended "
+                "by early stopping)"
+            )
+    return lines, lifts
+
+
+def strong_paragraph(results: Path) -> str:
+    from scripts.experiments import study, tune
 
     searched = tune.best_path(results, "ml-1m", "strong")
     first = results / "tune" / "ml-1m-strong-first.json"
     lines, seconds, shown = [], [], set()
     budgets = (study.Plan().train.epochs, tune.EPOCHS["strong"])  # the study's, and the strong recipe's own
     if first.exists():
-        tuned = study.load_tuned(first, "ml-1m")
-        models = tuple(tuned)
-        untuned = study.stored(replace(study.Plan(data="ml-1m"), models=models, arms=("base",)), results)
-        for epochs in budgets:
-            plan = replace(study.Plan(data="ml-1m", tuned=tuned), models=models, arms=("base", "self"))
-            plan = replace(plan, train=replace(plan.train, epochs=epochs))
-            by = {(r["model"], r["arm"], r["seed"]): r for r in study.stored(plan, results)}
-            for m in models:
-                seeds = sorted(s for (mm, a, s) in by if mm == m and a == "base" and (m, "self", s) in by)
-                if not seeds:
-                    continue
-                runs = [by[(m, a, s)] for s in seeds for a in ("base", "self")]
-                base = [by[(m, "base", s)]["test"]["auc"] for s in seeds]
-                lift = paired([by[(m, "self", s)]["test"]["auc"] - by[(m, "base", s)]["test"]["auc"] for s in seeds])
-                old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
-                limited = sum(r["epochs_run"] == epochs for r in runs)
-                seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
-                shown.add(m)
-                rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
-                lines.append(
-                    f"{m}, {epochs} epochs at most (`--tuned {first}{rerun}`): the base "
-                    f"{sum(base) / len(base) * 100:.2f} test AUC ({len(seeds)} seeds; the study's default base "
-                    f"{sum(old) / max(len(old), 1) * 100:.2f}), self-wise APG on it {fmt(lift)} (paired on those "
-                    f"seeds; {adapted([by[(m, 'self', s)]['adaptation'] for s in seeds])}); {limited} of its "
-                    f"{len(runs)} runs used every epoch (not ended "
-                    "by early stopping)"
-                )
+        lines, _ = _strong_lines(results, first, budgets, seconds, shown)
     if lines:
         head = (
             "**APG on a strong recipe.** BARS's MovieLens recipe untuned (embedding regularisation 0.01, "
@@ -284,11 +298,13 @@ def strong_paragraph(results: Path) -> str:
         )
     else:
         head = "**APG on a strong recipe.** No run of the strong recipe is stored yet."
+    args = ["--data", "ml-1m", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
+    parser = argparse.ArgumentParser()
+    tune.add_arguments(parser)
+    plan = tune.plan_from_args(parser.parse_args(["run", *args, "--trials", "20"]))
+    command = f"`apg experiment tune run {' '.join(args)} --trials {plan.trials}`"
+    budget = f"every trial at the space's full budget, {budgets[-1]} epochs at most"
     if not searched.exists():
-        args = ["--data", "ml-1m", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
-        parser = argparse.ArgumentParser()
-        tune.add_arguments(parser)
-        plan = tune.plan_from_args(parser.parse_args(["run", *args, "--trials", "20"]))
         log = tune.trials_path(results, "ml-1m", "strong")
         done = {(m, a): tune.logged_trials(log, plan.study_name(m, a)) for m in plan.models for a in plan.arms}
         done = {k: ts[: plan.trials] for k, ts in done.items()}  # a search run on past 20 counts its first 20
@@ -303,8 +319,6 @@ def strong_paragraph(results: Path) -> str:
             hours = (total - ran) * sum(seconds) / len(seconds) / 3600
             n = len(seconds)
             cost = f": {left} about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
-        command = f"`apg experiment tune run {' '.join(args)} --trials {plan.trials}`"
-        budget = f"every trial at the space's full budget, {budgets[-1]} epochs at most"
         if not ran:
             return head + f" Its search ({command}, {budget}) has not been run{cost}."
         pruned = sum(t["state"] == "PRUNED" for ts in done.values() for t in ts)
@@ -313,11 +327,36 @@ def strong_paragraph(results: Path) -> str:
             f" Its search ({command}, {budget}) has run {ran} of its {total} trials so far ({per_arm}; {pruned} "
             f"pruned; each trial in `{log}`, from which the same command resumes){cost}."
         )
+    return head + " " + _searched_sentence(results, searched, command, budget, seconds)
+
+
+def _searched_sentence(results: Path, searched: Path, command: str, budget: str, seconds: list) -> str:
+    """What the finished strong search chose, and its arms' paired test study (or the command that runs it)."""
     saved = json.loads(searched.read_text())["configs"]
-    cells = [
-        f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, x in saved.items() for a, e in x.items()
-    ]
-    return head + " Best validation AUC per arm of the strong search: " + "; ".join(cells) + "."
+    entries = [(m, a, e) for m, x in saved.items() for a, e in x.items()]
+    epochs = entries[0][2]["budget"]["train"]["epochs"]
+    models = sorted(saved)
+    cells = "; ".join(f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, a, e in entries)
+    head = f"Its search ({command}, {budget}) chose each arm's configuration on validation (best AUC: {cells})"
+    seeds = SEEDS_PER_ARM
+    runs = 2 * seeds * len(models)
+    study_command = (
+        f"`apg experiment study run --data ml-1m --models {','.join(models)} --arms base,self --tuned {searched} "
+        f"--epochs {epochs} --seeds {','.join(map(str, range(1, seeds + 1)))}`"
+    )
+    told, lifts = _strong_lines(results, searched, (epochs,), [], set())
+    if not told:
+        cost = f", about {runs * sum(seconds) / len(seconds) / 3600:.1f} hours on 2 cores" if seconds else ""
+        return head + f"; its {seeds}-seed test study ({study_command}, {runs} runs{cost}) has not been run."
+    text = head + f"; on test ({study_command}): " + "; ".join(told) + "."
+    stored = sum(lifts.get(m, {"n": 0})["n"] for m in models) * 2
+    if stored < runs:
+        return text + f" {stored} of the study's {runs} runs are paired so far; the same command resumes."
+    met = all(lifts[m]["ci"][0] > 0 for m in models)
+    return text + (
+        f" The target (self-wise APG above the base with a 95 % CI above 0, for {' and '.join(models)}) is "
+        + ("met." if met else "not met.")
+    )
 
 
 def _took(trial: dict) -> float:

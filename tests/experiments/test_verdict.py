@@ -200,3 +200,67 @@ def test_the_strong_recipe_is_told_per_epoch_budget_with_the_runs_the_budget_cut
     log.write_text(json.dumps({"searches": searches}))
     text = strong_paragraph(tmp_path)
     assert "its other 77 trials are about 13 hours on 2 cores (the median of its 3 trials so far)" in text
+
+
+def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp_path):
+    pytest.importorskip("torch")  # the study's Plan is built from model/'s dataclasses
+    from dataclasses import replace
+
+    from scripts.experiments import study, tune
+    from scripts.experiments.verdict import strong_paragraph
+
+    def arms(lr):
+        return {a: {"model": {"model": "x", "apg": {"condition": c}}, "train": {"lr": lr}} for a, c in
+                (("base", "none"), ("self", "self"))}  # fmt: skip
+
+    budget = {"train": {"epochs": 30, "patience": 2, "split_seed": 0}, "sampler_seed": 0, "prune_from": 2}
+    searched = tune.best_path(tmp_path, "ml-1m", "strong")
+    searched.parent.mkdir(parents=True)
+    best = {m: {a: c | {"valid_auc": 0.822, "trials": 20, "budget": budget, "params": {}}
+                for a, c in arms(3e-3).items()} for m in ("deepfm", "dnn")}  # fmt: skip
+    searched.write_text(json.dumps({"data": "ml-1m", "configs": best}))
+    text = strong_paragraph(tmp_path)
+    assert "No run of the strong recipe is stored yet." in text
+    assert "chose each arm's configuration on validation (best AUC: deepfm base 82.20 (20 trials);" in text
+    command = (
+        f"`apg experiment study run --data ml-1m --models deepfm,dnn --arms base,self --tuned {searched} "
+        "--epochs 30 --seeds 1,2,3,4,5`"
+    )
+    assert f"its 5-seed test study ({command}, 20 runs) has not been run." in text
+
+    tuned = {m: arms(3e-3) for m in ("deepfm", "dnn")}
+    plan = study.Plan(data="ml-1m", tuned=tuned)
+    plan = replace(plan, train=replace(plan.train, epochs=30))
+
+    def rec(model, arm, seed, auc):
+        return {
+            "key": f"{model}/{arm}/{seed}",
+            "model": model,
+            "arm": arm,
+            "seed": seed,
+            "budget": plan.budget(),
+            "tuned": tuned[model][arm],
+            "test": {"auc": auc},
+            "adaptation": None if arm == "base" else {"mean_s_cost": 0.01, "layers": [{"spread": 0.2}]},
+            "epochs_run": 14,
+            "wall_seconds": 300.0,
+        }
+
+    lift = {"deepfm": [0.002, 0.003, 0.002, 0.004, 0.003], "dnn": [0.001, -0.002, 0.002, 0.0, 0.001]}
+    records = [rec(m, "base", s, 0.82) for m in lift for s in range(1, 6)]
+    records += [rec(m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in range(1, 4)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    text = strong_paragraph(tmp_path)
+    assert f"; on test ({command}): deepfm, 30 epochs at most (`--tuned {searched} --epochs 30`)" in text
+    assert "12 of the study's 20 runs are paired so far; the same command resumes." in text
+    assert "The target" not in text
+    records += [rec(m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in (4, 5)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    text = strong_paragraph(tmp_path)
+    assert "self-wise APG on it +0.28 [" in text and "self-wise APG on it +0.04 [" in text
+    assert "(self-wise APG above the base with a 95 % CI above 0, for deepfm and dnn) is not met." in text
+    lift["dnn"] = [0.001, 0.002, 0.002, 0.001, 0.001]
+    records = [r for r in records if not (r["model"] == "dnn" and r["arm"] == "self")]
+    records += [rec("dnn", "self", s, 0.82 + lift["dnn"][s - 1]) for s in range(1, 6)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    assert "for deepfm and dnn) is met." in strong_paragraph(tmp_path)
