@@ -150,6 +150,11 @@ SPACES = {"default": Space(), "strong": STRONG}
 # all 10 stored runs used every epoch, two never met that plateau and four met it only in their last; at 30 early
 # stopping ends every run (at 14-17 epochs).
 EPOCHS = {"default": 10, "strong": 30}
+UNTUNED = {  # what each space's first trial is
+    "default": "the study's defaults",
+    "strong": "BARS's MovieLens recipe with APG's known-good knobs, as `apg experiment tune first --space strong` "
+    "writes it",
+}
 
 
 @dataclass(frozen=True)
@@ -538,7 +543,7 @@ def report(saved: dict, plan: TunePlan) -> str:
             if b["prune_from"]
             else "no pruning"
         )
-        + ". The test split is never read. `untuned` is the arm's first trial (the study's defaults). P is the "
+        + f". The test split is never read. `untuned` is the arm's first trial ({UNTUNED[plan.space_name]}). P is the "
         "over-parameterisation width (0: off), G hidden 0 a linear G, K per layer the same K in every layer or "
         "halving (K, K/2, ...), emb reg the L2 on the embedding tables, init default or xavier (FuxiCTR's).",
     ]
@@ -588,7 +593,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", default="ml-1m", help="a named dataset (ml-100k, ml-1m)")
     p.add_argument("--models", default="dnn,deepfm", help="base models, comma-separated")
-    p.add_argument("--arms", default="base,static,self,group", help=f"arms, comma-separated, of: {', '.join(ARMS)}")
+    p.add_argument(
+        "--arms",
+        help=f"arms, comma-separated, of: {', '.join(ARMS)} (default: {','.join(TunePlan.arms)}; for report, the "
+        "arms the best-config file has)",
+    )
     p.add_argument("--trials", type=int, default=20, help="trials per arm (the same for every arm)")
     p.add_argument("--sampler-seed", type=int, default=0, help="TPE's seed (the same for every arm)")
     p.add_argument("--prune-from", type=int, default=2, help="first epoch the median pruner may stop at (0: never)")
@@ -617,7 +626,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def plan_from_args(a: argparse.Namespace) -> TunePlan:
-    arms = tuple(a.arms.split(","))
+    arms = tuple(a.arms.split(",")) if a.arms else TunePlan.arms
     unknown = [x for x in arms if x not in ARMS]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
@@ -665,6 +674,9 @@ def run_from_args(a: argparse.Namespace) -> int:
         )
     out = a.results / f"tune-{path.stem}.md"
     saved = json.loads(path.read_text())
+    if a.arms is None:  # the arms the searches ran (a search of base and self is not one with static and group untuned)
+        arms = tuple(x for x in ARMS if any(x in saved["configs"].get(m, {}) for m in plan.models))
+        plan = replace(plan, arms=arms or plan.arms)
     out.write_text(
         f"Command: `{run_command(saved, plan)}` (then `apg experiment tune report`).\n\n{report(saved, plan)}"
     )

@@ -337,13 +337,18 @@ def _searched_sentence(results: Path, searched: Path, command: str, budget: str,
     epochs = entries[0][2]["budget"]["train"]["epochs"]
     models = sorted(saved)
     cells = "; ".join(f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, a, e in entries)
-    head = f"Its search ({command}, {budget}) chose each arm's configuration on validation (best AUC: {cells})"
+    table = results / f"tune-{searched.stem}.md"  # `apg experiment tune report --space strong` writes it
+    told = f"; every value in [{table.name}](results/{table.name})" if table.exists() else ""
+    head = f"Its search ({command}, {budget}) chose each arm's configuration on validation (best AUC: {cells}{told})"
     seeds = SEEDS_PER_ARM
     runs = 2 * seeds * len(models)
     study_command = (
         f"`apg experiment study run --data ml-1m --models {','.join(models)} --arms base,self --tuned {searched} "
         f"--epochs {epochs} --seeds {','.join(map(str, range(1, seeds + 1)))}`"
     )
+    kept = [m for m in models if all(e["trial"] == 0 for e in saved[m].values())]
+    if kept:  # trial 0 is the recipe untuned: these models' test runs are the recipe's own, told above
+        head += f"; for {' and '.join(kept)} every arm's best trial is its first, the recipe untuned"
     told, lifts = _strong_lines(results, searched, (epochs,), [], set())
     if not told:
         cost = f", about {runs * sum(seconds) / len(seconds) / 3600:.1f} hours on 2 cores" if seconds else ""

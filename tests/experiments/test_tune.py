@@ -146,6 +146,22 @@ def test_equal_budget_per_arm_best_file_and_report(tmp_path, monkeypatch):
     assert f"| {saved['configs']['dnn']['self']['valid_auc']:.4f} |" in rows["self"]
 
 
+def test_a_report_without_arms_tells_the_arms_the_search_ran_and_what_its_first_trial_was(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "train_trial", fake_trial([]))
+    common = ["--data", "ml-100k", "--models", "dnn", "--space", "strong", "--trials", "2", "--epochs", "3"]
+    common += ["--storage", str(tmp_path / "tune.sqlite3"), "--results", str(tmp_path)]
+    assert tune.main(["run", *common, "--arms", "base,self"]) == 0
+    assert tune.main(["report", *common]) == 0  # no --arms: a search of base and self is told as that
+    text = (tmp_path / "tune-ml-100k-strong.md").read_text()
+    assert "`apg experiment tune run --data ml-100k --models dnn --arms base,self --space strong --trials 2" in text
+    rows = {line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ")}
+    assert rows == {"arm", "base", "self"} and "not tuned yet" not in text
+    assert "`untuned` is the arm's first trial (BARS's MovieLens recipe with APG's known-good knobs" in text
+    assert set(tune.UNTUNED) == set(tune.SPACES)
+    assert tune.main(["report", *common, "--arms", "base,static,self"]) == 0  # asked for: the untuned arm shows
+    assert "| static | not tuned yet |" in (tmp_path / "tune-ml-100k-strong.md").read_text()
+
+
 def test_a_stopped_search_continues_where_it_stopped(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(tune, "train_trial", fake_trial(calls))

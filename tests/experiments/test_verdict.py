@@ -216,8 +216,8 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
     budget = {"train": {"epochs": 30, "patience": 2, "split_seed": 0}, "sampler_seed": 0, "prune_from": 2}
     searched = tune.best_path(tmp_path, "ml-1m", "strong")
     searched.parent.mkdir(parents=True)
-    best = {m: {a: c | {"valid_auc": 0.822, "trials": 20, "budget": budget, "params": {}}
-                for a, c in arms(3e-3).items()} for m in ("deepfm", "dnn")}  # fmt: skip
+    best = {m: {a: c | {"valid_auc": 0.822, "trials": 20, "budget": budget, "params": {}, "trial": t}
+                for a, c in arms(3e-3).items()} for m, t in (("deepfm", 4), ("dnn", 0))}  # fmt: skip
     searched.write_text(json.dumps({"data": "ml-1m", "configs": best}))
     text = strong_paragraph(tmp_path)
     assert "No run of the strong recipe is stored yet." in text
@@ -227,6 +227,11 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
         "--epochs 30 --seeds 1,2,3,4,5`"
     )
     assert f"its 5-seed test study ({command}, 20 runs) has not been run." in text
+    assert "every value in" not in text
+    assert "; for dnn every arm's best trial is its first, the recipe untuned;" in text  # deepfm's is trial 4
+    (tmp_path / "tune-ml-1m-strong.md").write_text("the search's table")
+    text = strong_paragraph(tmp_path)
+    assert "(20 trials); every value in [tune-ml-1m-strong.md](results/tune-ml-1m-strong.md))" in text
 
     tuned = {m: arms(3e-3) for m in ("deepfm", "dnn")}
     plan = study.Plan(data="ml-1m", tuned=tuned)
