@@ -266,7 +266,7 @@ def _strong_lines(results: Path, path: Path, budgets, seconds: list, shown: set)
             old = [r["test"]["auc"] for r in untuned if r["model"] == m and r["arm"] == "base"]
             limited = sum(r["epochs_run"] == epochs for r in runs)
             seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
-            lifts |= {m: lift} if epochs == budgets[-1] else {}
+            lifts |= {m: lift | {"base": sum(base) / len(base)}} if epochs == budgets[-1] else {}
             shown.add(m)
             rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
             lines.append(
@@ -297,7 +297,10 @@ def strong_paragraph(results: Path) -> str:
             f"study run --models {','.join(sorted(shown))} --arms base,self --tuned ...`): " + "; ".join(lines) + "."
         )
     else:
-        head = "**APG on a strong recipe.** No run of the strong recipe is stored yet."
+        head = (
+            "**APG on a strong recipe.** No run of the recipe untuned (`apg experiment tune first --space strong`) "
+            "is stored."
+        )
     args = ["--data", "ml-1m", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
     parser = argparse.ArgumentParser()
     tune.add_arguments(parser)
@@ -327,11 +330,14 @@ def strong_paragraph(results: Path) -> str:
             f" Its search ({command}, {budget}) has run {ran} of its {total} trials so far ({per_arm}; {pruned} "
             f"pruned; each trial in `{log}`, from which the same command resumes){cost}."
         )
-    return head + " " + _searched_sentence(results, searched, command, budget, seconds)
+    text, answer = _searched_sentence(results, searched, command, budget, seconds)
+    label = "**APG on a strong recipe.**"
+    return head.replace(label, f"{label} {answer}", 1) + " " + text if answer else head + " " + text
 
 
-def _searched_sentence(results: Path, searched: Path, command: str, budget: str, seconds: list) -> str:
-    """What the finished strong search chose, and its arms' paired test study (or the command that runs it)."""
+def _searched_sentence(results: Path, searched: Path, command: str, budget: str, seconds: list) -> tuple[str, str]:
+    """What the finished strong search chose, and its arms' paired test study (or the command that runs it); and,
+    once that study is complete, the paragraph's answer."""
     saved = json.loads(searched.read_text())["configs"]
     entries = [(m, a, e) for m, x in saved.items() for a, e in x.items()]
     epochs = entries[0][2]["budget"]["train"]["epochs"]
@@ -352,16 +358,23 @@ def _searched_sentence(results: Path, searched: Path, command: str, budget: str,
     told, lifts = _strong_lines(results, searched, (epochs,), [], set())
     if not told:
         cost = f", about {runs * sum(seconds) / len(seconds) / 3600:.1f} hours on 2 cores" if seconds else ""
-        return head + f"; its {seeds}-seed test study ({study_command}, {runs} runs{cost}) has not been run."
+        return head + f"; its {seeds}-seed test study ({study_command}, {runs} runs{cost}) has not been run.", ""
     text = head + f"; on test ({study_command}): " + "; ".join(told) + "."
     stored = sum(lifts.get(m, {"n": 0})["n"] for m in models) * 2
     if stored < runs:
-        return text + f" {stored} of the study's {runs} runs are paired so far; the same command resumes."
-    met = all(lifts[m]["ci"][0] > 0 for m in models)
+        return text + f" {stored} of the study's {runs} runs are paired so far; the same command resumes.", ""
+    lifted = [m for m in models if lifts[m]["ci"][0] > 0]
+    answer = (f"A lift for {' and '.join(lifted)}." if lifted else "No lift shown.") + (
+        f" On the bases tuned by a {entries[0][2]['trials']}-trial search per arm ("
+        + ", ".join(f"{m} {lifts[m]['base'] * 100:.2f}" for m in models)
+        + " test AUC), self-wise APG moves "
+        + ", ".join(f"{m} by {fmt(lifts[m])}" for m in models)
+        + " AUC points (paired on seeds; below)."
+    )
     return text + (
         f" The target (self-wise APG above the base with a 95 % CI above 0, for {' and '.join(models)}) is "
-        + ("met." if met else "not met.")
-    )
+        + ("met." if lifted == models else "not met.")
+    ), answer
 
 
 def _took(trial: dict) -> float:

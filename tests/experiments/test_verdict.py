@@ -220,7 +220,7 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
                 for a, c in arms(3e-3).items()} for m, t in (("deepfm", 4), ("dnn", 0))}  # fmt: skip
     searched.write_text(json.dumps({"data": "ml-1m", "configs": best}))
     text = strong_paragraph(tmp_path)
-    assert "No run of the strong recipe is stored yet." in text
+    assert "No run of the recipe untuned (`apg experiment tune first --space strong`) is stored." in text
     assert "chose each arm's configuration on validation (best AUC: deepfm base 82.20 (20 trials);" in text
     command = (
         f"`apg experiment study run --data ml-1m --models deepfm,dnn --arms base,self --tuned {searched} "
@@ -258,14 +258,21 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
     text = strong_paragraph(tmp_path)
     assert f"; on test ({command}): deepfm, 30 epochs at most (`--tuned {searched} --epochs 30`)" in text
     assert "12 of the study's 20 runs are paired so far; the same command resumes." in text
-    assert "The target" not in text
+    assert "The target" not in text and "No lift shown" not in text and "A lift" not in text
     records += [rec(m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in (4, 5)]
     write_lines(study.store_path(tmp_path, "ml-1m"), records)
     text = strong_paragraph(tmp_path)
     assert "self-wise APG on it +0.28 [" in text and "self-wise APG on it +0.04 [" in text
     assert "(self-wise APG above the base with a 95 % CI above 0, for deepfm and dnn) is not met." in text
+    assert text.startswith(
+        "**APG on a strong recipe.** A lift for deepfm. On the bases tuned by a 20-trial search per arm (deepfm "
+        "82.00, dnn 82.00 test AUC), self-wise APG moves deepfm by +0.28 ["
+    )
+    assert "dnn by +0.04 [" in text.split("(paired on seeds; below).")[0]
     lift["dnn"] = [0.001, 0.002, 0.002, 0.001, 0.001]
     records = [r for r in records if not (r["model"] == "dnn" and r["arm"] == "self")]
     records += [rec("dnn", "self", s, 0.82 + lift["dnn"][s - 1]) for s in range(1, 6)]
     write_lines(study.store_path(tmp_path, "ml-1m"), records)
-    assert "for deepfm and dnn) is met." in strong_paragraph(tmp_path)
+    text = strong_paragraph(tmp_path)
+    assert "for deepfm and dnn) is met." in text and "recipe.** A lift for deepfm and dnn. On the bases" in text
+    assert "No lift shown." not in text  # the answer leads only once the study is whole: see the partial one above
