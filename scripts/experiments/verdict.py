@@ -239,10 +239,13 @@ def front_paragraph(results: Path) -> str:
     return head + " Details and the plot: [front-ml-1m.md](results/front-ml-1m.md)."
 
 
-def _strong_lines(results: Path, path: Path, budgets, seconds: list, shown: set) -> tuple[list[str], dict]:
+def _strong_lines(
+    results: Path, path: Path, budgets, seconds: list, shown: set, told: tuple = ()
+) -> tuple[list[str], dict]:
     """One line per model and epoch budget for the study runs tuned by ``path`` (base vs self-wise, paired on the
-    seeds both arms have); adds the longest budget's run times to ``seconds`` and the models told to ``shown``.
-    Returns the lines and, per model at the longest budget, its paired lift."""
+    seeds both arms have), but none for the models in ``told`` (their runs were told already); adds the longest
+    budget's run times to ``seconds`` and the models given a line to ``shown``. Returns the lines and, per model at
+    the longest budget, its paired lift with its base's mean test AUC."""
     from dataclasses import replace
 
     from scripts.experiments import study
@@ -267,6 +270,8 @@ def _strong_lines(results: Path, path: Path, budgets, seconds: list, shown: set)
             limited = sum(r["epochs_run"] == epochs for r in runs)
             seconds += [r["wall_seconds"] for r in runs] if epochs == budgets[-1] else []
             lifts |= {m: lift | {"base": sum(base) / len(base)}} if epochs == budgets[-1] else {}
+            if m in told:
+                continue
             shown.add(m)
             rerun = f" --epochs {epochs}" if epochs != study.Plan().train.epochs else ""
             lines.append(
@@ -330,17 +335,21 @@ def strong_paragraph(results: Path) -> str:
             f" Its search ({command}, {budget}) has run {ran} of its {total} trials so far ({per_arm}; {pruned} "
             f"pruned; each trial in `{log}`, from which the same command resumes){cost}."
         )
-    text, answer = _searched_sentence(results, searched, command, budget, seconds)
+    text, answer = _searched_sentence(results, searched, first, command, budget, seconds)
     label = "**APG on a strong recipe.**"
     return head.replace(label, f"{label} {answer}", 1) + " " + text if answer else head + " " + text
 
 
-def _searched_sentence(results: Path, searched: Path, command: str, budget: str, seconds: list) -> tuple[str, str]:
+def _searched_sentence(
+    results: Path, searched: Path, first: Path, command: str, budget: str, seconds: list
+) -> tuple[str, str]:
     """What the finished strong search chose, and its arms' paired test study (or the command that runs it); and,
-    once that study is complete, the paragraph's answer."""
+    once that study has every model's seeds, the paragraph's answer."""
+    from scripts.experiments import study
+
     saved = json.loads(searched.read_text())["configs"]
     entries = [(m, a, e) for m, x in saved.items() for a, e in x.items()]
-    epochs = entries[0][2]["budget"]["train"]["epochs"]
+    epochs = max(e["budget"]["train"]["epochs"] for _, _, e in entries)
     models = sorted(saved)
     cells = "; ".join(f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, a, e in entries)
     table = results / f"tune-{searched.stem}.md"  # `apg experiment tune report --space strong` writes it
@@ -352,24 +361,32 @@ def _searched_sentence(results: Path, searched: Path, command: str, budget: str,
         f"`apg experiment study run --data ml-1m --models {','.join(models)} --arms base,self --tuned {searched} "
         f"--epochs {epochs} --seeds {','.join(map(str, range(1, seeds + 1)))}`"
     )
-    kept = [m for m in models if all(e["trial"] == 0 for e in saved[m].values())]
-    if kept:  # trial 0 is the recipe untuned: these models' test runs are the recipe's own, told above
-        head += f"; for {' and '.join(kept)} every arm's best trial is its first, the recipe untuned"
-    told, lifts = _strong_lines(results, searched, (epochs,), [], set())
-    if not told:
+    recipe = study.load_tuned(first, "ml-1m") if first.exists() else {}
+    searched_tuned = study.load_tuned(searched, "ml-1m")
+    kept = [m for m in models if recipe.get(m) == searched_tuned[m]]  # the same configurations: the same runs
+    if kept:
+        head += f"; for {' and '.join(kept)} it kept the recipe untuned in every arm (its test runs are those above)"
+    told, lifts = _strong_lines(results, searched, (epochs,), [], set(), told=tuple(kept))
+    if not lifts:
         cost = f", about {runs * sum(seconds) / len(seconds) / 3600:.1f} hours on 2 cores" if seconds else ""
-        return head + f"; its {seeds}-seed test study ({study_command}, {runs} runs{cost}) has not been run.", ""
-    text = head + f"; on test ({study_command}): " + "; ".join(told) + "."
-    stored = sum(lifts.get(m, {"n": 0})["n"] for m in models) * 2
-    if stored < runs:
-        return text + f" {stored} of the study's {runs} runs are paired so far; the same command resumes.", ""
+        return head + f"; its {seeds}-seed test study ({study_command}, {runs} runs{cost}) has no paired runs yet.", ""
+    text = head + f"; on test ({study_command})" + (": " + "; ".join(told) if told else "") + "."
+    short = [m for m in models if lifts.get(m, {"n": 0})["n"] < seeds]
+    if short:
+        paired_runs = sum(min(lifts.get(m, {"n": 0})["n"], seeds) for m in models) * 2
+        return text + f" {paired_runs} of the study's {runs} runs are paired so far; the same command resumes.", ""
     lifted = [m for m in models if lifts[m]["ci"][0] > 0]
+    trails = [m for m in models if lifts[m]["ci"][1] < 0]
+    trials = sorted({e["trials"] for _, _, e in entries})
     answer = (f"A lift for {' and '.join(lifted)}." if lifted else "No lift shown.") + (
-        f" On the bases tuned by a {entries[0][2]['trials']}-trial search per arm ("
+        f" On the bases tuned by a {'/'.join(map(str, trials))}-trial search per arm ("
         + ", ".join(f"{m} {lifts[m]['base'] * 100:.2f}" for m in models)
-        + " test AUC), self-wise APG moves "
+        + " test AUC"
+        + (f"; {' and '.join(kept)} the recipe itself" if kept else "")
+        + "), self-wise APG moves "
         + ", ".join(f"{m} by {fmt(lifts[m])}" for m in models)
-        + " AUC points (paired on seeds; below)."
+        + " AUC points (paired on seeds; below)"
+        + (f": APG trails the base on {' and '.join(trails)}." if trails else ".")
     )
     return text + (
         f" The target (self-wise APG above the base with a 95 % CI above 0, for {' and '.join(models)}) is "

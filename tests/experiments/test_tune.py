@@ -154,6 +154,7 @@ def test_a_report_without_arms_tells_the_arms_the_search_ran_and_what_its_first_
     assert tune.main(["report", *common]) == 0  # no --arms: a search of base and self is told as that
     text = (tmp_path / "tune-ml-100k-strong.md").read_text()
     assert "`apg experiment tune run --data ml-100k --models dnn --arms base,self --space strong --trials 2" in text
+    assert "(then `apg experiment tune report --data ml-100k --space strong`)" in text
     rows = {line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ")}
     assert rows == {"arm", "base", "self"} and "not tuned yet" not in text
     assert "`untuned` is the arm's first trial (BARS's MovieLens recipe with APG's known-good knobs" in text

@@ -209,15 +209,16 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
     from scripts.experiments import study, tune
     from scripts.experiments.verdict import strong_paragraph
 
-    def arms(lr):
-        return {a: {"model": {"model": "x", "apg": {"condition": c}}, "train": {"lr": lr}} for a, c in
-                (("base", "none"), ("self", "self"))}  # fmt: skip
+    def arms(lr, self_lr=None):
+        return {a: {"model": {"model": "x", "apg": {"condition": c}}, "train": {"lr": x}} for a, c, x in
+                (("base", "none", lr), ("self", "self", self_lr or lr))}  # fmt: skip
 
     budget = {"train": {"epochs": 30, "patience": 2, "split_seed": 0}, "sampler_seed": 0, "prune_from": 2}
     searched = tune.best_path(tmp_path, "ml-1m", "strong")
     searched.parent.mkdir(parents=True)
-    best = {m: {a: c | {"valid_auc": 0.822, "trials": 20, "budget": budget, "params": {}, "trial": t}
-                for a, c in arms(3e-3).items()} for m, t in (("deepfm", 4), ("dnn", 0))}  # fmt: skip
+    tuned = {m: arms(3e-3) for m in ("deepfm", "dnn")}
+    best = {m: {a: c | {"valid_auc": 0.822, "trials": 20, "budget": budget, "params": {}} for a, c in x.items()}
+            for m, x in tuned.items()}  # fmt: skip
     searched.write_text(json.dumps({"data": "ml-1m", "configs": best}))
     text = strong_paragraph(tmp_path)
     assert "No run of the recipe untuned (`apg experiment tune first --space strong`) is stored." in text
@@ -226,53 +227,80 @@ def test_a_finished_strong_search_tells_its_paired_test_study_and_the_target(tmp
         f"`apg experiment study run --data ml-1m --models deepfm,dnn --arms base,self --tuned {searched} "
         "--epochs 30 --seeds 1,2,3,4,5`"
     )
-    assert f"its 5-seed test study ({command}, 20 runs) has not been run." in text
-    assert "every value in" not in text
-    assert "; for dnn every arm's best trial is its first, the recipe untuned;" in text  # deepfm's is trial 4
+    assert f"its 5-seed test study ({command}, 20 runs) has no paired runs yet." in text
+    assert "every value in" not in text and "kept the recipe" not in text
     (tmp_path / "tune-ml-1m-strong.md").write_text("the search's table")
     text = strong_paragraph(tmp_path)
     assert "(20 trials); every value in [tune-ml-1m-strong.md](results/tune-ml-1m-strong.md))" in text
 
-    tuned = {m: arms(3e-3) for m in ("deepfm", "dnn")}
-    plan = study.Plan(data="ml-1m", tuned=tuned)
-    plan = replace(plan, train=replace(plan.train, epochs=30))
+    # the recipe untuned: DNN's search kept it only where every arm's configuration is the recipe's
+    first = tmp_path / "tune" / "ml-1m-strong-first.json"
+    recipe = {"deepfm": arms(1e-3), "dnn": arms(3e-3, self_lr=1e-3)}
+    first.write_text(json.dumps({"data": "ml-1m", "configs": recipe}))
+    assert "kept the recipe" not in strong_paragraph(tmp_path)  # dnn's self arm differs from the recipe's
+    recipe["dnn"] = arms(3e-3)
+    first.write_text(json.dumps({"data": "ml-1m", "configs": recipe}))
+    assert "; for dnn it kept the recipe untuned in every arm (its test runs are those above);" in (
+        strong_paragraph(tmp_path)
+    )
 
-    def rec(model, arm, seed, auc):
+    def rec(configs, model, arm, seed, auc, seconds=300.0):
+        plan = study.Plan(data="ml-1m", tuned=configs)
+        plan = replace(plan, train=replace(plan.train, epochs=30))
         return {
-            "key": f"{model}/{arm}/{seed}",
+            "key": f"{model}/{arm}/{seed}/{configs[model][arm]['train']['lr']}",
             "model": model,
             "arm": arm,
             "seed": seed,
             "budget": plan.budget(),
-            "tuned": tuned[model][arm],
+            "tuned": configs[model][arm],
             "test": {"auc": auc},
             "adaptation": None if arm == "base" else {"mean_s_cost": 0.01, "layers": [{"spread": 0.2}]},
             "epochs_run": 14,
-            "wall_seconds": 300.0,
+            "wall_seconds": seconds,
         }
 
+    # the recipe's own 30-epoch DeepFM runs: the unrun study's estimate is their mean time
+    records = [rec(recipe, "deepfm", a, s, 0.81, seconds=600.0) for a in ("base", "self") for s in (1, 2)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    text = strong_paragraph(tmp_path)
+    assert f"its 5-seed test study ({command}, 20 runs, about 3.3 hours on 2 cores) has no paired runs yet." in text
+    # one model with more seeds than the study's and the other with none: not whole
     lift = {"deepfm": [0.002, 0.003, 0.002, 0.004, 0.003], "dnn": [0.001, -0.002, 0.002, 0.0, 0.001]}
-    records = [rec(m, "base", s, 0.82) for m in lift for s in range(1, 6)]
-    records += [rec(m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in range(1, 4)]
-    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    searched_runs = [rec(tuned, "deepfm", a, s, 0.82 + (a == "self") * 0.002) for a in ("base", "self") for s in
+                     range(1, 11)]  # fmt: skip
+    write_lines(study.store_path(tmp_path, "ml-1m"), records + searched_runs)
     text = strong_paragraph(tmp_path)
-    assert f"; on test ({command}): deepfm, 30 epochs at most (`--tuned {searched} --epochs 30`)" in text
-    assert "12 of the study's 20 runs are paired so far; the same command resumes." in text
+    assert "10 of the study's 20 runs are paired so far; the same command resumes." in text
     assert "The target" not in text and "No lift shown" not in text and "A lift" not in text
-    records += [rec(m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in (4, 5)]
-    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    searched_runs = [rec(tuned, m, "base", s, 0.82) for m in lift for s in range(1, 6)]
+    searched_runs += [rec(tuned, m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in range(1, 6)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records + searched_runs)
     text = strong_paragraph(tmp_path)
-    assert "self-wise APG on it +0.28 [" in text and "self-wise APG on it +0.04 [" in text
+    on_test = text.split(f"; on test ({command}): ")[1]
+    assert on_test.startswith(f"deepfm, 30 epochs at most (`--tuned {searched} --epochs 30`)")
+    assert "dnn, " not in on_test  # the recipe's runs: told once, in the recipe's own line
+    assert f"dnn, 30 epochs at most (`--tuned {first} --epochs 30`)" in text.split("Its search")[0]
     assert "(self-wise APG above the base with a 95 % CI above 0, for deepfm and dnn) is not met." in text
     assert text.startswith(
         "**APG on a strong recipe.** A lift for deepfm. On the bases tuned by a 20-trial search per arm (deepfm "
-        "82.00, dnn 82.00 test AUC), self-wise APG moves deepfm by +0.28 ["
+        "82.00, dnn 82.00 test AUC; dnn the recipe itself), self-wise APG moves deepfm by +0.28 ["
     )
-    assert "dnn by +0.04 [" in text.split("(paired on seeds; below).")[0]
-    lift["dnn"] = [0.001, 0.002, 0.002, 0.001, 0.001]
-    records = [r for r in records if not (r["model"] == "dnn" and r["arm"] == "self")]
-    records += [rec("dnn", "self", s, 0.82 + lift["dnn"][s - 1]) for s in range(1, 6)]
-    write_lines(study.store_path(tmp_path, "ml-1m"), records)
+    answer, rest = text.split("AUC points (paired on seeds; below).")
+    assert "dnn by +0.04 [" in answer and rest.startswith(" BARS's MovieLens recipe untuned (")
+    # APG below the base on DeepFM: no lift, and said so
+    searched_runs = [r if r["arm"] == "base" or r["model"] == "dnn" else r | {"test": {"auc": 0.818 - r["seed"] * 1e-4}}
+                     for r in searched_runs]  # fmt: skip
+    write_lines(study.store_path(tmp_path, "ml-1m"), records + searched_runs)
+    text = strong_paragraph(tmp_path)
+    assert text.startswith("**APG on a strong recipe.** No lift shown. On the bases")
+    assert "AUC points (paired on seeds; below): APG trails the base on deepfm. BARS's" in text
+    assert "is not met." in text
+    # both lifted: the target is met
+    lift = {"deepfm": [0.002, 0.003, 0.002, 0.004, 0.003], "dnn": [0.001, 0.002, 0.002, 0.001, 0.001]}
+    searched_runs = [rec(tuned, m, "base", s, 0.82) for m in lift for s in range(1, 6)]
+    searched_runs += [rec(tuned, m, "self", s, 0.82 + lift[m][s - 1]) for m in lift for s in range(1, 6)]
+    write_lines(study.store_path(tmp_path, "ml-1m"), records + searched_runs)
     text = strong_paragraph(tmp_path)
     assert "for deepfm and dnn) is met." in text and "recipe.** A lift for deepfm and dnn. On the bases" in text
-    assert "No lift shown." not in text  # the answer leads only once the study is whole: see the partial one above
+    assert "No lift shown." not in text and "trails" not in text
