@@ -353,8 +353,8 @@ def _searched_sentence(
     models = sorted(saved)
     cells = "; ".join(f"{m} {a} {e['valid_auc'] * 100:.2f} ({e['trials']} trials)" for m, a, e in entries)
     table = results / f"tune-{searched.stem}.md"  # `apg experiment tune report --space strong` writes it
-    told = f"; every value in [{table.name}](results/{table.name})" if table.exists() else ""
-    head = f"Its search ({command}, {budget}) chose each arm's configuration on validation (best AUC: {cells}{told})"
+    link = f"; every value in [{table.name}](results/{table.name})" if table.exists() else ""
+    head = f"Its search ({command}, {budget}) chose each arm's configuration on validation (best AUC: {cells}{link})"
     seeds = SEEDS_PER_ARM
     runs = 2 * seeds * len(models)
     study_command = (
