@@ -13,6 +13,7 @@ from pathlib import Path
 from scripts.experiments.paired import adapted, fmt
 
 SEEDS_PER_ARM = 5  # the strong search's test study: paired seeds 1..5
+LABEL = "**APG on a strong recipe.**"  # the strong-recipe paragraph's opening
 
 
 def _pts(x: float) -> str:
@@ -296,16 +297,13 @@ def strong_paragraph(results: Path) -> str:
         lines, _ = _strong_lines(results, first, budgets, seconds, shown)
     if lines:
         head = (
-            "**APG on a strong recipe.** BARS's MovieLens recipe untuned (embedding regularisation 0.01, "
+            "BARS's MovieLens recipe untuned (embedding regularisation 0.01, "
             "BatchNorm, dropout 0.3, a [400, 400, 400] tower, xavier init; APG with a linear G, generated bias, "
             "K 32/16/8, over-parameterisation 64; `apg experiment tune first --space strong`, then `apg experiment "
             f"study run --models {','.join(sorted(shown))} --arms base,self --tuned ...`): " + "; ".join(lines) + "."
         )
     else:
-        head = (
-            "**APG on a strong recipe.** No run of the recipe untuned (`apg experiment tune first --space strong`) "
-            "is stored."
-        )
+        head = "No run of the recipe untuned (`apg experiment tune first --space strong`) is stored."
     args = ["--data", "ml-1m", "--models", "dnn,deepfm", "--arms", "base,self", "--space", "strong"]
     parser = argparse.ArgumentParser()
     tune.add_arguments(parser)
@@ -328,16 +326,15 @@ def strong_paragraph(results: Path) -> str:
             n = len(seconds)
             cost = f": {left} about {hours:.0f} hours on 2 cores (from {n} such runs' mean; pruning aside)"
         if not ran:
-            return head + f" Its search ({command}, {budget}) has not been run{cost}."
+            return f"{LABEL} {head} Its search ({command}, {budget}) has not been run{cost}."
         pruned = sum(t["state"] == "PRUNED" for ts in done.values() for t in ts)
         per_arm = ", ".join(f"{m} {a} {len(ts)}" for (m, a), ts in done.items())
-        return head + (
+        return f"{LABEL} {head}" + (
             f" Its search ({command}, {budget}) has run {ran} of its {total} trials so far ({per_arm}; {pruned} "
             f"pruned; each trial in `{log}`, from which the same command resumes){cost}."
         )
     text, answer = _searched_sentence(results, searched, first, command, budget, seconds)
-    label = "**APG on a strong recipe.**"
-    return head.replace(label, f"{label} {answer}", 1) + " " + text if answer else head + " " + text
+    return " ".join(x for x in (LABEL, answer, head, text) if x)  # the answer, once there is one, leads
 
 
 def _searched_sentence(
